@@ -1,0 +1,207 @@
+//! MemberConfig: the member's internal configuration — typed (Duration, Url, bytes) and
+//! validated once. The `ketch` binary builds it from etcd's flags, `ETCD_*` variables and the
+//! YAML config file; this crate never reads flags or the environment itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+/// Whether this member bootstraps a new cluster or joins an existing one
+/// (`--initial-cluster-state`). Ignored once the data dir holds a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompactionMode {
+    Periodic,
+    Revision,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Where the WAL lives; `None` means `<data_dir>/member/wal`.
+    pub wal_dir: Option<PathBuf>,
+    pub listen_client_urls: Vec<Url>,
+    pub advertise_client_urls: Vec<Url>,
+    pub listen_peer_urls: Vec<Url>,
+    pub initial_advertise_peer_urls: Vec<Url>,
+    /// `--initial-cluster` as (member name, peer URL) pairs, in the order given.
+    pub initial_cluster: Vec<(String, Url)>,
+    pub initial_cluster_token: String,
+    pub initial_cluster_state: ClusterState,
+    /// Applied entries between two Raft snapshots (`--snapshot-count`, etcd default 100000).
+    pub snapshot_count: u64,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub max_snapshots: u32,
+    pub max_wals: u32,
+    /// `--quota-backend-bytes`; 0 means etcd's default (2 GiB).
+    pub quota_backend_bytes: u64,
+    /// `--max-request-bytes` (etcd default 1.5 MiB).
+    pub max_request_bytes: usize,
+    /// `--max-txn-ops` (etcd default 128).
+    pub max_txn_ops: usize,
+    pub auto_compaction_mode: AutoCompactionMode,
+    /// As given: "0" disables; periodic mode takes a duration ("1h", "30m") or hours as a number.
+    pub auto_compaction_retention: String,
+    pub enable_v2: bool,
+    pub strict_reconfig_check: bool,
+    pub force_new_cluster: bool,
+    pub pre_vote: bool,
+    pub enable_pprof: bool,
+    /// `--cors` origins for the HTTP side.
+    pub cors: Vec<String>,
+}
+
+impl Default for MemberConfig {
+    /// etcd 3.4's defaults: member `default` in `default.etcd`, clients on localhost:2379,
+    /// peers on localhost:2380.
+    fn default() -> Self {
+        let u = |s: &str| Url::parse(s).expect("static url");
+        MemberConfig {
+            name: "default".into(),
+            data_dir: PathBuf::from("default.etcd"),
+            wal_dir: None,
+            listen_client_urls: vec![u("http://localhost:2379")],
+            advertise_client_urls: vec![u("http://localhost:2379")],
+            listen_peer_urls: vec![u("http://localhost:2380")],
+            initial_advertise_peer_urls: vec![u("http://localhost:2380")],
+            initial_cluster: vec![("default".into(), u("http://localhost:2380"))],
+            initial_cluster_token: "etcd-cluster".into(),
+            initial_cluster_state: ClusterState::New,
+            snapshot_count: 100_000,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            max_snapshots: 5,
+            max_wals: 5,
+            quota_backend_bytes: 0,
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+            auto_compaction_mode: AutoCompactionMode::Periodic,
+            auto_compaction_retention: "0".into(),
+            enable_v2: false,
+            strict_reconfig_check: true,
+            force_new_cluster: false,
+            pre_vote: false,
+            enable_pprof: false,
+            cors: vec![],
+        }
+    }
+}
+
+/// A configuration etcd would refuse to start with; the message says what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--election-timeout[{election:?}] should be at least as 5 times as --heartbeat-interval[{heartbeat:?}]")]
+    ElectionTooShort { election: Duration, heartbeat: Duration },
+    #[error("couldn't find local name {0:?} in the initial cluster configuration")]
+    NameNotInInitialCluster(String),
+    #[error("--initial-cluster has {name}={url} but missing from --initial-advertise-peer-urls={advertised}")]
+    AdvertiseMismatch { name: String, url: String, advertised: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl MemberConfig {
+    /// The quota etcd applies when `--quota-backend-bytes` is 0.
+    pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal_dir.clone().unwrap_or_else(|| self.data_dir.join("member").join("wal"))
+    }
+
+    pub fn backend_path(&self) -> PathBuf {
+        self.data_dir.join("member").join("snap").join("db")
+    }
+
+    pub fn quota_bytes(&self) -> u64 {
+        if self.quota_backend_bytes == 0 {
+            Self::DEFAULT_QUOTA_BYTES
+        } else {
+            self.quota_backend_bytes
+        }
+    }
+
+    /// Checks what etcd checks at start: timing ratios and that this member appears in
+    /// `--initial-cluster` with its advertised peer URLs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval.is_zero() || self.election_timeout < self.heartbeat_interval * 5 {
+            return Err(ConfigError::ElectionTooShort {
+                election: self.election_timeout,
+                heartbeat: self.heartbeat_interval,
+            });
+        }
+        if self.election_timeout > Duration::from_millis(50_000) {
+            return Err(ConfigError::Invalid(format!(
+                "--election-timeout[{}ms] is too long, and should be set less than 50000ms",
+                self.election_timeout.as_millis()
+            )));
+        }
+        let mine: Vec<&Url> = self
+            .initial_cluster
+            .iter()
+            .filter(|(n, _)| n == &self.name)
+            .map(|(_, u)| u)
+            .collect();
+        if mine.is_empty() && self.initial_cluster_state == ClusterState::New {
+            return Err(ConfigError::NameNotInInitialCluster(self.name.clone()));
+        }
+        for u in &mine {
+            if !self.initial_advertise_peer_urls.iter().any(|a| same_url(a, u)) {
+                return Err(ConfigError::AdvertiseMismatch {
+                    name: self.name.clone(),
+                    url: u.to_string(),
+                    advertised: join_urls(&self.initial_advertise_peer_urls),
+                });
+            }
+        }
+        if self.max_txn_ops == 0 {
+            return Err(ConfigError::Invalid("--max-txn-ops must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Compares URLs as etcd does: scheme, host and port, ignoring a trailing slash.
+pub fn same_url(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// URLs joined with commas, without the trailing slash `Url` adds to bare hosts.
+pub fn join_urls(urls: &[Url]) -> String {
+    urls.iter().map(url_text).collect::<Vec<_>>().join(",")
+}
+
+/// A URL as etcd prints it: `http://127.0.0.1:2379`, no trailing slash.
+pub fn url_text(u: &Url) -> String {
+    let s = u.as_str();
+    s.strip_suffix('/').unwrap_or(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_etcd() {
+        let c = MemberConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.snapshot_count, 100_000);
+        assert_eq!(c.wal_dir(), PathBuf::from("default.etcd/member/wal"));
+        assert_eq!(url_text(&c.listen_client_urls[0]), "http://localhost:2379");
+    }
+
+    #[test]
+    fn short_election_timeout_is_refused() {
+        let c = MemberConfig { election_timeout: Duration::from_millis(400), ..Default::default() };
+        assert!(matches!(c.validate(), Err(ConfigError::ElectionTooShort { .. })));
+    }
+}

@@ -1,0 +1,6 @@
+//! ketch-core: one Ketch member as a library.
+
+pub mod config;
+pub mod member;
+
+pub use member::{Member, StartError};

@@ -1,0 +1,1 @@
+//! ketch-wal
