@@ -1,1 +1,15 @@
+//! Process-level tests of the ketch server: the real etcdctl drives real processes on
+//! loopback, and every behaviour is compared with real etcd 3.4.23 (see the `ketch-tests`
+//! library). Modules by feature.
 
+mod compaction;
+mod durability;
+mod harness;
+mod http_endpoints;
+mod kv_del;
+mod kv_get;
+mod kv_put;
+mod limits;
+mod output_formats;
+mod txn;
+mod txn_grpc;

@@ -1,0 +1,247 @@
+//! The apply thread: committed Raft entries become state changes, strictly in log order, on
+//! every member. A batch of entries is applied in one backend transaction together with the
+//! applied index, so replay after a crash skips exactly what is already in the store. After the
+//! batch commits, readers can see it, and then the waiting clients are woken — a client never
+//! gets an answer its next read could contradict.
+
+pub mod wait;
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ketch_api::etcdserverpb::{
+    request_op, CompactionResponse, DeleteRangeResponse, PutResponse, RequestOp, TxnRequest,
+    TxnResponse,
+};
+use ketch_api::ketchpb::{raft_request::Request, RaftRequest};
+use ketch_api::status::EtcdError;
+use ketch_mvcc::{Store, WriteBatch};
+use prost::Message as _;
+use raft::eraftpb::{Entry, EntryType};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::cluster::ClusterState;
+use crate::raft::{RaftHandle, RaftMsg};
+use wait::WaitRegistry;
+
+/// What applying one request produced, for the client that proposed it.
+#[derive(Debug)]
+pub enum Applied {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+    /// Requests whose only answer is "done" (publish).
+    Done,
+}
+
+pub type ApplyResult = Result<Applied, EtcdError>;
+
+/// Backend commits are non-durable (the WAL already holds every applied entry) except every
+/// this many entries or this long, which bounds how much WAL a restart replays.
+const DURABLE_EVERY_ENTRIES: u64 = 10_000;
+const DURABLE_EVERY: Duration = Duration::from_secs(5);
+
+enum ApplyMsg {
+    Entries(Vec<Entry>),
+    Stop,
+}
+
+/// The Raft thread's handle on the apply thread.
+pub struct ApplyTask {
+    tx: Sender<ApplyMsg>,
+    waits: Arc<WaitRegistry>,
+}
+
+impl ApplyTask {
+    pub fn submit(&self, entries: Vec<Entry>) {
+        if self.tx.send(ApplyMsg::Entries(entries)).is_err() {
+            error!(target: "etcdserver", "apply thread is gone; committed entries dropped");
+        }
+    }
+
+    pub fn fail_waiter(&self, id: u64, err: EtcdError) {
+        self.waits.trigger(id, Err(err));
+    }
+
+    pub fn stop(&self) {
+        let _ = self.tx.send(ApplyMsg::Stop);
+    }
+}
+
+pub struct Applier {
+    pub store: Arc<Store>,
+    pub waits: Arc<WaitRegistry>,
+    pub cluster: Arc<ClusterState>,
+    pub applied: watch::Sender<u64>,
+    pub raft: RaftHandle,
+    pub snapshot_count: u64,
+    last_snapshot_index: u64,
+    last_durable_index: u64,
+    last_durable_at: Instant,
+}
+
+impl Applier {
+    pub fn new(
+        store: Arc<Store>,
+        waits: Arc<WaitRegistry>,
+        cluster: Arc<ClusterState>,
+        applied: watch::Sender<u64>,
+        raft: RaftHandle,
+        snapshot_count: u64,
+    ) -> Self {
+        let index = store.applied_index();
+        Applier {
+            store,
+            waits,
+            cluster,
+            applied,
+            raft,
+            snapshot_count: snapshot_count.max(1),
+            last_snapshot_index: index,
+            last_durable_index: index,
+            last_durable_at: Instant::now(),
+        }
+    }
+
+    /// Creates the channel pair: the task handle for the Raft thread and the receiver `run` takes.
+    pub fn channel(waits: Arc<WaitRegistry>) -> (ApplyTask, ApplyReceiver) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (ApplyTask { tx, waits }, ApplyReceiver(rx))
+    }
+
+    pub fn run(mut self, rx: ApplyReceiver) {
+        let rx = rx.0;
+        while let Ok(msg) = rx.recv() {
+            let mut entries = match msg {
+                ApplyMsg::Entries(e) => e,
+                ApplyMsg::Stop => break,
+            };
+            let mut stop = false;
+            while let Ok(more) = rx.try_recv() {
+                match more {
+                    ApplyMsg::Entries(e) => entries.extend(e),
+                    ApplyMsg::Stop => {
+                        stop = true;
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = self.apply_entries(&entries) {
+                error!(target: "etcdserver", "fatal: failed to apply committed entries: {e}");
+                std::process::abort();
+            }
+            if stop {
+                break;
+            }
+        }
+        if let Err(e) = self.store.write().and_then(|wb| wb.commit(true).map(|_| ())) {
+            error!(target: "etcdserver", "failed to flush the backend at stop: {e}");
+        }
+        info!(target: "etcdserver", "apply loop stopped");
+    }
+
+    fn apply_entries(&mut self, entries: &[Entry]) -> Result<(), ketch_mvcc::StoreError> {
+        let already = self.store.applied_index();
+        let mut wb = self.store.write()?;
+        let mut results: Vec<(u64, ApplyResult)> = Vec::new();
+        let mut last = already;
+        for e in entries {
+            if e.index <= already {
+                continue;
+            }
+            last = e.index;
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if e.data.is_empty() {
+                        continue; // a new leader's empty entry
+                    }
+                    match RaftRequest::decode(e.data.as_slice()) {
+                        Ok(req) => {
+                            let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
+                            let res = self.apply_request(&mut wb, req);
+                            results.push((id, res));
+                        }
+                        Err(err) => {
+                            error!(target: "etcdserver", "skipping undecodable entry {}: {err}", e.index);
+                        }
+                    }
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    warn!(target: "etcdserver", "membership changes are not applied by this build (entry {})", e.index);
+                }
+            }
+        }
+        if last == already {
+            return Ok(());
+        }
+        wb.set_applied_index(last);
+        let durable = last - self.last_durable_index >= DURABLE_EVERY_ENTRIES
+            || self.last_durable_at.elapsed() >= DURABLE_EVERY
+            || last - self.last_snapshot_index >= self.snapshot_count;
+        let _events = wb.commit(durable)?;
+        if durable {
+            self.last_durable_index = last;
+            self.last_durable_at = Instant::now();
+        }
+        self.applied.send_replace(last);
+        let _ = self.raft.send(RaftMsg::Applied(last));
+        for (id, res) in results {
+            self.waits.trigger(id, res);
+        }
+        if last - self.last_snapshot_index >= self.snapshot_count {
+            // The backend now durably holds everything up to `last`: the log before it can go.
+            self.last_snapshot_index = last;
+            let _ = self.raft.send(RaftMsg::Compact { index: last });
+        }
+        Ok(())
+    }
+
+    fn apply_request(&mut self, wb: &mut WriteBatch<'_>, req: RaftRequest) -> ApplyResult {
+        let Some(request) = req.request else {
+            return Err(EtcdError::KeyNotFound);
+        };
+        match request {
+            Request::Put(p) => {
+                if p.lease != 0 {
+                    return Err(EtcdError::LeaseNotFound);
+                }
+                wb.put(&p).map(Applied::Put)
+            }
+            Request::DeleteRange(d) => wb.delete_range(&d).map(Applied::DeleteRange),
+            Request::Txn(t) => {
+                if txn_uses_lease(&t) {
+                    return Err(EtcdError::LeaseNotFound);
+                }
+                wb.txn(&t).map(Applied::Txn)
+            }
+            Request::Compaction(c) => wb.compact(c.revision).map(Applied::Compaction),
+            Request::Publish(attrs) => {
+                if self.cluster.publish(attrs.id, &attrs.name, &attrs.client_urls) {
+                    wb.meta_put(crate::cluster::MEMBERS_META_KEY, &self.cluster.encode_members());
+                }
+                Ok(Applied::Done)
+            }
+            Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+            | Request::LeaseCheckpoint(_)
+            | Request::Alarm(_) => Err(EtcdError::NotCapable),
+        }
+    }
+}
+
+pub struct ApplyReceiver(Receiver<ApplyMsg>);
+
+/// Leases are not granted by this build, so any put that names one names a missing lease.
+fn txn_uses_lease(t: &TxnRequest) -> bool {
+    fn op_uses(op: &RequestOp) -> bool {
+        match &op.request {
+            Some(request_op::Request::RequestPut(p)) => p.lease != 0,
+            Some(request_op::Request::RequestTxn(t)) => txn_uses_lease(t),
+            _ => false,
+        }
+    }
+    t.success.iter().chain(t.failure.iter()).any(op_uses)
+}

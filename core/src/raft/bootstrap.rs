@@ -1,0 +1,133 @@
+//! Start-up of the Raft side: a new member writes its cluster identity and an empty WAL; a
+//! restarting member rebuilds raft-rs's in-memory log from the WAL and tells raft-rs how far the
+//! store has already applied, so committed entries are replayed from exactly there.
+
+use std::sync::Arc;
+
+use ketch_api::ketchpb::MemberRecord;
+use ketch_mvcc::Store;
+use ketch_wal::{Wal, WalOptions};
+use raft::eraftpb::{ConfState, Snapshot};
+use raft::storage::MemStorage;
+use raft::RawNode;
+use tracing::info;
+
+use crate::cluster::{self, ClusterState, MEMBERS_META_KEY};
+use crate::config::{ClusterState as InitialState, MemberConfig};
+use crate::member::StartError;
+
+pub struct Booted {
+    pub raw: RawNode<MemStorage>,
+    pub wal: Wal,
+    pub cluster: Arc<ClusterState>,
+}
+
+/// WAL metadata: member id then cluster id, 8 bytes each, big endian.
+fn encode_metadata(member_id: u64, cluster_id: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&member_id.to_be_bytes());
+    b.extend_from_slice(&cluster_id.to_be_bytes());
+    b
+}
+
+fn decode_metadata(b: &[u8]) -> Result<(u64, u64), StartError> {
+    if b.len() != 16 {
+        return Err(StartError::Other(format!("WAL metadata has {} bytes, want 16", b.len())));
+    }
+    let id = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+    let cid = u64::from_be_bytes(b[8..].try_into().expect("8 bytes"));
+    Ok((id, cid))
+}
+
+fn conf_state_of(members: &[MemberRecord]) -> ConfState {
+    let voters: Vec<u64> = members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
+    let learners: Vec<u64> = members.iter().filter(|m| m.is_learner).map(|m| m.id).collect();
+    ConfState::from((voters, learners))
+}
+
+pub fn boot(cfg: &MemberConfig, store: &Store) -> Result<Booted, StartError> {
+    let wal_dir = cfg.wal_dir();
+    let opts = WalOptions::default();
+    let (wal, recovered, member_id, cluster_id, members) = if Wal::exists(&wal_dir) {
+        let (wal, rec) = Wal::open(&wal_dir, opts).map_err(|e| StartError::Other(format!("open wal: {e}")))?;
+        let (member_id, cluster_id) = decode_metadata(&rec.metadata)?;
+        let members = match store.meta_get(MEMBERS_META_KEY).map_err(|e| StartError::Other(e.to_string()))? {
+            Some(b) => cluster::decode_members(&b).map_err(|e| StartError::Other(format!("members record: {e}")))?,
+            None => cluster::initial_members(cfg),
+        };
+        info!(
+            target: "etcdserver",
+            "restarting member {member_id:x} in cluster {cluster_id:x} at commit index {}",
+            rec.hard_state.commit
+        );
+        (wal, Some(rec), member_id, cluster_id, members)
+    } else {
+        if cfg.initial_cluster_state == InitialState::Existing {
+            return Err(StartError::Other(
+                "--initial-cluster-state=existing: joining an existing cluster needs the peer transport, which this build does not have yet".into(),
+            ));
+        }
+        let members = cluster::initial_members(cfg);
+        let me = members
+            .iter()
+            .find(|m| m.name == cfg.name)
+            .ok_or_else(|| StartError::Other(format!("couldn't find local name {:?} in the initial cluster configuration", cfg.name)))?;
+        let member_id = me.id;
+        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        let cluster_id = cluster::cluster_id(&ids);
+        // Membership goes to the backend before the WAL exists: a WAL is what marks the
+        // member as created, so a crash in between simply starts over.
+        let mut wb = store.write().map_err(|e| StartError::Other(e.to_string()))?;
+        wb.meta_put(MEMBERS_META_KEY, &cluster::encode_members(&members));
+        wb.commit(true).map_err(|e| StartError::Other(e.to_string()))?;
+        let wal = Wal::create(&wal_dir, &encode_metadata(member_id, cluster_id), opts)
+            .map_err(|e| StartError::Other(format!("create wal: {e}")))?;
+        info!(target: "etcdserver", "starting member {member_id:x} in cluster {cluster_id:x}");
+        (wal, None, member_id, cluster_id, members)
+    };
+
+    let storage = MemStorage::new();
+    let applied = store.applied_index();
+    {
+        let mut core = storage.wl();
+        let mut last_index = 0;
+        match recovered.as_ref().and_then(|r| r.snapshot.clone()) {
+            Some(meta) if meta.index > 0 => {
+                last_index = meta.index;
+                let mut snap = Snapshot::default();
+                snap.set_metadata(meta);
+                core.apply_snapshot(snap).map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
+            }
+            _ => core.set_conf_state(conf_state_of(&members)),
+        }
+        if let Some(rec) = &recovered {
+            if !rec.entries.is_empty() {
+                core.append(&rec.entries).map_err(|e| StartError::Other(format!("raft log: {e}")))?;
+                last_index = rec.entries.last().map(|e| e.index).unwrap_or(last_index);
+            }
+            let mut hs = rec.hard_state.clone();
+            // The commit index is persisted lazily; whatever the store applied was committed.
+            if applied > hs.commit && applied <= last_index {
+                hs.commit = applied;
+            }
+            core.set_hardstate(hs);
+        }
+    }
+
+    let config = raft::Config {
+        id: member_id,
+        election_tick: (cfg.election_timeout.as_millis() / cfg.heartbeat_interval.as_millis().max(1)) as usize,
+        heartbeat_tick: 1,
+        applied,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 512,
+        check_quorum: true,
+        pre_vote: cfg.pre_vote,
+        ..Default::default()
+    };
+    config.validate().map_err(|e| StartError::Other(format!("raft config: {e}")))?;
+    let logger = slog::Logger::root(crate::logging::SlogToTracing, slog::o!());
+    let raw = RawNode::new(&config, storage, &logger).map_err(|e| StartError::Other(format!("raft: {e}")))?;
+    let cluster = Arc::new(ClusterState::new(cluster_id, member_id, members));
+    Ok(Booted { raw, wal, cluster })
+}

@@ -1,0 +1,347 @@
+//! The Raft node thread. One OS thread owns raft-rs's `RawNode` and only moves data: it takes
+//! proposals, read-index requests and peer messages from one channel, ticks the clock, and for
+//! each Ready sends messages, persists entries and hard state to the WAL (fdatasync), hands
+//! committed entries to the apply thread and answers read-index requests. raft-rs is
+//! synchronous, so a plain thread (not a tokio task) is the honest shape; the async side talks
+//! to it through [`RaftHandle`].
+//!
+//! Batching: every loop drains all queued requests before asking for a Ready, so one WAL
+//! fdatasync covers every proposal that arrived while the previous one ran (group commit), and
+//! one read-index round covers every linearizable read that queued meanwhile.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ketch_api::status::EtcdError;
+use ketch_wal::Wal;
+use raft::eraftpb::{Entry, Message, Snapshot};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::apply::ApplyTask;
+use crate::cluster::ClusterState;
+
+/// What the rest of the member asks of the Raft thread.
+pub enum RaftMsg {
+    /// Append `data` (an encoded `RaftRequest`) to the log. If it cannot be proposed, the
+    /// waiter registered under `id` is answered with the error.
+    Propose { id: u64, data: Vec<u8> },
+    /// Confirm leadership and report the commit index a linearizable read must wait for.
+    ReadIndex { reply: oneshot::Sender<Result<u64, EtcdError>> },
+    /// A message from a peer.
+    Step(Message),
+    /// The apply thread has applied (and committed to the backend) everything up to here.
+    Applied(u64),
+    /// Record a snapshot at `index` (already durable in the backend) and release the WAL and
+    /// in-memory log before it.
+    Compact { index: u64 },
+    Stop,
+}
+
+/// The async side's handle on the Raft thread.
+#[derive(Clone)]
+pub struct RaftHandle {
+    tx: Sender<RaftMsg>,
+}
+
+impl RaftHandle {
+    pub fn new(tx: Sender<RaftMsg>) -> Self {
+        RaftHandle { tx }
+    }
+
+    pub fn send(&self, msg: RaftMsg) -> Result<(), EtcdError> {
+        self.tx.send(msg).map_err(|_| EtcdError::Stopped)
+    }
+
+    /// Waits until this member has confirmed it may serve a linearizable read and returns the
+    /// index the local state must reach first.
+    pub async fn read_index(&self) -> Result<u64, EtcdError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(RaftMsg::ReadIndex { reply })?;
+        rx.await.map_err(|_| EtcdError::Stopped)?
+    }
+}
+
+/// Everything the node thread owns.
+pub struct RaftNode {
+    pub raw: RawNode<MemStorage>,
+    pub wal: Wal,
+    pub cluster: Arc<ClusterState>,
+    pub apply: ApplyTask,
+    pub heartbeat: Duration,
+    /// read-index requests waiting for the Ready that answers their round, by round id
+    pending_reads: Vec<(u64, Vec<oneshot::Sender<Result<u64, EtcdError>>>)>,
+    /// read-index requests that arrived since the last round was started
+    queued_reads: Vec<oneshot::Sender<Result<u64, EtcdError>>>,
+    next_read_round: u64,
+    last_role: StateRole,
+}
+
+impl RaftNode {
+    pub fn new(
+        raw: RawNode<MemStorage>,
+        wal: Wal,
+        cluster: Arc<ClusterState>,
+        apply: ApplyTask,
+        heartbeat: Duration,
+    ) -> Self {
+        RaftNode {
+            raw,
+            wal,
+            cluster,
+            apply,
+            heartbeat,
+            pending_reads: Vec::new(),
+            queued_reads: Vec::new(),
+            next_read_round: 1,
+            last_role: StateRole::Follower,
+        }
+    }
+
+    /// Runs the loop until `Stop` or until every sender is gone.
+    pub fn run(mut self, rx: Receiver<RaftMsg>) {
+        // A lone voter need not wait an election timeout to lead its own cluster.
+        let voters = self.raw.raft.prs().conf().voters().ids().len();
+        if voters == 1 && self.raw.raft.prs().conf().voters().contains(self.raw.raft.id) {
+            if let Err(e) = self.raw.campaign() {
+                warn!(target: "raft", "campaign failed: {e}");
+            }
+        }
+        let mut next_tick = Instant::now() + self.heartbeat;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    if !self.handle(msg) {
+                        break;
+                    }
+                    let mut stop = false;
+                    while let Ok(msg) = rx.try_recv() {
+                        if !self.handle(msg) {
+                            stop = true;
+                            break;
+                        }
+                    }
+                    if stop {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick = now + self.heartbeat;
+            }
+            self.start_read_round();
+            if let Err(e) = self.on_ready() {
+                // A WAL that cannot be written leaves this member unable to keep its promises:
+                // stop rather than acknowledge anything more (etcd does the same).
+                error!(target: "raft", "fatal: failed to persist raft state: {e}");
+                std::process::abort();
+            }
+        }
+        self.fail_reads(EtcdError::Stopped);
+        info!(target: "raft", "raft node stopped");
+    }
+
+    /// Returns false when the loop must stop.
+    fn handle(&mut self, msg: RaftMsg) -> bool {
+        match msg {
+            RaftMsg::Propose { id, data } => {
+                if let Err(e) = self.raw.propose(vec![], data) {
+                    let err = match e {
+                        raft::Error::ProposalDropped => {
+                            if self.raw.raft.leader_id == raft::INVALID_ID {
+                                EtcdError::NoLeader
+                            } else {
+                                EtcdError::LeaderChanged
+                            }
+                        }
+                        _ => EtcdError::Stopped,
+                    };
+                    self.apply.fail_waiter(id, err);
+                }
+            }
+            RaftMsg::ReadIndex { reply } => self.queued_reads.push(reply),
+            RaftMsg::Step(m) => {
+                if let Err(e) = self.raw.step(m) {
+                    warn!(target: "raft", "failed to step message: {e}");
+                }
+            }
+            RaftMsg::Applied(index) => {
+                if index > self.raw.raft.raft_log.applied {
+                    self.raw.advance_apply_to(index);
+                }
+            }
+            RaftMsg::Compact { index } => self.compact_log(index),
+            RaftMsg::Stop => return false,
+        }
+        true
+    }
+
+    /// Starts one read-index round for every read queued since the last round.
+    fn start_read_round(&mut self) {
+        if self.queued_reads.is_empty() {
+            return;
+        }
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            for r in self.queued_reads.drain(..) {
+                let _ = r.send(Err(EtcdError::NoLeader));
+            }
+            return;
+        }
+        let round = self.next_read_round;
+        self.next_read_round += 1;
+        self.raw.read_index(round.to_be_bytes().to_vec());
+        let waiters = std::mem::take(&mut self.queued_reads);
+        self.pending_reads.push((round, waiters));
+    }
+
+    fn fail_reads(&mut self, err: EtcdError) {
+        for (_, ws) in self.pending_reads.drain(..) {
+            for w in ws {
+                let _ = w.send(Err(err.clone()));
+            }
+        }
+        for w in self.queued_reads.drain(..) {
+            let _ = w.send(Err(err.clone()));
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), ketch_wal::WalError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state);
+        }
+        if !rd.messages().is_empty() {
+            self.send_messages(rd.take_messages());
+        }
+        if *rd.snapshot() != Snapshot::default() {
+            let snap = rd.snapshot().clone();
+            self.wal.save_snapshot(snap.get_metadata())?;
+            if let Err(e) = self.raw.mut_store().wl().apply_snapshot(snap) {
+                error!(target: "raft", "failed to apply snapshot to raft storage: {e}");
+            }
+        }
+        self.hand_to_apply(rd.take_committed_entries());
+        if !rd.entries().is_empty() || rd.hs().is_some() {
+            self.wal.save(rd.hs(), rd.entries())?;
+            let store = self.raw.mut_store();
+            let mut core = store.wl();
+            if !rd.entries().is_empty() {
+                if let Err(e) = core.append(rd.entries()) {
+                    error!(target: "raft", "failed to append to raft storage: {e}");
+                }
+            }
+            if let Some(hs) = rd.hs() {
+                core.set_hardstate(hs.clone());
+            }
+        }
+        self.answer_reads(rd.take_read_states());
+        if !rd.persisted_messages().is_empty() {
+            self.send_messages(rd.take_persisted_messages());
+        }
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().wl().mut_hard_state().set_commit(commit);
+        }
+        self.send_messages(light.take_messages());
+        self.hand_to_apply(light.take_committed_entries());
+        self.cluster.set_leader_and_term(self.raw.raft.leader_id, self.raw.raft.term);
+        self.cluster.set_commit_index(self.raw.raft.raft_log.committed);
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        self.cluster.set_leader_and_term(leader, self.raw.raft.term);
+        if role != self.last_role {
+            match role {
+                StateRole::Leader => info!(
+                    target: "raft",
+                    "{:x} became leader at term {}", self.raw.raft.id, self.raw.raft.term
+                ),
+                StateRole::Follower if leader != raft::INVALID_ID => info!(
+                    target: "raft",
+                    "raft.node: {:x} elected leader {:x} at term {}",
+                    self.raw.raft.id, leader, self.raw.raft.term
+                ),
+                _ => {}
+            }
+            if self.last_role == StateRole::Leader && role != StateRole::Leader {
+                // Reads confirmed against the old term can no longer be trusted.
+                self.fail_reads(EtcdError::LeaderChanged);
+            }
+            self.last_role = role;
+        }
+    }
+
+    fn answer_reads(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
+            let round = u64::from_be_bytes(bytes);
+            // Rounds complete in order; an answer for a round also answers older ones.
+            while let Some((r, _)) = self.pending_reads.first() {
+                if *r > round {
+                    break;
+                }
+                let (_, ws) = self.pending_reads.remove(0);
+                for w in ws {
+                    let _ = w.send(Ok(rs.index));
+                }
+            }
+        }
+    }
+
+    fn hand_to_apply(&mut self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        self.apply.submit(entries);
+    }
+
+    fn send_messages(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            // Peer transport arrives with multi-member clusters; a single member has nobody to
+            // talk to, so any message here is addressed to a member that does not exist.
+            warn!(target: "raft", "dropping raft message to unknown peer {:x}", m.to);
+        }
+    }
+
+    /// Records a snapshot marker at `index` (the backend already holds everything up to it
+    /// durably), then drops the log before it from memory and whole WAL segments from disk.
+    fn compact_log(&mut self, index: u64) {
+        use raft::Storage as _;
+        let store = self.raw.mut_store();
+        let (term, conf_state) = match (store.term(index), store.initial_state()) {
+            (Ok(t), Ok(st)) => (t, st.conf_state),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(target: "raft", "cannot snapshot at {index}: {e}");
+                return;
+            }
+        };
+        let mut meta = raft::eraftpb::SnapshotMetadata::default();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(conf_state);
+        if let Err(e) = self.wal.save_snapshot(&meta) {
+            error!(target: "raft", "fatal: failed to record snapshot at {index}: {e}");
+            std::process::abort();
+        }
+        if let Err(e) = store.wl().compact(index) {
+            warn!(target: "raft", "failed to compact raft log at {index}: {e}");
+        }
+        if let Err(e) = self.wal.release_to(index) {
+            warn!(target: "raft", "failed to release WAL before {index}: {e}");
+        }
+    }
+}

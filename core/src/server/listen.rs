@@ -1,0 +1,135 @@
+//! The client listener: one TCP listener per `--listen-client-urls` entry, serving etcd's gRPC
+//! services and the HTTP routes (`/health`, `/version`) on the same port — HTTP/2 for gRPC,
+//! HTTP/1.1 for curl and probes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ketch_api::etcdserverpb::cluster_server::ClusterServer;
+use ketch_api::etcdserverpb::kv_server::KvServer;
+use ketch_api::etcdserverpb::maintenance_server::MaintenanceServer;
+use ketch_gateway::health::{self, HealthSource};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use tonic::service::Routes;
+use tracing::{error, info, warn};
+use url::Url;
+
+use super::cluster::ClusterService;
+use super::kv::KvService;
+use super::maintenance::MaintenanceService;
+use super::{Server, SharedServer};
+use crate::member::StartError;
+
+/// gRPC framing and metadata on top of the largest request etcd accepts (etcd's
+/// grpcOverheadBytes).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+impl HealthSource for Server {
+    fn healthy(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            if self.cluster.leader() == 0 {
+                return false;
+            }
+            matches!(
+                tokio::time::timeout(Duration::from_secs(1), self.linearizable_barrier()).await,
+                Ok(Ok(()))
+            )
+        })
+    }
+}
+
+/// Resolves a listen URL to the socket address to bind. `localhost` binds loopback IPv4, as
+/// etcd's listener does.
+pub fn socket_addr(url: &Url) -> Result<SocketAddr, StartError> {
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| StartError::Other(format!("listen URL {url} has no port")))?;
+    let host = url.host_str().unwrap_or("");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = if host == "localhost" || host.is_empty() {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    } else {
+        let ip: std::net::IpAddr = host
+            .parse()
+            .map_err(|_| StartError::Other(format!("expected IP in URL for binding ({url})")))?;
+        SocketAddr::new(ip, port)
+    };
+    Ok(addr)
+}
+
+/// Binds every client URL (so a port conflict fails the start) and returns the bound listeners.
+pub async fn bind_clients(urls: &[Url]) -> Result<Vec<(Url, TcpListener)>, StartError> {
+    let mut out = Vec::new();
+    for url in urls {
+        if url.scheme() != "http" {
+            return Err(StartError::Other(format!(
+                "listen URL {url}: only http:// client URLs are served by this build (TLS comes with the security work)"
+            )));
+        }
+        let addr = socket_addr(url)?;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartError::Other(format!("listen tcp {addr}: bind: {e}")))?;
+        out.push((url.clone(), l));
+    }
+    Ok(out)
+}
+
+/// Serves gRPC and HTTP on each listener until `shutdown` turns true.
+pub fn serve_clients(
+    server: SharedServer,
+    listeners: Vec<(Url, TcpListener)>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let max_recv = server.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let mut handles = Vec::new();
+    for (url, listener) in listeners {
+        let routes = Routes::new(KvServer::new(KvService(server.clone())).max_decoding_message_size(max_recv))
+            .add_service(ClusterServer::new(ClusterService(server.clone())).max_decoding_message_size(max_recv))
+            .add_service(MaintenanceServer::new(MaintenanceService(server.clone())).max_decoding_message_size(max_recv));
+        let health_source: Arc<dyn HealthSource> = server.clone();
+        let router = routes.into_axum_router().merge(health::router(health_source));
+        let mut shutdown = shutdown.clone();
+        let local = listener.local_addr().ok();
+        info!(target: "embed", "ready to serve client requests");
+        if let Some(addr) = local {
+            info!(
+                target: "embed",
+                "serving insecure client requests on {addr}, this is strongly discouraged!"
+            );
+        }
+        let incoming = TcpListenerStream::new(listener).filter_map(|s| match s {
+            Ok(s) => {
+                // gRPC replies are small and latency-bound: never wait for Nagle.
+                let _ = s.set_nodelay(true);
+                Some(Ok::<_, std::io::Error>(s))
+            }
+            Err(e) => {
+                warn!(target: "embed", "accept error: {e}");
+                None
+            }
+        });
+        handles.push(tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .accept_http1(true)
+                .http2_keepalive_interval(Some(Duration::from_secs(7200)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                .add_routes(Routes::from(router))
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = shutdown.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = result {
+                error!(target: "embed", "client server on {url} stopped: {e}");
+            }
+        }));
+    }
+    handles
+}

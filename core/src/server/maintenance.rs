@@ -1,0 +1,80 @@
+//! etcd's Maintenance service: status and hashes now; snapshots, defragmentation, alarms that
+//! change state and leader transfer arrive with their own issues and answer `Unimplemented`.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use ketch_api::etcdserverpb::alarm_request::AlarmAction;
+use ketch_api::etcdserverpb::maintenance_server::Maintenance;
+use ketch_api::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
+    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
+use ketch_api::status::EtcdError;
+use tonic::{Request, Response, Status};
+
+use super::SharedServer;
+
+pub struct MaintenanceService(pub SharedServer);
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!("ketch: {what} is not available in this build yet"))
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        match req.into_inner().action() {
+            // No alarm can be raised by this build (no quota enforcement yet), so the list is
+            // truthfully empty.
+            AlarmAction::Get => Ok(Response::new(AlarmResponse { header: Some(self.0.header(0)), alarms: vec![] })),
+            AlarmAction::Activate | AlarmAction::Deactivate => Err(not_yet("changing alarms")),
+        }
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let s = &self.0;
+        let leader = s.cluster.leader();
+        let mut errors = vec![];
+        if leader == 0 {
+            errors.push(EtcdError::NoLeader.to_string());
+        }
+        let me = s.cluster.member(s.cluster.member_id);
+        Ok(Response::new(StatusResponse {
+            header: Some(s.header(0)),
+            version: ketch_api::ETCD_SERVER_VERSION.to_string(),
+            db_size: s.store.db_size() as i64,
+            leader,
+            raft_index: s.cluster.commit_index(),
+            raft_term: s.cluster.term(),
+            raft_applied_index: *s.applied.borrow(),
+            errors,
+            db_size_in_use: s.store.db_size_in_use() as i64,
+            is_learner: me.map(|m| m.is_learner).unwrap_or(false),
+        }))
+    }
+
+    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        Err(not_yet("defragment"))
+    }
+
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(not_yet("hash of the whole backend"))
+    }
+
+    async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let (hash, compact_revision) = self.0.store.hash_kv(req.into_inner().revision)?;
+        Ok(Response::new(HashKvResponse { header: Some(self.0.header(0)), hash, compact_revision }))
+    }
+
+    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(not_yet("snapshot"))
+    }
+
+    async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(not_yet("move-leader"))
+    }
+}

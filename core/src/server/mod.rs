@@ -1,0 +1,67 @@
+//! The client-facing side of a member: etcd's v3 gRPC services (kv.rs, cluster.rs,
+//! maintenance.rs), the propose-and-wait path (propose.rs) and the listener that serves gRPC
+//! and HTTP on each client URL (listen.rs). Every service holds an `Arc<Server>`.
+
+pub mod cluster;
+pub mod kv;
+pub mod listen;
+pub mod maintenance;
+pub mod propose;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ketch_api::etcdserverpb::ResponseHeader;
+use ketch_mvcc::Store;
+use tokio::sync::watch;
+
+use crate::apply::wait::WaitRegistry;
+use crate::cluster::ClusterState;
+use crate::raft::RaftHandle;
+use propose::IdGenerator;
+
+/// What every request handler shares.
+pub struct Server {
+    pub store: Arc<Store>,
+    pub cluster: Arc<ClusterState>,
+    pub raft: RaftHandle,
+    pub waits: Arc<WaitRegistry>,
+    /// the index the apply thread has applied and committed to the backend
+    pub applied: watch::Receiver<u64>,
+    pub ids: IdGenerator,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    /// how long a proposal or read barrier may take: etcd's 5 s plus two election timeouts
+    pub request_timeout: Duration,
+}
+
+impl Server {
+    /// A response header as etcd fills it: ids, term, and the revision (the store's current one
+    /// unless the operation already set it).
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster.cluster_id,
+            member_id: self.cluster.member_id,
+            revision: if revision == 0 { self.store.current_revision() } else { revision },
+            raft_term: self.cluster.term(),
+        }
+    }
+
+    /// The header the Cluster service sends: ids and term, no revision (as etcd).
+    pub fn header_without_revision(&self) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster.cluster_id,
+            member_id: self.cluster.member_id,
+            revision: 0,
+            raft_term: self.cluster.term(),
+        }
+    }
+
+    pub fn fill_header(&self, h: &mut Option<ResponseHeader>) {
+        let rev = h.as_ref().map(|h| h.revision).unwrap_or(0);
+        *h = Some(self.header(rev));
+    }
+}
+
+/// Shared handle type used by the service wrappers.
+pub type SharedServer = Arc<Server>;
