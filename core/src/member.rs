@@ -1,7 +1,28 @@
-//! Member: one running Ketch member — its Raft node, WAL, MVCC store and client/peer servers —
-//! started from a [`MemberConfig`] and stopped as a unit.
+//! Member: one running Ketch member — its Raft node and apply threads, WAL, MVCC store and
+//! client servers — started from a [`MemberConfig`] and stopped as a unit.
+//!
+//! Start order: store, Raft state from the WAL, apply thread, Raft thread, client listeners,
+//! then the member publishes its name and client URLs through the log (as etcd does). Stop
+//! order is the reverse: listeners, Raft, apply (which makes a final durable commit).
 
-use crate::config::MemberConfig;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ketch_api::ketchpb::{raft_request::Request, MemberAttributes};
+use ketch_api::status::EtcdError;
+use ketch_mvcc::Store;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::apply::wait::WaitRegistry;
+use crate::apply::Applier;
+use crate::config::{url_text, MemberConfig};
+use crate::raft::bootstrap;
+use crate::raft::node::RaftNode;
+use crate::raft::{RaftHandle, RaftMsg};
+use crate::server::propose::IdGenerator;
+use crate::server::{listen, Server};
 
 /// Why a member could not start. The message is for the operator's log.
 #[derive(Debug, thiserror::Error)]
@@ -13,16 +34,157 @@ pub enum StartError {
 }
 
 pub struct Member {
-    _config: MemberConfig,
+    server: Arc<Server>,
+    client_addrs: Vec<std::net::SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    serve_tasks: Vec<tokio::task::JoinHandle<()>>,
+    raft_thread: Option<JoinHandle<()>>,
+    apply_thread: Option<JoinHandle<()>>,
 }
 
 impl Member {
-    /// Starts the member and returns once it serves clients.
+    /// Starts the member and returns once its client listeners are bound and serving.
     pub async fn start(config: MemberConfig) -> Result<Member, StartError> {
         config.validate()?;
-        Err(StartError::Other("member start is being built".into()))
+        let cfg = config.clone();
+        // Opening the store and replaying the WAL block on disk: keep them off async workers.
+        let (store, booted) = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
+            let backend = cfg.backend_path();
+            if let Some(dir) = backend.parent() {
+                create_private_dir(dir)?;
+            }
+            create_private_dir(&cfg.data_dir)?;
+            let store = Store::open(&backend).map_err(|e| StartError::Other(format!("open backend {}: {e}", backend.display())))?;
+            let booted = bootstrap::boot(&cfg, &store)?;
+            Ok((Arc::new(store), booted))
+        })
+        .await
+        .map_err(|e| StartError::Other(format!("start-up task failed: {e}")))??;
+
+        let cluster = booted.cluster.clone();
+        let waits = Arc::new(WaitRegistry::default());
+        let (applied_tx, applied_rx) = watch::channel(store.applied_index());
+        let (raft_tx, raft_rx) = std::sync::mpsc::channel();
+        let raft = RaftHandle::new(raft_tx);
+        let (apply_task, apply_rx) = Applier::channel(waits.clone());
+        let applier = Applier::new(
+            store.clone(),
+            waits.clone(),
+            cluster.clone(),
+            applied_tx,
+            raft.clone(),
+            config.snapshot_count,
+        );
+        let apply_thread = std::thread::Builder::new()
+            .name("ketch-apply".into())
+            .spawn(move || applier.run(apply_rx))
+            .map_err(|e| StartError::Other(format!("spawn apply thread: {e}")))?;
+        let node = RaftNode::new(booted.raw, booted.wal, cluster.clone(), apply_task, config.heartbeat_interval);
+        let raft_thread = std::thread::Builder::new()
+            .name("ketch-raft".into())
+            .spawn(move || node.run(raft_rx))
+            .map_err(|e| StartError::Other(format!("spawn raft thread: {e}")))?;
+
+        let server = Arc::new(Server {
+            store,
+            cluster: cluster.clone(),
+            raft,
+            waits,
+            applied: applied_rx,
+            ids: IdGenerator::new(cluster.member_id),
+            max_request_bytes: config.max_request_bytes,
+            max_txn_ops: config.max_txn_ops,
+            request_timeout: Duration::from_secs(5) + 2 * config.election_timeout,
+        });
+        let listeners = listen::bind_clients(&config.listen_client_urls).await?;
+        let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let serve_tasks = listen::serve_clients(server.clone(), listeners, shutdown_rx.clone());
+        tokio::spawn(publish(server.clone(), config, shutdown_rx));
+        Ok(Member {
+            server,
+            client_addrs,
+            shutdown,
+            serve_tasks,
+            raft_thread: Some(raft_thread),
+            apply_thread: Some(apply_thread),
+        })
     }
 
-    /// Stops serving, flushes the store and waits for every task to end.
-    pub async fn stop(self) {}
+    /// The addresses the client listeners are bound to (useful with port 0 in tests).
+    pub fn client_addrs(&self) -> &[std::net::SocketAddr] {
+        &self.client_addrs
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.server.cluster.member_id
+    }
+
+    /// Stops serving, stops Raft, lets the apply thread flush the store durably, and waits
+    /// for every task and thread to end.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in self.serve_tasks.drain(..) {
+            let _ = t.await;
+        }
+        let _ = self.server.raft.send(RaftMsg::Stop);
+        let raft_thread = self.raft_thread.take();
+        let apply_thread = self.apply_thread.take();
+        let _ = tokio::task::spawn_blocking(move || {
+            // The raft thread owns the apply task handle; when it ends, the apply channel
+            // closes and the apply thread finishes after its final durable commit.
+            if let Some(t) = raft_thread {
+                let _ = t.join();
+            }
+            if let Some(t) = apply_thread {
+                let _ = t.join();
+            }
+        })
+        .await;
+        info!(target: "etcdserver", "stopped member {:x}", self.server.cluster.member_id);
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), StartError> {
+    std::fs::create_dir_all(dir).map_err(|e| StartError::Other(format!("cannot access data directory {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// Announces this member's name and client URLs through the log, retrying until it is
+/// applied or the member stops, then logs the milestones etcd operators wait for.
+async fn publish(server: Arc<Server>, config: MemberConfig, mut shutdown: watch::Receiver<bool>) {
+    let client_urls: Vec<String> = config.advertise_client_urls.iter().map(url_text).collect();
+    let attrs = MemberAttributes {
+        id: server.cluster.member_id,
+        name: config.name.clone(),
+        client_urls: client_urls.clone(),
+    };
+    loop {
+        let attempt = server.propose(Request::Publish(attrs.clone()));
+        tokio::select! {
+            res = attempt => match res {
+                Ok(_) => break,
+                Err(EtcdError::Stopped) => return,
+                Err(e) => {
+                    warn!(target: "etcdserver", "failed to publish local member to cluster through raft: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+        }
+    }
+    info!(
+        target: "etcdserver",
+        "published {{Name:{} ClientURLs:[{}]}} to cluster {:x}",
+        config.name,
+        client_urls.join(" "),
+        server.cluster.cluster_id
+    );
+    info!(target: "etcdserver/membership", "set the initial cluster version to 3.4");
+    info!(target: "etcdserver/api", "enabled capabilities for version 3.4");
 }

@@ -10,10 +10,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ketch_api::etcdserverpb::{
-    request_op, CompactionResponse, DeleteRangeResponse, PutResponse, RequestOp, TxnRequest,
-    TxnResponse,
-};
+use ketch_api::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse};
 use ketch_api::ketchpb::{raft_request::Request, RaftRequest};
 use ketch_api::status::EtcdError;
 use ketch_mvcc::{Store, WriteBatch};
@@ -70,6 +67,8 @@ impl ApplyTask {
         let _ = self.tx.send(ApplyMsg::Stop);
     }
 }
+
+pub struct ApplyReceiver(Receiver<ApplyMsg>);
 
 pub struct Applier {
     pub store: Arc<Store>,
@@ -144,8 +143,9 @@ impl Applier {
     }
 
     fn apply_entries(&mut self, entries: &[Entry]) -> Result<(), ketch_mvcc::StoreError> {
-        let already = self.store.applied_index();
-        let mut wb = self.store.write()?;
+        let store = Arc::clone(&self.store);
+        let already = store.applied_index();
+        let mut wb = store.write()?;
         let mut results: Vec<(u64, ApplyResult)> = Vec::new();
         let mut last = already;
         for e in entries {
@@ -158,7 +158,7 @@ impl Applier {
                     if e.data.is_empty() {
                         continue; // a new leader's empty entry
                     }
-                    match RaftRequest::decode(e.data.as_slice()) {
+                    match RaftRequest::decode(&e.data[..]) {
                         Ok(req) => {
                             let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
                             let res = self.apply_request(&mut wb, req);
@@ -199,7 +199,7 @@ impl Applier {
         Ok(())
     }
 
-    fn apply_request(&mut self, wb: &mut WriteBatch<'_>, req: RaftRequest) -> ApplyResult {
+    fn apply_request(&self, wb: &mut WriteBatch<'_>, req: RaftRequest) -> ApplyResult {
         let Some(request) = req.request else {
             return Err(EtcdError::KeyNotFound);
         };
@@ -211,12 +211,9 @@ impl Applier {
                 wb.put(&p).map(Applied::Put)
             }
             Request::DeleteRange(d) => wb.delete_range(&d).map(Applied::DeleteRange),
-            Request::Txn(t) => {
-                if txn_uses_lease(&t) {
-                    return Err(EtcdError::LeaseNotFound);
-                }
-                wb.txn(&t).map(Applied::Txn)
-            }
+            // No lease exists until the lessor lands, so a put on the taken branch that names
+            // one fails as etcd's would for a missing lease.
+            Request::Txn(t) => wb.txn_checked(&t, &|_| false).map(Applied::Txn),
             Request::Compaction(c) => wb.compact(c.revision).map(Applied::Compaction),
             Request::Publish(attrs) => {
                 if self.cluster.publish(attrs.id, &attrs.name, &attrs.client_urls) {
@@ -232,16 +229,3 @@ impl Applier {
     }
 }
 
-pub struct ApplyReceiver(Receiver<ApplyMsg>);
-
-/// Leases are not granted by this build, so any put that names one names a missing lease.
-fn txn_uses_lease(t: &TxnRequest) -> bool {
-    fn op_uses(op: &RequestOp) -> bool {
-        match &op.request {
-            Some(request_op::Request::RequestPut(p)) => p.lease != 0,
-            Some(request_op::Request::RequestTxn(t)) => txn_uses_lease(t),
-            _ => false,
-        }
-    }
-    t.success.iter().chain(t.failure.iter()).any(op_uses)
-}
