@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod cluster;
+pub mod compactor;
 pub mod config;
 mod logging;
 pub mod member;

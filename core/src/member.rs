@@ -100,6 +100,9 @@ impl Member {
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let serve_tasks = listen::serve_clients(server.clone(), listeners, shutdown_rx.clone());
+        let retention = crate::compactor::parse_retention(config.auto_compaction_mode, &config.auto_compaction_retention)
+            .map_err(StartError::Other)?;
+        tokio::spawn(crate::compactor::run(server.clone(), retention, shutdown_rx.clone()));
         tokio::spawn(publish(server.clone(), config, shutdown_rx));
         Ok(Member {
             server,

@@ -45,6 +45,29 @@ impl HealthSource for Server {
     }
 }
 
+/// An unknown gRPC method gets gRPC's Unimplemented; any other unknown path gets Go's
+/// `404 page not found`, as etcd's HTTP mux answers.
+async fn unknown_path(req: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let is_grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if is_grpc {
+        return tonic::Status::unimplemented("").into_http::<axum::body::Body>().into_response();
+    }
+    (
+        http::StatusCode::NOT_FOUND,
+        [
+            (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        "404 page not found\n",
+    )
+        .into_response()
+}
+
 /// Resolves a listen URL to the socket address to bind. `localhost` binds loopback IPv4, as
 /// etcd's listener does.
 pub fn socket_addr(url: &Url) -> Result<SocketAddr, StartError> {
@@ -95,7 +118,10 @@ pub fn serve_clients(
             .add_service(ClusterServer::new(ClusterService(server.clone())).max_decoding_message_size(max_recv))
             .add_service(MaintenanceServer::new(MaintenanceService(server.clone())).max_decoding_message_size(max_recv));
         let health_source: Arc<dyn HealthSource> = server.clone();
-        let router = routes.into_axum_router().merge(health::router(health_source));
+        let router = routes
+            .into_axum_router()
+            .merge(health::router(health_source))
+            .fallback(unknown_path);
         let mut shutdown = shutdown.clone();
         let local = listener.local_addr().ok();
         info!(target: "embed", "ready to serve client requests");
