@@ -13,3 +13,4 @@ mod limits;
 mod output_formats;
 mod txn;
 mod txn_grpc;
+mod wal_repair;

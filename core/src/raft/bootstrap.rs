@@ -10,7 +10,7 @@ use ketch_wal::{Wal, WalOptions};
 use raft::eraftpb::{ConfState, Snapshot};
 use raft::storage::MemStorage;
 use raft::RawNode;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cluster::{self, ClusterState, MEMBERS_META_KEY};
 use crate::config::{ClusterState as InitialState, MemberConfig};
@@ -106,6 +106,21 @@ pub fn boot(cfg: &MemberConfig, store: &Store) -> Result<Booted, StartError> {
                 last_index = rec.entries.last().map(|e| e.index).unwrap_or(last_index);
             }
             let mut hs = rec.hard_state.clone();
+            if applied > last_index {
+                // The store holds entries the WAL no longer has: fsynced WAL data was lost (a
+                // disk that lied about a sync, or a hand-edited WAL). The store is the newer
+                // truth; restart the log after it rather than refuse to start.
+                warn!(
+                    target: "etcdserver",
+                    "WAL ends at index {last_index} but the store has applied up to {applied}; continuing from the store"
+                );
+                let mut snap = Snapshot::default();
+                snap.mut_metadata().index = applied;
+                snap.mut_metadata().term = hs.term;
+                snap.mut_metadata().set_conf_state(conf_state_of(&members));
+                core.apply_snapshot(snap).map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
+                last_index = applied;
+            }
             // The commit index is persisted lazily; whatever the store applied was committed.
             if applied > hs.commit && applied <= last_index {
                 hs.commit = applied;
