@@ -1,1 +1,196 @@
-fn main() {}
+//! `ketch`: start one member the way `etcd` 3.4 starts — same flags, `ETCD_*` variables and
+//! `--config-file` YAML, same log lines and exit statuses — so a user can swap the binaries.
+//!
+//! The flow: [`load`] reads argv and the environment, or the YAML file ([`config_file`]), into
+//! [`flags::EtcdConfig`] (etcd's names and defaults, from the one table in [`flags`], with
+//! value rules in [`kinds`] and [`goparse`]); [`logging`] sets up capnslog or zap output;
+//! [`verify`] makes etcd's checks; [`startup`] logs etcd's start-up lines; [`member_config`]
+//! builds the core's `MemberConfig`; [`serve`] starts the member and waits for SIGINT/SIGTERM.
+
+mod config_file;
+mod flags;
+mod goparse;
+mod help;
+mod kinds;
+mod load;
+mod logging;
+mod member_config;
+mod serve;
+mod startup;
+mod verify;
+mod version;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use load::{CliError, Outcome};
+use logging::LogSettings;
+use member_config::DataDirKind;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    ExitCode::from(run(&args, &env))
+}
+
+fn run(args: &[String], env: &[(String, String)]) -> u8 {
+    if let Some(command @ ("gateway" | "grpc-proxy")) = args.first().map(String::as_str) {
+        eprintln!("ketch: '{command}' (etcd's {command} command) is not available in ketch yet");
+        return 1;
+    }
+    let mut notes = Vec::new();
+    let outcome = load::read(args, env, &mut notes);
+    logging::print_notes(&notes);
+    let (mut config, origin) = match outcome {
+        Ok(Outcome::Version) => {
+            print!("{}", version::version_text());
+            return 0;
+        }
+        Ok(Outcome::Run { config, origin }) => (config, origin),
+        Err(err) => return startup::report(&err),
+    };
+
+    let settings = match LogSettings::from_config(&config) {
+        Ok(settings) => settings,
+        Err(message) => return startup::report(&CliError::verify(message)),
+    };
+    for line in &settings.warnings {
+        eprintln!("{line}");
+    }
+    if let Err(message) = settings.install() {
+        return startup::report(&CliError::verify(message));
+    }
+    startup::config_source(&origin);
+    if let Err(err) = verify::verify(&config) {
+        return startup::report(&err);
+    }
+
+    let cpus = startup::Cpus::detect();
+    startup::versions(cpus);
+    if member_config::apply_name_defaults(&mut config) {
+        startup::data_dir_defaulted(&config.data_dir);
+    }
+    let kind = match member_config::identify_data_dir(Path::new(&config.data_dir)) {
+        Ok((kind, strangers)) => {
+            startup::stray_entries(&config.data_dir, &strangers);
+            kind
+        }
+        Err(message) => {
+            startup::fatal("etcdmain", &message);
+            return 1;
+        }
+    };
+    if kind == DataDirKind::Member {
+        startup::already_initialized(&config.data_dir);
+    } else if let Some(refusal) = refusal(&config, kind) {
+        startup::fatal("etcdmain", &refusal);
+        return 1;
+    }
+    startup::not_acted_on(&config);
+    let member = match member_config::member_config(&config) {
+        Ok(member) => member,
+        Err(message) => {
+            startup::fatal("etcdmain", &message);
+            return 1;
+        }
+    };
+    startup::member_summary(&config, cpus, kind == DataDirKind::Member);
+    if let Err(e) = member.validate() {
+        let message = e.to_string();
+        startup::fatal("etcdmain", &message);
+        startup::initial_cluster_hints(&config, &message);
+        return 1;
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus.max_set)
+        .thread_name("ketch-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            startup::fatal("etcdmain", &format!("cannot start the async runtime: {e}"));
+            return 1;
+        }
+    };
+    runtime.block_on(serve::serve(member, &config))
+}
+
+/// Why this process cannot start as asked, for what ketch does not do yet. A data dir that
+/// already holds a member starts that member whatever the flags say, as etcd does, so this is
+/// asked only for an empty or proxy data dir.
+fn refusal(config: &flags::EtcdConfig, kind: DataDirKind) -> Option<String> {
+    if kind == DataDirKind::Proxy {
+        return Some(format!(
+            "data dir {} belongs to an etcd v2 proxy, and proxy mode is not available in ketch yet",
+            config.data_dir
+        ));
+    }
+    if config.proxy != "off" {
+        return Some(format!(
+            "--proxy={} is not available in ketch yet: the v2 proxy mode is planned but not built; \
+             start without --proxy (or with --proxy=off) to run a member",
+            config.proxy
+        ));
+    }
+    if !config.discovery.is_empty() || !config.discovery_srv.is_empty() {
+        return Some(
+            "bootstrapping through --discovery or --discovery-srv is not available in ketch yet; \
+             list the members with --initial-cluster instead"
+                .into(),
+        );
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> flags::EtcdConfig {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        match load::read(&args, &[], &mut Vec::new()).unwrap() {
+            Outcome::Run { config, .. } => *config,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn proxy_and_discovery_are_refused_on_a_fresh_data_dir() {
+        let on = refusal(&config(&["--proxy=on"]), DataDirKind::Empty).unwrap();
+        assert!(
+            on.starts_with("--proxy=on is not available in ketch yet"),
+            "{on}"
+        );
+        assert!(refusal(&config(&["--proxy=readonly"]), DataDirKind::Empty)
+            .unwrap()
+            .contains("--proxy=readonly"));
+        assert!(refusal(
+            &config(&["--discovery=https://d.example/x"]),
+            DataDirKind::Empty
+        )
+        .is_some());
+        assert!(refusal(&config(&[]), DataDirKind::Proxy).is_some());
+        assert_eq!(refusal(&config(&[]), DataDirKind::Empty), None);
+    }
+
+    #[test]
+    fn usage_errors_exit_2_and_verify_errors_exit_1() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(run(&args(&["--foo"]), &[]), 2);
+        assert_eq!(run(&args(&["extra"]), &[]), 1);
+        assert_eq!(run(&args(&["gateway"]), &[]), 1);
+        assert_eq!(run(&args(&["--version"]), &[]), 0);
+    }
+}

@@ -48,7 +48,7 @@ fn conf_state_of(members: &[MemberRecord]) -> ConfState {
 pub fn boot(cfg: &MemberConfig, store: &Store) -> Result<Booted, StartError> {
     let wal_dir = cfg.wal_dir();
     let opts = WalOptions::default();
-    let (wal, recovered, member_id, cluster_id, members) = if Wal::exists(&wal_dir) {
+    let (mut wal, recovered, member_id, cluster_id, members) = if Wal::exists(&wal_dir) {
         let (wal, rec) = Wal::open(&wal_dir, opts).map_err(|e| StartError::Other(format!("open wal: {e}")))?;
         let (member_id, cluster_id) = decode_metadata(&rec.metadata)?;
         let members = match store.meta_get(MEMBERS_META_KEY).map_err(|e| StartError::Other(e.to_string()))? {
@@ -118,6 +118,8 @@ pub fn boot(cfg: &MemberConfig, store: &Store) -> Result<Booted, StartError> {
                 snap.mut_metadata().index = applied;
                 snap.mut_metadata().term = hs.term;
                 snap.mut_metadata().set_conf_state(conf_state_of(&members));
+                wal.save_snapshot(snap.get_metadata())
+                    .map_err(|e| StartError::Other(format!("record snapshot in wal: {e}")))?;
                 core.apply_snapshot(snap).map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
                 last_index = applied;
             }
