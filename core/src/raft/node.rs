@@ -24,6 +24,9 @@ use tracing::{error, info, warn};
 use crate::apply::ApplyTask;
 use crate::cluster::ClusterState;
 
+/// Applied entries kept in memory for peers that fall behind (etcd's SnapshotCatchUpEntries).
+const CATCH_UP_ENTRIES: u64 = 5000;
+
 /// What the rest of the member asks of the Raft thread.
 pub enum RaftMsg {
     /// Append `data` (an encoded `RaftRequest`) to the log. If it cannot be proposed, the
@@ -177,6 +180,7 @@ impl RaftNode {
                 if index > self.raw.raft.raft_log.applied {
                     self.raw.advance_apply_to(index);
                 }
+                self.trim_memory_log(index);
             }
             RaftMsg::Compact { index } => self.compact_log(index),
             RaftMsg::Stop => return false,
@@ -317,6 +321,23 @@ impl RaftNode {
         }
     }
 
+    /// Drops applied entries from the in-memory log. They stay in the WAL until a snapshot
+    /// releases it; memory only needs what peers may still ask for (etcd keeps 5000 entries
+    /// for catch-up), and a member without peers needs none — otherwise a stream of large
+    /// values would stay in memory until the next snapshot (up to `--snapshot-count` entries).
+    fn trim_memory_log(&mut self, applied: u64) {
+        let has_peers = self.raw.raft.prs().iter().any(|(id, _)| *id != self.raw.raft.id);
+        let keep = if has_peers { CATCH_UP_ENTRIES } else { 0 };
+        let upto = applied.saturating_sub(keep);
+        let store = self.raw.mut_store();
+        let first = raft::Storage::first_index(&*store).unwrap_or(1);
+        if upto > first {
+            if let Err(e) = store.wl().compact(upto) {
+                warn!(target: "raft", "failed to trim the in-memory log to {upto}: {e}");
+            }
+        }
+    }
+
     /// Records a snapshot marker at `index` (the backend already holds everything up to it
     /// durably), then drops the log before it from memory and whole WAL segments from disk.
     fn compact_log(&mut self, index: u64) {
@@ -337,8 +358,10 @@ impl RaftNode {
             error!(target: "raft", "fatal: failed to record snapshot at {index}: {e}");
             std::process::abort();
         }
-        if let Err(e) = store.wl().compact(index) {
-            warn!(target: "raft", "failed to compact raft log at {index}: {e}");
+        if store.first_index().is_ok_and(|first| first < index) {
+            if let Err(e) = store.wl().compact(index) {
+                warn!(target: "raft", "failed to compact raft log at {index}: {e}");
+            }
         }
         if let Err(e) = self.wal.release_to(index) {
             warn!(target: "raft", "failed to release WAL before {index}: {e}");
