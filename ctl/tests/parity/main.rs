@@ -1,0 +1,677 @@
+//! ketchctl against etcdctl 3.4: one script of commands (every output format, error paths,
+//! environment variables, dead endpoints, authentication) runs once with `etcdctl` against a
+//! fresh etcd 3.4 and once with `ketchctl` against another fresh etcd started the same way
+//! (same ports, so the same cluster and member ids, revisions and Raft indexes). Every
+//! command's stdout, stderr and exit code must match after masking what differs between any
+//! two runs (see `normalize`).
+//!
+//! Skipped, with a message, when `etcd` or `etcdctl` is not installed.
+
+mod harness;
+mod normalize;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use harness::{free_port, run, which, Certs, Etcd, Outcome};
+
+/// One command of the script.
+#[derive(Clone)]
+struct Step {
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    env: Vec<(String, String)>,
+    /// Prepend `--endpoints <live endpoint>`.
+    endpoints: bool,
+    /// Run with etcdctl in both passes to prepare state (user/auth commands ketchctl lacks).
+    setup: bool,
+    /// Output carries measured durations.
+    timing: bool,
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace()
+        .map(|w| {
+            if w == "''" {
+                String::new()
+            } else {
+                w.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A command against the live endpoint; `''` stands for an empty argument.
+fn cmd(s: &str) -> Step {
+    Step {
+        args: words(s),
+        stdin: None,
+        env: Vec::new(),
+        endpoints: true,
+        setup: false,
+        timing: false,
+    }
+}
+
+/// A command without `--endpoints` added.
+fn raw(s: &str) -> Step {
+    Step {
+        endpoints: false,
+        ..cmd(s)
+    }
+}
+
+impl Step {
+    fn args(mut self, extra: &[&str]) -> Self {
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+        self
+    }
+    fn stdin(mut self, input: &[u8]) -> Self {
+        self.stdin = Some(input.to_vec());
+        self
+    }
+    fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+    fn setup(mut self) -> Self {
+        self.setup = true;
+        self
+    }
+    fn timing(mut self) -> Self {
+        self.timing = true;
+        self
+    }
+}
+
+const FORMATS: [&str; 5] = ["simple", "json", "fields", "protobuf", "table"];
+
+fn help_and_parsing() -> Vec<Step> {
+    let mut s: Vec<Step> = [
+        "",
+        "--help",
+        "help",
+        "help get",
+        "help member list",
+        "help bogus",
+        "get --help",
+        "put -h",
+        "del --help",
+        "txn --help",
+        "compaction --help",
+        "member",
+        "member --help",
+        "member bogus",
+        "member list --help",
+        "endpoint",
+        "endpoint health --help",
+        "endpoint status --help",
+        "endpoint hashkv --help",
+        "version",
+        "version extra",
+        "version --help",
+        "lease",
+        "completion",
+        "bogus",
+        "gett",
+        "m",
+        "pu x",
+        "--bogus get foo",
+        "get --bogus foo",
+        "get -x",
+        "get -w",
+        "get --limit",
+        "get ---x",
+        "get --limit x foo",
+        "get --rev=abc foo",
+        "get --prefix=maybe foo",
+        "--dial-timeout xx get foo",
+        "--command-timeout 1 get foo",
+        "-w",
+    ]
+    .iter()
+    .map(|c| raw(c))
+    .collect();
+    s.push(raw("get --limit=-x foo"));
+    s.extend(
+        [
+            "--help get",
+            "h get",
+            "help completion",
+            "help member bogus",
+            "help help",
+        ]
+        .map(raw),
+    );
+    s.extend(
+        [
+            "get -- --prefix",
+            "-w json -w fields get foo",
+            "get --help=false foo",
+            "member list --cluster",
+            "endpoint hashkv --rev=x",
+            "endpoint health --rev 1",
+            "version --debug",
+        ]
+        .map(cmd),
+    );
+    // The endpoint list is trimmed for the client, not for per-endpoint status calls.
+    s.push(raw("--command-timeout 1s endpoint status").args(&["--endpoints", "{EP}, {EP}"]));
+    s.push(raw("get foo").args(&["--endpoints", "{EP}, {EP}"]));
+    s.push(raw("get foo").args(&["--endpoints", ""]));
+    s
+}
+
+fn puts() -> Vec<Step> {
+    let mut s = vec![
+        cmd("put foo bar"),
+        cmd("put foo bar2 --prev-kv"),
+        cmd("put foo2").stdin(b"hello\n"),
+        cmd("put foo3"),
+        cmd("put"),
+        cmd("put k --ignore-value v"),
+        cmd("put k v --lease zz"),
+        cmd("put k v --lease 0x1"),
+        cmd("put -- -k -v"),
+        cmd("put '' x"),
+        cmd("put foo bar -w table"),
+        cmd("put missing --ignore-value"),
+        cmd("put foo --ignore-value --prev-kv"),
+        cmd("put foo bar --ignore-lease"),
+        cmd("put foo bar --lease 1234abcd"),
+        cmd("put bin").stdin(b"\x00\x01\xff\xfe\n"),
+        cmd("put").args(&["odd key", "a\"b\\c<>&\t\u{2028}héllo\n"]),
+        cmd("put a 1"),
+        cmd("put b 2"),
+        cmd("put c 3"),
+        cmd("put k1 v1"),
+    ];
+    for w in ["json", "fields", "protobuf"] {
+        s.push(cmd(&format!("put fmt{w} v -w {w}")));
+        s.push(cmd(&format!("put fmt{w} v2 --prev-kv -w {w}")));
+    }
+    s
+}
+
+fn gets() -> Vec<Step> {
+    let mut s = Vec::new();
+    for w in FORMATS {
+        for c in [
+            "get foo",
+            "get --prefix ''",
+            "get nothing",
+            "get a c",
+            "get foo --hex",
+            "get 'odd key'",
+        ] {
+            s.push(cmd(&format!("{c} -w {w}")));
+        }
+    }
+    s.extend(
+        [
+            "get --prefix f",
+            "get '' --from-key",
+            "get b --from-key",
+            "get --limit 2 --prefix ''",
+            "get --limit 0x2 --prefix ''",
+            "get --rev 2 foo",
+            "get --rev 1000 foo",
+            "get --sort-by=VALUE --order=DESCEND --prefix ''",
+            "get --sort-by=create --prefix ''",
+            "get --sort-by key --order ascend --prefix ''",
+            "get --order=DESCEND --prefix ''",
+            "get --sort-by=version --prefix ''",
+            "get --sort-by=modify --order=descend --limit 3 --prefix ''",
+            "get --keys-only --prefix ''",
+            "get --keys-only --prefix '' -w json",
+            "get --print-value-only foo",
+            "get --print-value-only --prefix f",
+            "get --print-value-only foo -w json",
+            "get --consistency s foo",
+            "get --consistency x foo",
+            "get --sort-by=foo foo",
+            "get --order=x foo",
+            "get",
+            "get foo bar --prefix",
+            "get foo --prefix --from-key",
+            "-w bogus get foo",
+            "get a b c",
+            "get bin --hex",
+            "get bin -w fields",
+            "--hex get bin -w json",
+        ]
+        .iter()
+        .map(|c| cmd(c)),
+    );
+    s
+}
+
+fn dels() -> Vec<Step> {
+    let mut s: Vec<Step> = [
+        "del",
+        "del a b c",
+        "del foo --from-key --prefix",
+        "del x y --prefix",
+        "del nokey",
+        "del fmtjson --prev-kv -w json",
+        "del fmtfields --prev-kv -w fields",
+        "del fmtprotobuf --prev-kv -w protobuf",
+        "del k1 --prev-kv",
+        "put p1 1",
+        "put p2 2",
+        "del p --prefix --prev-kv",
+        "put r1 1",
+        "del r1 r2",
+        "put z1 1",
+        "put z2 2",
+        "del z --from-key --prev-kv -w json",
+        "del nokey -w table",
+    ]
+    .iter()
+    .map(|c| cmd(c))
+    .collect();
+    s.push(cmd("put a 1"));
+    s
+}
+
+fn txns() -> Vec<Step> {
+    let scripts: &[&[u8]] = &[
+        b"ver(\"foo\") > \"0\"\n\nput t1 v1\nget foo\n\nput t2 v2\n\n",
+        b"val(\"foo\") = \"nope\"\n\nput t1 v1\n\nput t2 v2 --prev-kv\nget t --prefix\ndel t1 --prev-kv\n\n",
+        b"c(\"foo\") != \"0\"\nm(\"foo\") < \"1000\"\nval(\"a\") = \"1\"\n\nget a\n\n\n",
+        b"\n\nput \"t\\x41\" \"tab\\there\"\nget \"t\\x41\" --print-value-only\n\n\n",
+        b"val(\"foo\") = \"bar\"\n\nput 'x' 'y'\n\n\n",
+        b"\n\n\nput 'xyz' b\n\n",
+        b"\n\nput 'x' b c d e f\n\n\n",
+        b"lease(\"foo\") = \"1\"\n\n\n",
+        b"ver(\"foo\") >= \"1\"\n\n\n",
+        b"foo(\"foo\") = \"1\"\n\n\n",
+        b"ver(\"foo\") = \"x\"\n\n\n",
+        b"ver(\"foo\")\n\n\n",
+        b"ver(foo) = \"1\"\n\n\n",
+        b"m(\"k\")<\"3\"\n\n\n",
+        b"ver\n\n\n",
+        b"\n\nput --bogus a b\n\n\n",
+        b"\n\nget -w json a\n\n\n",
+        b"\n\ndel -x a\n\n\n",
+        b"\n\nget --limit x a\n\n\n",
+        b"\n\nget\n\n\n",
+        b"\n\nput a\n\n\n",
+        b"\n\nget a --consistency x\n\n\n",
+        b"\n\nbogus a\n\n\n",
+        b"\n\np t3 v\ng t3\nd t3\n\n\n",
+        b"\n\nput \"a\\q\" b\n\n\n",
+        b"\n\nget a\n\n",
+        b"ver(\"a\") > \"0\"\n\nput a 2\n\nput t4 v\n",
+        b"",
+    ];
+    let mut s = Vec::new();
+    for script in scripts {
+        s.push(cmd("txn").stdin(script));
+    }
+    let full = b"val(\"foo\") = \"bar\"\n\nget foo --prefix\nput t5 y --prev-kv\ndel t6 --prev-kv\n\nput t7 1\n\n";
+    for w in FORMATS {
+        s.push(cmd(&format!("txn -w {w}")).stdin(full));
+    }
+    s.push(cmd("txn -i").stdin(b"mod(\"foo\") < \"100\"\n\nget foo\n\nput t8 v\n\n"));
+    s.push(cmd("txn --interactive").stdin(b"mod(\"foo\") < \"100\"\n\nget foo\n"));
+    s.push(cmd("txn extra"));
+    s
+}
+
+fn compactions() -> Vec<Step> {
+    [
+        "compaction",
+        "compaction x",
+        "compaction 1 2",
+        "compaction 3",
+        "compact 3",
+        "get --rev 2 foo",
+        "compaction 100000",
+        "compaction 5 --physical",
+        "compaction -- -5",
+        "endpoint hashkv --rev 2",
+    ]
+    .iter()
+    .map(|c| cmd(c))
+    .collect()
+}
+
+fn cluster_and_endpoints() -> Vec<Step> {
+    let mut s = Vec::new();
+    for w in FORMATS {
+        s.push(cmd(&format!("member list -w {w}")));
+        s.push(cmd(&format!("endpoint status -w {w}")));
+        s.push(cmd(&format!("endpoint hashkv -w {w}")));
+        s.push(cmd(&format!("endpoint health -w {w}")).timing());
+    }
+    s.push(cmd("endpoint status --cluster"));
+    s.push(cmd("endpoint hashkv --cluster -w json"));
+    s.push(cmd("endpoint health --cluster -w json").timing());
+    s.push(cmd("member list extra"));
+    s
+}
+
+fn environment() -> Vec<Step> {
+    vec![
+        raw("get foo")
+            .env("ETCDCTL_ENDPOINTS", "{EP}")
+            .env("ETCDCTL_WRITE_OUT", "json"),
+        cmd("get foo").env("ETCDCTL_FOO", "bar"),
+        cmd("get foo").env("ETCDCTL_ENDPOINTS", "{EP}"),
+        cmd("get foo").env("ETCDCTL_ENDPOINTS", ""),
+        cmd("get foo").env("ETCDCTL_DIAL_TIMEOUT", "abc"),
+        cmd("get f").env("ETCDCTL_PREFIX", "true"),
+        cmd("get foo").env("ETCDCTL_HEX", "true"),
+        cmd("endpoint status").env("ETCDCTL_CLUSTER", "true"),
+        raw("endpoint hashkv")
+            .env("ETCDCTL_ENDPOINTS", "{EP}")
+            .env("ETCDCTL_WRITE_OUT", "fields"),
+        raw("endpoint health")
+            .env("ETCDCTL_ENDPOINTS", "{EP}")
+            .env("ETCDCTL_WRITE_OUT", "json")
+            .timing(),
+        raw("put e1 v")
+            .env("ETCDCTL_ENDPOINTS", "{EP}")
+            .env("ETCDCTL_WRITE_OUT", "bogus"),
+        cmd("--debug get foo"),
+        cmd("--debug endpoint status"),
+        cmd("--debug endpoint health").timing(),
+        cmd("--cacert= get foo"),
+        cmd("--cacert /nonexistent/ca.pem get foo"),
+        cmd("--cert /nonexistent/cert.pem get foo"),
+        cmd("--cert /nonexistent/cert.pem --key /nonexistent/key.pem get foo"),
+        cmd("--key= get foo"),
+    ]
+}
+
+fn dead_endpoints() -> Vec<Step> {
+    let t = "--command-timeout 1s";
+    vec![
+        raw(&format!("--endpoints {{DEAD}} {t} get foo")),
+        raw(&format!("--endpoints {{DEAD}} {t} put a b")),
+        raw(&format!("--endpoints {{DEAD}} {t} member list")),
+        raw(&format!("--endpoints {{DEAD}} {t} compaction 1")),
+        raw(&format!("--endpoints {{DEAD}} {t} endpoint status")),
+        raw(&format!("--endpoints {{DEAD}} {t} endpoint hashkv -w json")),
+        raw(&format!("--endpoints {{DEAD}} {t} endpoint health")).timing(),
+        raw(&format!("--endpoints {{DEAD}} {t} endpoint health -w json")).timing(),
+        raw(&format!(
+            "--endpoints {{DEAD}} {t} endpoint health --cluster"
+        )),
+        raw(&format!("--endpoints {{DEAD}},{{EP}} {t} get foo")),
+        raw(&format!("--endpoints {{DEAD}},{{EP}} {t} endpoint status")),
+        raw("--endpoints {DEAD} --dial-timeout 300ms --user a:b get foo"),
+    ]
+}
+
+fn authentication() -> Vec<Step> {
+    vec![
+        cmd("--user root:x get foo"),
+        cmd("user add root --new-user-password=rootpw").setup(),
+        cmd("user add bob --new-user-password=bobpw").setup(),
+        cmd("auth enable").setup(),
+        cmd("get foo"),
+        cmd("--user root:rootpw get foo"),
+        cmd("--user root:bad get foo"),
+        cmd("--user root --password rootpw put auth1 v"),
+        cmd("--user root --password rootpw txn").stdin(b"\n\nget auth1\n\n"),
+        cmd("--user bob:bobpw get foo"),
+        cmd("--user bob:bobpw endpoint health").timing(),
+        cmd("--user bob:bobpw endpoint status -w json"),
+        cmd("--user root:rootpw endpoint hashkv"),
+        cmd("--user root:rootpw member list"),
+        cmd("--user root get foo").stdin(b"rootpw\n"),
+        cmd("--user root:rootpw auth disable").setup(),
+    ]
+}
+
+fn script() -> Vec<Step> {
+    [
+        help_and_parsing(),
+        puts(),
+        gets(),
+        dels(),
+        txns(),
+        compactions(),
+        cluster_and_endpoints(),
+        environment(),
+        dead_endpoints(),
+        authentication(),
+    ]
+    .concat()
+}
+
+/// Commands against a member that requires TLS with client certificates. `{TLS}` stands for
+/// `--cacert`/`--cert`/`--key`, `{CA}`, `{CERT}` and `{KEY}` for the files, `{PORT}` for the
+/// client port.
+fn tls_script() -> Vec<Step> {
+    let mut s = Vec::new();
+    for w in FORMATS {
+        s.push(raw(&format!(
+            "--endpoints https://127.0.0.1:{{PORT}} {{TLS}} put k v -w {w}"
+        )));
+        s.push(raw(&format!(
+            "--endpoints https://127.0.0.1:{{PORT}} {{TLS}} get k -w {w}"
+        )));
+        s.push(raw(&format!(
+            "--endpoints https://127.0.0.1:{{PORT}} {{TLS}} member list -w {w}"
+        )));
+        s.push(raw(&format!(
+            "--endpoints https://127.0.0.1:{{PORT}} {{TLS}} endpoint status -w {w}"
+        )));
+        s.push(raw(&format!(
+            "--endpoints https://127.0.0.1:{{PORT}} {{TLS}} endpoint hashkv -w {w}"
+        )));
+        s.push(
+            raw(&format!(
+                "--endpoints https://127.0.0.1:{{PORT}} {{TLS}} endpoint health -w {w}"
+            ))
+            .timing(),
+        );
+    }
+    s.extend([
+        raw("--endpoints https://127.0.0.1:{PORT} {TLS} endpoint status --cluster"),
+        raw("--endpoints https://127.0.0.1:{PORT} {TLS} endpoint health --cluster").timing(),
+        raw("--endpoints https://127.0.0.1:{PORT} {TLS} txn").stdin(b"val(\"k\") = \"v\"\n\nput k2 v2\n\n\n"),
+        raw("--endpoints https://127.0.0.1:{PORT} {TLS} compaction 2"),
+        raw("--endpoints https://localhost:{PORT} {TLS} get k"),
+        raw("--endpoints 127.0.0.1:{PORT} {TLS} get k"),
+        raw("--endpoints https://127.0.0.1:{PORT} --insecure-skip-tls-verify --cert {CERT} --key {KEY} get k"),
+        raw("--endpoints 127.0.0.1:{PORT} --insecure-transport=false --insecure-skip-tls-verify --cert {CERT} --key {KEY} get k"),
+        raw("--endpoints https://127.0.0.1:{PORT} --cacert {CA} --cert {CERT} get k"),
+        raw("--endpoints https://127.0.0.1:{PORT} --cacert {KEY} --cert {CERT} --key {KEY} get k"),
+        // Failures grpc-go words the same way every time.
+        raw("--endpoints https://127.0.0.1:{PORT} --cacert {CA} --command-timeout 1s get k"),
+        raw("--endpoints https://127.0.0.1:{PORT} --cert {CERT} --key {KEY} --command-timeout 1s get k"),
+        raw("--endpoints https://127.0.0.1:{PORT} --cert {CERT} --key {KEY} --command-timeout 1s endpoint hashkv"),
+        raw("--endpoints 127.0.0.1:{PORT} --command-timeout 1s get k"),
+    ]);
+    s
+}
+
+/// Expand `{EP}`/`{DEAD}` (and the TLS placeholders) and prepend `--endpoints` where the step
+/// asks for it.
+fn expand(
+    step: &Step,
+    ep: &str,
+    dead: &str,
+    certs: Option<&Certs>,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let port = ep.rsplit(':').next().unwrap_or_default();
+    let sub = |s: &str| {
+        let mut s = s
+            .replace("{EP}", ep)
+            .replace("{DEAD}", dead)
+            .replace("{PORT}", port);
+        if let Some(c) = certs {
+            s = s
+                .replace("{CA}", &c.path("ca.pem"))
+                .replace("{CERT}", &c.path("client.pem"))
+                .replace("{KEY}", &c.path("client.key"));
+        }
+        s
+    };
+    let mut args = Vec::new();
+    if step.endpoints {
+        args.push("--endpoints".to_string());
+        args.push(ep.to_string());
+    }
+    for a in &step.args {
+        if a == "{TLS}" {
+            args.extend(
+                ["--cacert", "{CA}", "--cert", "{CERT}", "--key", "{KEY}"]
+                    .iter()
+                    .map(|t| sub(t)),
+            );
+        } else {
+            args.push(sub(a));
+        }
+    }
+    let env = step.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect();
+    (args, env)
+}
+
+/// Where the script runs.
+struct Setup<'a> {
+    etcd: &'a Path,
+    etcdctl: &'a Path,
+    /// Client, peer and a dead port.
+    ports: (u16, u16, u16),
+    certs: Option<&'a Certs>,
+}
+
+/// Run the whole script with `tool` against a fresh etcd on the given ports.
+fn run_script(setup: &Setup, tool: &Path, steps: &[Step]) -> Vec<Outcome> {
+    let (client_port, peer_port, dead_port) = setup.ports;
+    let server = Etcd::start(
+        setup.etcd,
+        setup.etcdctl,
+        client_port,
+        peer_port,
+        setup.certs,
+    );
+    let ep = format!("127.0.0.1:{}", server.client_port);
+    let dead = format!("127.0.0.1:{dead_port}");
+    steps
+        .iter()
+        .map(|step| {
+            let (args, env) = expand(step, &ep, &dead, setup.certs);
+            let program = if step.setup { setup.etcdctl } else { tool };
+            run(
+                program,
+                &args,
+                step.stdin.as_deref(),
+                &env,
+                Duration::from_secs(30),
+            )
+        })
+        .collect()
+}
+
+/// Output for a failure report: text, shortened.
+fn show(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut s: String = text.chars().take(1500).collect();
+    if text.chars().count() > 1500 {
+        s.push_str("...");
+    }
+    s
+}
+
+/// Run `steps` with etcdctl, then with ketchctl, each against a fresh member, and list the
+/// commands whose (normalised) output differs.
+fn compare(setup: &Setup, steps: &[Step]) -> (usize, Vec<String>) {
+    let ketchctl = PathBuf::from(env!("CARGO_BIN_EXE_ketchctl"));
+    let expected = run_script(setup, setup.etcdctl, steps);
+    let actual = run_script(setup, &ketchctl, steps);
+    let norm = normalize::Normalizer::new();
+    let mut failures = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        if step.setup {
+            continue;
+        }
+        // `endpoint status` reports the backend's size, which depends on commit batching.
+        let sizes = step
+            .args
+            .windows(2)
+            .any(|w| w[0] == "endpoint" && w[1] == "status");
+        let want = norm.apply(&expected[i], step.timing, sizes);
+        let got = norm.apply(&actual[i], step.timing, sizes);
+        if want != got {
+            let mut report = format!("step {i}: {:?} (env {:?})\n", step.args, step.env);
+            if want.0 != got.0 {
+                report += &format!(
+                    "  stdout etcdctl:  {:?}\n  stdout ketchctl: {:?}\n",
+                    show(&want.0),
+                    show(&got.0)
+                );
+            }
+            if want.1 != got.1 {
+                report += &format!(
+                    "  stderr etcdctl:  {:?}\n  stderr ketchctl: {:?}\n",
+                    show(&want.1),
+                    show(&got.1)
+                );
+            }
+            if want.2 != got.2 {
+                report += &format!("  exit etcdctl: {}  ketchctl: {}\n", want.2, got.2);
+            }
+            failures.push(report);
+        }
+    }
+    (steps.iter().filter(|s| !s.setup).count(), failures)
+}
+
+fn assert_identical(name: &str, (compared, failures): (usize, Vec<String>)) {
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {compared} commands differ from etcdctl:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("{name}: {compared} commands identical to etcdctl");
+}
+
+fn tools() -> Option<(PathBuf, PathBuf)> {
+    match (which("etcd"), which("etcdctl")) {
+        (Some(etcd), Some(etcdctl)) => Some((etcd, etcdctl)),
+        _ => None,
+    }
+}
+
+#[test]
+fn ketchctl_matches_etcdctl_byte_for_byte() {
+    let Some((etcd, etcdctl)) = tools() else {
+        eprintln!("skipping ketchctl_matches_etcdctl_byte_for_byte: `etcd` and `etcdctl` (3.4) must be on PATH");
+        return;
+    };
+    let setup = Setup {
+        etcd: &etcd,
+        etcdctl: &etcdctl,
+        ports: (free_port(), free_port(), free_port()),
+        certs: None,
+    };
+    assert_identical("plain", compare(&setup, &script()));
+}
+
+#[test]
+fn ketchctl_matches_etcdctl_over_tls() {
+    let Some((etcd, etcdctl)) = tools() else {
+        eprintln!("skipping ketchctl_matches_etcdctl_over_tls: `etcd` and `etcdctl` (3.4) must be on PATH");
+        return;
+    };
+    let Some(certs) = Certs::generate() else {
+        eprintln!(
+            "skipping ketchctl_matches_etcdctl_over_tls: `openssl` is needed to make certificates"
+        );
+        return;
+    };
+    let setup = Setup {
+        etcd: &etcd,
+        etcdctl: &etcdctl,
+        ports: (free_port(), free_port(), free_port()),
+        certs: Some(&certs),
+    };
+    assert_identical("tls", compare(&setup, &tls_script()));
+}

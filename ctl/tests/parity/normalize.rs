@@ -1,0 +1,105 @@
+//! What may differ between two runs of the same command, and so is masked before comparing:
+//! log timestamps, clientv3's random resolver-group id, measured durations, Go stack traces
+//! (addresses and line numbers) and grpc-go's own `--debug` logging.
+
+use regex::bytes::Regex;
+
+use super::harness::Outcome;
+
+pub struct Normalizer {
+    zap_ts: Regex,
+    uuid: Regex,
+    capnslog_ts: Regex,
+    grpc_log: Regex,
+    took_text: Regex,
+    took_json: Regex,
+    took_fields: Regex,
+    duration: Regex,
+    table_fill: Regex,
+    db_size: Regex,
+    db_size_human: Regex,
+}
+
+/// A Go duration as `time.Duration.String()` writes it.
+const DURATION: &str = r"(?:[0-9]+(?:\.[0-9]+)?(?:ns|µs|ms|h|m|s))+";
+
+impl Normalizer {
+    pub fn new() -> Self {
+        let re = |s: &str| Regex::new(s).expect("valid regex");
+        Normalizer {
+            zap_ts: re(r#""ts":"[^"]*""#),
+            uuid: re(r"client-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+            capnslog_ts: re(
+                r"(?m)^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6} ",
+            ),
+            grpc_log: re(r"(?m)^(?:INFO|WARNING|ERROR): [0-9]{4}/[0-9]{2}/[0-9]{2} [0-9:]{8} .*\n"),
+            took_text: re(&format!("took = {DURATION}")),
+            took_json: re(&format!(r#""took":"{DURATION}""#)),
+            took_fields: re(&format!(r#""Took" : {DURATION}"#)),
+            duration: re(&format!(r"\b{DURATION}")),
+            table_fill: re(r"[- ]+"),
+            db_size: re(r#"("dbSize"|"dbSizeInUse"|"DBSize") ?: ?[0-9]+"#),
+            db_size_human: re(r"\b[0-9]+(?:\.[0-9])? (?:B|kB|MB|GB)\b"),
+        }
+    }
+
+    /// `(stdout, stderr, exit code)` with run-to-run noise masked. `timing` marks output that
+    /// carries measured durations (endpoint health); `sizes` output with the backend's size
+    /// (endpoint status), which depends on how the server happened to batch its commits.
+    pub fn apply(&self, o: &Outcome, timing: bool, sizes: bool) -> (Vec<u8>, Vec<u8>, i32) {
+        let mut err = o.stderr.clone();
+        err = self
+            .zap_ts
+            .replace_all(&err, &b"\"ts\":\"TS\""[..])
+            .into_owned();
+        err = self
+            .uuid
+            .replace_all(&err, &b"client-UUID"[..])
+            .into_owned();
+        err = self
+            .capnslog_ts
+            .replace_all(&err, &b"TIME "[..])
+            .into_owned();
+        err = self.grpc_log.replace_all(&err, &b""[..]).into_owned();
+        err = self
+            .took_text
+            .replace_all(&err, &b"took = D"[..])
+            .into_owned();
+        err = cut_stack_trace(&err);
+        let mut out = o.stdout.clone();
+        if timing {
+            out = self
+                .took_json
+                .replace_all(&out, &b"\"took\":\"D\""[..])
+                .into_owned();
+            out = self
+                .took_fields
+                .replace_all(&out, &b"\"Took\" : D"[..])
+                .into_owned();
+            out = self.duration.replace_all(&out, &b"D"[..]).into_owned();
+            out = self.table_fill.replace_all(&out, &b"_"[..]).into_owned();
+        }
+        if sizes {
+            out = self.db_size.replace_all(&out, &b"$1:N"[..]).into_owned();
+            out = self
+                .db_size_human
+                .replace_all(&out, &b"SIZE"[..])
+                .into_owned();
+            out = self.table_fill.replace_all(&out, &b"_"[..]).into_owned();
+        }
+        (out, err, o.code)
+    }
+}
+
+/// Keep a Go panic's first lines, drop the goroutine's frames.
+fn cut_stack_trace(err: &[u8]) -> Vec<u8> {
+    for marker in [
+        &b"goroutine 1 [running]:\n"[..],
+        &b"goroutine 1 [chan receive]:\n"[..],
+    ] {
+        if let Some(i) = err.windows(marker.len()).position(|w| w == marker) {
+            return err[..i + marker.len()].to_vec();
+        }
+    }
+    err.to_vec()
+}
