@@ -13,6 +13,9 @@ use super::Server;
 use crate::apply::ApplyResult;
 use crate::raft::RaftMsg;
 
+/// How far apply may trail commit before new proposals are refused.
+const MAX_APPLY_GAP: u64 = 5000;
+
 /// etcd's request-id scheme: 2 bytes of member id, 5 bytes of start time in ms, 1 byte counter
 /// (the counter may carry into the time bytes). Unique across restarts unless the member restarts
 /// within the same millisecond.
@@ -47,6 +50,11 @@ impl Server {
         .encode_to_vec();
         if data.len() > self.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);
+        }
+        // When apply falls far behind commit, refuse new work instead of queueing without
+        // bound (etcd's maxGapBetweenApplyAndCommitIndex).
+        if self.cluster.commit_index().saturating_sub(*self.applied.borrow()) > MAX_APPLY_GAP {
+            return Err(EtcdError::TooManyRequests);
         }
         let waiter = self.waits.register(id);
         self.raft.send(RaftMsg::Propose { id, data })?;

@@ -1,0 +1,432 @@
+//! The history of one key, as the in-memory index keeps it.
+//!
+//! A key lives in generations: a generation starts with the put that creates the key and ends
+//! with the delete (tombstone) that removes it; the last generation may still be alive. Each put
+//! keeps its revision and lease, so a keys-only range, a count, a txn compare on anything but
+//! the value, and the lease bookkeeping all work without touching the backend. Versions are not
+//! stored per put: the generation keeps the version of its newest put and a put's version is
+//! its distance from there, which stays right after compaction drops older puts.
+//!
+//! Invariants: generations are in revision order; every generation has at least one put; every
+//! generation but the last has a tombstone, newer than its puts and older than the next
+//! generation's first put.
+
+use crate::revision::Revision;
+
+/// What a read needs to know about a key at some revision, short of its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyMeta {
+    /// The put visible at the read revision (`mod_revision` is its `main`).
+    pub rev: Revision,
+    pub create: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PutEntry {
+    rev: Revision,
+    lease: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Generation {
+    /// `create_revision` of the key in this generation.
+    created: i64,
+    /// Version of the newest entry of `puts`.
+    version: i64,
+    puts: Vec<PutEntry>,
+    tombstone: Option<Revision>,
+}
+
+impl Generation {
+    /// Index of the newest put at or before `at`.
+    fn newest_at(&self, at: i64) -> Option<usize> {
+        let last = self.puts.len() - 1;
+        if self.puts[last].rev.main <= at {
+            return Some(last);
+        }
+        self.puts
+            .partition_point(|p| p.rev.main <= at)
+            .checked_sub(1)
+    }
+
+    fn meta(&self, i: usize) -> KeyMeta {
+        let p = self.puts[i];
+        KeyMeta {
+            rev: p.rev,
+            create: self.created,
+            version: self.version - (self.puts.len() - 1 - i) as i64,
+            lease: p.lease,
+        }
+    }
+
+    fn newest(&self) -> Revision {
+        self.tombstone.unwrap_or(self.puts[self.puts.len() - 1].rev)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyIndex {
+    gens: Vec<Generation>,
+    /// Main revision of the newest put while the key is alive, `i64::MAX` while it is deleted:
+    /// counting keys at recent revisions needs nothing else (no pointer chasing).
+    alive_since: i64,
+}
+
+impl Default for KeyIndex {
+    fn default() -> KeyIndex {
+        KeyIndex {
+            gens: Vec::new(),
+            alive_since: i64::MAX,
+        }
+    }
+}
+
+impl KeyIndex {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.gens.is_empty()
+    }
+
+    /// Whether the key existed at revision `at`.
+    pub(crate) fn alive_at(&self, at: i64) -> bool {
+        (self.alive_since != i64::MAX && at >= self.alive_since) || self.get(at).is_some()
+    }
+
+    fn refresh_alive_since(&mut self) {
+        self.alive_since = match self.gens.last() {
+            Some(g) if g.tombstone.is_none() => g.puts[g.puts.len() - 1].rev.main,
+            _ => i64::MAX,
+        };
+    }
+
+    /// The key as of revision `at`, or `None` when it did not exist then.
+    pub(crate) fn get(&self, at: i64) -> Option<KeyMeta> {
+        if self.alive_since != i64::MAX && at >= self.alive_since {
+            let g = &self.gens[self.gens.len() - 1];
+            return Some(g.meta(g.puts.len() - 1));
+        }
+        for g in self.gens.iter().rev() {
+            if g.puts[0].rev.main > at {
+                continue;
+            }
+            if g.tombstone.is_some_and(|t| t.main <= at) {
+                return None;
+            }
+            return g.newest_at(at).map(|i| g.meta(i));
+        }
+        None
+    }
+
+    /// The newest revision (put or tombstone) this key has.
+    pub(crate) fn newest(&self) -> Option<Revision> {
+        self.gens.last().map(Generation::newest)
+    }
+
+    /// Records a put at `rev`, which must be newer than anything recorded.
+    pub(crate) fn put(&mut self, rev: Revision, lease: i64) {
+        debug_assert!(
+            self.newest().is_none_or(|n| n < rev),
+            "put at {rev:?} not after {:?}",
+            self.newest()
+        );
+        match self.gens.last_mut() {
+            Some(g) if g.tombstone.is_none() => {
+                g.puts.push(PutEntry { rev, lease });
+                g.version += 1;
+            }
+            _ => self.gens.push(Generation {
+                created: rev.main,
+                version: 1,
+                puts: vec![PutEntry { rev, lease }],
+                tombstone: None,
+            }),
+        }
+        self.alive_since = rev.main;
+    }
+
+    /// Records a put read back from the backend, trusting the row's create revision and version
+    /// (its earlier puts may have been compacted away).
+    pub(crate) fn restore_put(&mut self, rev: Revision, lease: i64, created: i64, version: i64) {
+        match self.gens.last_mut() {
+            Some(g) if g.tombstone.is_none() => {
+                g.puts.push(PutEntry { rev, lease });
+                g.version = version;
+            }
+            _ => self.gens.push(Generation {
+                created,
+                version,
+                puts: vec![PutEntry { rev, lease }],
+                tombstone: None,
+            }),
+        }
+        self.alive_since = rev.main;
+    }
+
+    /// Ends the current generation at `rev`. Returns false, changing nothing, when the key is
+    /// not alive.
+    pub(crate) fn tombstone(&mut self, rev: Revision) -> bool {
+        match self.gens.last_mut() {
+            Some(g) if g.tombstone.is_none() => {
+                debug_assert!(g.newest() < rev);
+                g.tombstone = Some(rev);
+                self.alive_since = i64::MAX;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets every revision whose main revision is above `main` (undoing an uncommitted
+    /// batch). Returns true when nothing is left.
+    pub(crate) fn truncate_after(&mut self, main: i64) -> bool {
+        while let Some(g) = self.gens.last_mut() {
+            match g.tombstone {
+                Some(t) if t.main <= main => break,
+                Some(_) => g.tombstone = None,
+                None => {}
+            }
+            let before = g.puts.len();
+            while g.puts.last().is_some_and(|p| p.rev.main > main) {
+                g.puts.pop();
+            }
+            g.version -= (before - g.puts.len()) as i64;
+            if !g.puts.is_empty() {
+                break;
+            }
+            self.gens.pop();
+        }
+        self.refresh_alive_since();
+        self.gens.is_empty()
+    }
+
+    /// The first generation that a compaction at `at` keeps: the first one not deleted at or
+    /// before `at`.
+    fn first_kept_gen(&self, at: i64) -> Option<usize> {
+        self.gens
+            .iter()
+            .position(|g| g.tombstone.is_none_or(|t| t.main > at))
+    }
+
+    /// The revision of this key that a compaction at `at` keeps in the backend: the newest put
+    /// at or before `at`, unless the key was deleted after it (and by `at`).
+    pub(crate) fn keep(&self, at: i64) -> Option<Revision> {
+        let gi = self.first_kept_gen(at)?;
+        let g = &self.gens[gi];
+        g.newest_at(at).map(|i| g.puts[i].rev)
+    }
+
+    /// Drops what a compaction at `at` makes unreachable. Returns true when nothing is left.
+    pub(crate) fn compact(&mut self, at: i64) -> bool {
+        let Some(gi) = self.first_kept_gen(at) else {
+            self.gens.clear();
+            self.refresh_alive_since();
+            return true;
+        };
+        self.gens.drain(..gi);
+        let g = &mut self.gens[0];
+        if let Some(i) = g.newest_at(at) {
+            g.puts.drain(..i);
+        }
+        self.refresh_alive_since();
+        false
+    }
+
+    /// Revisions of every put and tombstone, oldest first (tests and debugging).
+    #[cfg(test)]
+    pub(crate) fn revisions(&self) -> Vec<(Revision, bool)> {
+        let mut out = Vec::new();
+        for g in &self.gens {
+            out.extend(g.puts.iter().map(|p| (p.rev, false)));
+            if let Some(t) = g.tombstone {
+                out.push((t, true));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(main: i64) -> Revision {
+        Revision::new(main, 0)
+    }
+
+    /// put@2 put@4 del@6 put@8 put@10 del@12 put@14
+    fn history() -> KeyIndex {
+        let mut ki = KeyIndex::default();
+        ki.put(r(2), 0);
+        ki.put(r(4), 7);
+        assert!(ki.tombstone(r(6)));
+        ki.put(r(8), 0);
+        ki.put(r(10), 0);
+        assert!(ki.tombstone(r(12)));
+        ki.put(r(14), 5);
+        ki
+    }
+
+    fn assert_alive_matches_get(ki: &KeyIndex) {
+        for at in 0..20 {
+            assert_eq!(
+                ki.alive_at(at),
+                ki.get(at).is_some(),
+                "alive at {at}: {ki:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn get_follows_generations() {
+        let ki = history();
+        assert_alive_matches_get(&ki);
+        assert_eq!(ki.get(1), None);
+        let m = ki.get(2).unwrap();
+        assert_eq!((m.rev, m.create, m.version, m.lease), (r(2), 2, 1, 0));
+        let m = ki.get(5).unwrap();
+        assert_eq!((m.rev, m.create, m.version, m.lease), (r(4), 2, 2, 7));
+        assert_eq!(ki.get(6), None);
+        assert_eq!(ki.get(7), None);
+        let m = ki.get(9).unwrap();
+        assert_eq!((m.rev, m.create, m.version), (r(8), 8, 1));
+        let m = ki.get(11).unwrap();
+        assert_eq!((m.rev, m.create, m.version), (r(10), 8, 2));
+        assert_eq!(ki.get(13), None);
+        let m = ki.get(100).unwrap();
+        assert_eq!((m.rev, m.create, m.version, m.lease), (r(14), 14, 1, 5));
+    }
+
+    #[test]
+    fn tombstone_needs_a_live_key() {
+        let mut ki = KeyIndex::default();
+        assert!(!ki.tombstone(r(1)));
+        ki.put(r(1), 0);
+        assert!(ki.tombstone(r(2)));
+        assert!(!ki.tombstone(r(3)));
+    }
+
+    #[test]
+    fn keep_and_compact_agree_with_etcd() {
+        // (compact at, kept revision, revisions left)
+        type Case = (i64, Option<i64>, &'static [(i64, bool)]);
+        let cases: &[Case] = &[
+            (
+                1,
+                None,
+                &[
+                    (2, false),
+                    (4, false),
+                    (6, true),
+                    (8, false),
+                    (10, false),
+                    (12, true),
+                    (14, false),
+                ],
+            ),
+            (
+                2,
+                Some(2),
+                &[
+                    (2, false),
+                    (4, false),
+                    (6, true),
+                    (8, false),
+                    (10, false),
+                    (12, true),
+                    (14, false),
+                ],
+            ),
+            (
+                5,
+                Some(4),
+                &[
+                    (4, false),
+                    (6, true),
+                    (8, false),
+                    (10, false),
+                    (12, true),
+                    (14, false),
+                ],
+            ),
+            (6, None, &[(8, false), (10, false), (12, true), (14, false)]),
+            (7, None, &[(8, false), (10, false), (12, true), (14, false)]),
+            (11, Some(10), &[(10, false), (12, true), (14, false)]),
+            (12, None, &[(14, false)]),
+            (14, Some(14), &[(14, false)]),
+            (20, Some(14), &[(14, false)]),
+        ];
+        for &(at, kept, left) in cases {
+            let mut ki = history();
+            assert_eq!(ki.keep(at), kept.map(r), "keep at {at}");
+            assert!(!ki.compact(at));
+            let got: Vec<(i64, bool)> =
+                ki.revisions().iter().map(|(rv, t)| (rv.main, *t)).collect();
+            assert_eq!(got, left, "compact at {at}");
+            // reads at or after the compaction point are unchanged
+            let full = history();
+            for read in at..=16 {
+                assert_eq!(
+                    ki.get(read),
+                    full.get(read),
+                    "read at {read} after compact at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn compacting_a_deleted_key_empties_it() {
+        let mut ki = KeyIndex::default();
+        ki.put(r(2), 0);
+        ki.tombstone(r(3));
+        assert_eq!(ki.keep(3), None);
+        assert!(ki.compact(3));
+        assert!(ki.is_empty());
+    }
+
+    #[test]
+    fn truncate_undoes_newer_revisions() {
+        let full = history();
+        for after in 0..16 {
+            let mut ki = history();
+            let empty = ki.truncate_after(after);
+            assert_alive_matches_get(&ki);
+            assert_eq!(empty, after < 2);
+            for read in 0..=after {
+                assert_eq!(
+                    ki.get(read),
+                    full.get(read),
+                    "read {read} after truncating to {after}"
+                );
+            }
+            assert!(ki.newest().is_none_or(|n| n.main <= after));
+            // it can be extended again
+            if !empty {
+                let alive = ki.get(after).is_some();
+                if alive {
+                    assert!(ki.tombstone(r(after + 1)));
+                } else {
+                    ki.put(r(after + 1), 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn versions_survive_compaction_and_restore() {
+        let mut ki = KeyIndex::default();
+        for main in 1..=5 {
+            ki.put(r(main), 0);
+        }
+        ki.compact(4);
+        assert_eq!(ki.get(5).unwrap().version, 5);
+        assert_eq!(ki.get(4).unwrap().version, 4);
+        let mut restored = KeyIndex::default();
+        restored.restore_put(r(4), 0, 1, 4);
+        restored.restore_put(r(5), 0, 1, 5);
+        assert_eq!(restored.get(5), ki.get(5));
+        assert_eq!(restored.get(4), ki.get(4));
+    }
+}

@@ -1,0 +1,440 @@
+//! The store: the backend file, the shared key index, and the committed snapshot readers use.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use ketch_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use ketch_api::status::EtcdError;
+use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::batch::WriteBatch;
+use crate::codec::{self, Crc32c};
+use crate::error::{Failure, StoreError};
+use crate::index::{Index, Scan, Span, Visit};
+use crate::key_index::KeyIndex;
+use crate::range;
+use crate::revision::Revision;
+
+/// Every revision of every key: row key = revision (see [`crate::revision`]), row value = the
+/// `mvccpb.KeyValue` at that revision (see [`crate::codec`]). Named as etcd's bucket.
+pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("key");
+/// The store's own bookkeeping, under etcd's names and encodings: `consistent_index` (u64
+/// big-endian) and `finishedCompactRev` (a revision key).
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Small records of the layers above (members, cluster id, ...), through `meta_get/meta_put`.
+pub(crate) const APP_META: TableDefinition<&str, &[u8]> = TableDefinition::new("ketch_meta");
+
+pub(crate) const CONSISTENT_INDEX: &str = "consistent_index";
+pub(crate) const FINISHED_COMPACT_REV: &str = "finishedCompactRev";
+
+pub(crate) type KvReadTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+type MetaReadTable = ReadOnlyTable<&'static str, &'static [u8]>;
+
+/// A committed state: one backend read transaction and the revisions it holds. Published by
+/// the writer after each commit; a reader clones the `Arc` and reads without further locking
+/// of the backend.
+pub(crate) struct Snapshot {
+    pub(crate) rev: i64,
+    pub(crate) compact_rev: i64,
+    pub(crate) applied_index: u64,
+    pub(crate) kv: KvReadTable,
+    meta: MetaReadTable,
+    app_meta: MetaReadTable,
+}
+
+impl Snapshot {
+    fn open(
+        db: &Database,
+        rev: i64,
+        compact_rev: i64,
+        applied_index: u64,
+    ) -> Result<Snapshot, StoreError> {
+        let txn = db.begin_read()?;
+        Ok(Snapshot {
+            rev,
+            compact_rev,
+            applied_index,
+            kv: txn.open_table(KV)?,
+            meta: txn.open_table(META)?,
+            app_meta: txn.open_table(APP_META)?,
+        })
+    }
+}
+
+/// What only the writer changes, read when a batch begins.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WriterState {
+    pub(crate) rev: i64,
+    pub(crate) compact_rev: i64,
+    pub(crate) applied_index: u64,
+}
+
+/// etcd's MVCC key-value store over redb. `Send + Sync`: one writer at a time ([`Store::write`]),
+/// any number of concurrent readers.
+///
+/// Locks are never nested: a reader takes `snapshot` (to clone the `Arc`, then lets go) and then
+/// `index` a chunk of keys at a time; the writer takes `index` around each key it changes and,
+/// at commit, `writer_state`, `snapshot` and `index` one after the other. The order of those
+/// three steps is what keeps readers right (see the crate docs).
+pub struct Store {
+    /// The last committed state, for readers. (Declared before `db`: its read transaction is
+    /// let go before the database closes.)
+    pub(crate) snapshot: RwLock<Arc<Snapshot>>,
+    /// The key index, shared with readers (see [`crate::index`]).
+    pub(crate) index: RwLock<Index>,
+    /// Set while a [`WriteBatch`] exists.
+    pub(crate) writer_busy: AtomicBool,
+    /// Revision, compaction and applied index as of the last commit (the writer's copy).
+    pub(crate) writer_state: Mutex<WriterState>,
+    /// Bytes of keys and values of the rows in the backend (see [`Store::db_size_in_use`]).
+    pub(crate) live_bytes: AtomicI64,
+    pub(crate) db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens the store at `path`, creating the file if it does not exist, and rebuilds the key
+    /// index from the backend. After a crash the backend comes back at its last durable commit
+    /// (see the crate docs); data and `applied_index` always come from the same commit.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let started = Instant::now();
+        let db = Database::create(path)?;
+        {
+            let mut txn = db.begin_write()?;
+            txn.open_table(KV)?;
+            txn.open_table(META)?;
+            txn.open_table(APP_META)?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+        }
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let compact_rev = match meta.get(FINISHED_COMPACT_REV)? {
+            Some(g) => {
+                Revision::from_key(g.value())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("finishedCompactRev is not a revision".into())
+                    })?
+                    .0
+                    .main
+            }
+            None => -1,
+        };
+        let applied_index = match meta.get(CONSISTENT_INDEX)? {
+            Some(g) => u64::from_be_bytes(
+                g.value()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("consistent_index is not 8 bytes".into()))?,
+            ),
+            None => 0,
+        };
+        let (map, last_rev, live_bytes) = restore_index(&txn.open_table(KV)?)?;
+        drop(meta);
+        drop(txn);
+        // An empty store is at revision 1, as etcd's; compaction may have removed every row
+        // up to the compact revision.
+        let rev = last_rev.max(compact_rev).max(1);
+        let snapshot = Snapshot::open(&db, rev, compact_rev, applied_index)?;
+        tracing::info!(
+            path = %path.display(),
+            revision = rev,
+            compact_revision = compact_rev,
+            applied_index,
+            keys = map.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "mvcc store opened"
+        );
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            writer_busy: AtomicBool::new(false),
+            writer_state: Mutex::new(WriterState {
+                rev,
+                compact_rev,
+                applied_index,
+            }),
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            index: RwLock::new(Index {
+                map,
+                compacted: compact_rev,
+            }),
+            live_bytes: AtomicI64::new(live_bytes),
+        })
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn publish(&self, snap: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+    }
+
+    pub(crate) fn open_snapshot(&self, state: &WriterState) -> Result<Snapshot, StoreError> {
+        Snapshot::open(&self.db, state.rev, state.compact_rev, state.applied_index)
+    }
+
+    /// Raft index of the last entry whose effects are committed (stored in the same backend
+    /// transaction as the data).
+    pub fn applied_index(&self) -> u64 {
+        self.snapshot().applied_index
+    }
+
+    /// The revision of the committed state.
+    pub fn current_revision(&self) -> i64 {
+        self.snapshot().rev
+    }
+
+    /// The revision of the last compaction, -1 before the first one (as etcd).
+    pub fn compact_revision(&self) -> i64 {
+        self.snapshot().compact_rev
+    }
+
+    /// Begins a write batch. There is one writer: while a batch exists this returns
+    /// [`StoreError::WriterBusy`] instead of waiting (waiting on oneself would never end).
+    pub fn write(&self) -> Result<WriteBatch<'_>, StoreError> {
+        if self
+            .writer_busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(StoreError::WriterBusy);
+        }
+        WriteBatch::begin(self)
+    }
+
+    /// etcd's Range over the committed state. The header carries only the revision: the store
+    /// revision at the time of the read, whatever revision was asked for (as etcd).
+    ///
+    /// Memory: the response holds each value once (a copy out of the backend page). When tonic
+    /// encodes the response it copies every key and value once more into its send buffer.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+        loop {
+            let snap = self.snapshot();
+            if req.revision > snap.rev {
+                return Err(EtcdError::FutureRev);
+            }
+            let at = if req.revision <= 0 {
+                snap.rev
+            } else {
+                req.revision
+            };
+            if at < snap.compact_rev {
+                return Err(EtcdError::Compacted);
+            }
+            match range::range(&self.index, true, &snap.kv, req, at) {
+                Ok(out) => {
+                    return Ok(RangeResponse {
+                        header: Some(ResponseHeader {
+                            revision: snap.rev,
+                            ..Default::default()
+                        }),
+                        kvs: out.kvs,
+                        more: out.more,
+                        count: out.count,
+                    })
+                }
+                // a compaction committed under us: start over from the newer snapshot
+                Err(Failure::Retry) => continue,
+                Err(Failure::Etcd(e)) => return Err(e),
+                Err(Failure::Store(e)) => return Err(fatal_read(e)),
+            }
+        }
+    }
+
+    /// A record of the layers above, as of the last commit.
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let snap = self.snapshot();
+        Ok(snap.app_meta.get(key)?.map(|g| g.value().to_vec()))
+    }
+
+    /// The size of the backend file.
+    pub fn db_size(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Bytes of keys and values in the backend's `key` table as of the last commit: what the
+    /// data needs, without the B-tree's page overhead and free space. (redb 4.5 has no cheap
+    /// count of allocated pages; `WriteTransaction::stats` walks every page.)
+    pub fn db_size_in_use(&self) -> u64 {
+        self.live_bytes.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// etcd's HashKV: CRC-32C over the `key` table's rows up to revision `rev` (0: the current
+    /// one), skipping rows at or below the compact revision that a compaction at `rev` would
+    /// remove. Rows are stored in etcd's layout, so the same history hashes to etcd's value.
+    /// Returns the hash and the compact revision.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64), EtcdError> {
+        loop {
+            let snap = self.snapshot();
+            let compact = snap.compact_rev;
+            if rev > 0 && rev <= compact {
+                return Err(EtcdError::Compacted);
+            }
+            if rev > snap.rev {
+                return Err(EtcdError::FutureRev);
+            }
+            let at = if rev == 0 { snap.rev } else { rev };
+            match hash_rows(&self.index, &snap, at, compact) {
+                Ok(h) => return Ok((h, compact)),
+                Err(Failure::Retry) => continue,
+                Err(Failure::Etcd(e)) => return Err(e),
+                Err(Failure::Store(e)) => return Err(fatal_read(e)),
+            }
+        }
+    }
+
+    /// Writes a consistent copy of the committed state to `w` as a redb file that
+    /// [`Store::open`] opens. The copy is taken from a read snapshot into a fresh file next to
+    /// the store's (so it is compact) and then streamed; the writer is never held up. Returns
+    /// the number of bytes written.
+    pub fn snapshot_to(&self, w: &mut impl Write) -> Result<u64, StoreError> {
+        let snap = self.snapshot();
+        static COPIES: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.path.with_file_name(format!(
+            "{}.snapshot-{}-{}.tmp",
+            self.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("db"),
+            std::process::id(),
+            COPIES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let result = (|| {
+            {
+                let copy = Database::create(&tmp)?;
+                let mut txn = copy.begin_write()?;
+                {
+                    let mut kv = txn.open_table(KV)?;
+                    for row in snap.kv.iter()? {
+                        let (k, v) = row?;
+                        kv.insert(k.value(), v.value())?;
+                    }
+                    let mut meta = txn.open_table(META)?;
+                    for row in snap.meta.iter()? {
+                        let (k, v) = row?;
+                        meta.insert(k.value(), v.value())?;
+                    }
+                    let mut app = txn.open_table(APP_META)?;
+                    for row in snap.app_meta.iter()? {
+                        let (k, v) = row?;
+                        app.insert(k.value(), v.value())?;
+                    }
+                }
+                txn.set_durability(Durability::Immediate)?;
+                txn.commit()?;
+                copy.close()?;
+            }
+            let mut f = File::open(&tmp)?;
+            Ok(std::io::copy(&mut f, w)?)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        result
+    }
+
+    /// Every key alive in the committed state that has a lease, as `(lease, key)`: what a lessor
+    /// re-attaches after a restart.
+    pub fn leased_keys(&self) -> Vec<(i64, Bytes)> {
+        loop {
+            let snap = self.snapshot();
+            let mut out = Vec::new();
+            let scan = Scan::new(&self.index, Span::new(b"\0", b"\0"), snap.rev, true);
+            let done = scan.for_each(|k, m| {
+                if m.lease != 0 {
+                    out.push((m.lease, k.clone()));
+                }
+                Visit::Continue
+            });
+            if done.is_ok() {
+                return out;
+            }
+        }
+    }
+}
+
+/// A backend failure while reading: logged, and reported to the client as etcd's generic
+/// corruption error (etcd itself would have crashed).
+fn fatal_read(e: StoreError) -> EtcdError {
+    tracing::error!(error = %e, "mvcc read failed");
+    EtcdError::Corrupt
+}
+
+/// Rebuilds the key index by walking every row in revision order, as etcd's restore does.
+/// Returns the index, the newest revision found and the bytes of all rows.
+fn restore_index(kv: &KvReadTable) -> Result<(BTreeMap<Bytes, KeyIndex>, i64, i64), StoreError> {
+    let mut map: BTreeMap<Bytes, KeyIndex> = BTreeMap::new();
+    let mut last_rev = 0;
+    let mut bytes = 0i64;
+    for row in kv.iter()? {
+        let (k, v) = row?;
+        let (rev, tombstone) = Revision::from_key(k.value())
+            .ok_or_else(|| StoreError::Corrupt("malformed revision key".into()))?;
+        let row = codec::decode_row(v.value())
+            .ok_or_else(|| StoreError::Corrupt(format!("row at {rev:?} is not a KeyValue")))?;
+        bytes += (k.value().len() + v.value().len()) as i64;
+        last_rev = rev.main;
+        if tombstone {
+            if let Some(ki) = map.get_mut(row.key) {
+                ki.tombstone(rev);
+            }
+            continue;
+        }
+        match map.get_mut(row.key) {
+            Some(ki) => ki.restore_put(rev, row.lease, row.create_revision, row.version),
+            None => {
+                let mut ki = KeyIndex::default();
+                ki.restore_put(rev, row.lease, row.create_revision, row.version);
+                map.insert(Bytes::copy_from_slice(row.key), ki);
+            }
+        }
+    }
+    Ok((map, last_rev, bytes))
+}
+
+fn hash_rows(
+    index: &RwLock<Index>,
+    snap: &Snapshot,
+    at: i64,
+    compact: i64,
+) -> Result<u32, Failure> {
+    // Rows at or below the compaction point count only if a compaction at `at` would keep
+    // them, which is the put each key shows at `at` — unless no key is alive at `at`, where
+    // etcd's keep set is empty and it counts them all.
+    let mut keep: Vec<Revision> = Vec::new();
+    let mut any_alive = false;
+    if compact >= 0 {
+        let mut scan = Scan::new(index, Span::new(b"\0", b"\0"), at, true);
+        while scan.next_chunk(|_, m| {
+            any_alive = true;
+            if m.rev.main <= compact {
+                keep.push(m.rev);
+            }
+            Visit::Continue
+        })? {}
+        keep.sort_unstable();
+    }
+    let mut h = Crc32c::new();
+    h.update(b"key"); // the table's (and etcd's bucket's) name
+    let upper = Revision::new(at + 1, 0).key(false);
+    for row in snap.kv.range::<&[u8]>(..upper.as_slice())? {
+        let (k, v) = row?;
+        let (rev, _) = Revision::from_key(k.value())
+            .ok_or_else(|| StoreError::Corrupt("malformed revision key".into()))?;
+        if rev.main <= compact && any_alive && keep.binary_search(&rev).is_err() {
+            continue;
+        }
+        h.update(k.value());
+        h.update(v.value());
+    }
+    Ok(h.finish())
+}
