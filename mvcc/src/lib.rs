@@ -64,6 +64,7 @@
 
 mod batch;
 mod codec;
+mod deferred;
 mod error;
 mod index;
 mod key_index;

@@ -18,7 +18,8 @@ use crate::codec::{self, Crc32c};
 use crate::error::{Failure, StoreError};
 use crate::index::{Index, Scan, Span, Visit};
 use crate::key_index::KeyIndex;
-use crate::range;
+use crate::deferred::DeferredRange;
+use crate::range::{self, Picked};
 use crate::revision::Revision;
 
 /// Every revision of every key: row key = revision (see [`crate::revision`]), row value = the
@@ -29,6 +30,11 @@ pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("key")
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Small records of the layers above (members, cluster id, ...), through `meta_get/meta_put`.
 pub(crate) const APP_META: TableDefinition<&str, &[u8]> = TableDefinition::new("ketch_meta");
+
+/// The backend's own page cache. Pages it does not hold are read with `pread` from the kernel's
+/// page cache, which is cheap; this bounds what the process itself keeps (redb's default is
+/// 1 GiB, which a large range would fill and keep).
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 pub(crate) const CONSISTENT_INDEX: &str = "consistent_index";
 pub(crate) const FINISHED_COMPACT_REV: &str = "finishedCompactRev";
@@ -103,8 +109,13 @@ impl Store {
     /// index from the backend. After a crash the backend comes back at its last durable commit
     /// (see the crate docs); data and `applied_index` always come from the same commit.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_bytes` (reads and not-yet-written pages).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         let started = Instant::now();
-        let db = Database::create(path)?;
+        let db = redb::Builder::new().set_cache_size(cache_bytes).create(path)?;
         {
             let mut txn = db.begin_write()?;
             txn.open_table(KV)?;
@@ -212,12 +223,23 @@ impl Store {
         WriteBatch::begin(self)
     }
 
-    /// etcd's Range over the committed state. The header carries only the revision: the store
-    /// revision at the time of the read, whatever revision was asked for (as etcd).
-    ///
-    /// Memory: the response holds each value once (a copy out of the backend page). When tonic
-    /// encodes the response it copies every key and value once more into its send buffer.
+    /// etcd's Range over the committed state, with every key-value in memory. The header
+    /// carries only the revision: the store revision at the time of the read, whatever revision
+    /// was asked for (as etcd).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+        self.range_as(req, false)
+    }
+
+    /// The same answer as [`Store::range`], for sending: the values stay in the backend until
+    /// the response is encoded, and are then written straight into the encoder's buffer (see
+    /// [`ketch_api::range_response`]). The response holds the keys (shared with the index) and
+    /// the read snapshot, so the answer exists once, on its way out. (A sort by value reads the
+    /// values to sort them; that answer is held in memory as usual.)
+    pub fn range_for_wire(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+        self.range_as(req, true)
+    }
+
+    fn range_as(&self, req: &RangeRequest, deferred: bool) -> Result<RangeResponse, EtcdError> {
         loop {
             let snap = self.snapshot();
             if req.revision > snap.rev {
@@ -231,23 +253,40 @@ impl Store {
             if at < snap.compact_rev {
                 return Err(EtcdError::Compacted);
             }
-            match range::range(&self.index, true, &snap.kv, req, at) {
-                Ok(out) => {
-                    return Ok(RangeResponse {
-                        header: Some(ResponseHeader {
-                            revision: snap.rev,
-                            ..Default::default()
-                        }),
-                        kvs: out.kvs,
-                        more: out.more,
-                        count: out.count,
-                    })
-                }
+            let out = match range::range(&self.index, true, &snap.kv, req, at) {
+                Ok(out) => out,
                 // a compaction committed under us: start over from the newer snapshot
                 Err(Failure::Retry) => continue,
                 Err(Failure::Etcd(e)) => return Err(e),
                 Err(Failure::Store(e)) => return Err(fatal_read(e)),
+            };
+            let mut resp = RangeResponse {
+                header: Some(ResponseHeader {
+                    revision: snap.rev,
+                    ..Default::default()
+                }),
+                more: out.more,
+                count: out.count,
+                ..Default::default()
+            };
+            match out.picked {
+                Picked::Metas(metas) if deferred => {
+                    resp.deferred = Some(Arc::new(DeferredRange::new(
+                        Arc::clone(&snap),
+                        metas,
+                        req.keys_only,
+                    )));
+                }
+                picked => {
+                    resp.kvs = match range::materialize(&snap.kv, picked, req.keys_only) {
+                        Ok(kvs) => kvs,
+                        Err(Failure::Store(e)) => return Err(fatal_read(e)),
+                        Err(Failure::Etcd(e)) => return Err(e),
+                        Err(Failure::Retry) => continue,
+                    };
+                }
             }
+            return Ok(resp);
         }
     }
 
@@ -389,11 +428,12 @@ fn restore_index(kv: &KvReadTable) -> Result<(BTreeMap<Bytes, KeyIndex>, i64, i6
             }
             continue;
         }
+        let value_len = |v: &[u8]| u32::try_from(v.len()).unwrap_or(u32::MAX);
         match map.get_mut(row.key) {
-            Some(ki) => ki.restore_put(rev, row.lease, row.create_revision, row.version),
+            Some(ki) => ki.restore_put(rev, row.lease, value_len(row.value), row.create_revision, row.version),
             None => {
                 let mut ki = KeyIndex::default();
-                ki.restore_put(rev, row.lease, row.create_revision, row.version);
+                ki.restore_put(rev, row.lease, value_len(row.value), row.create_revision, row.version);
                 map.insert(Bytes::copy_from_slice(row.key), ki);
             }
         }

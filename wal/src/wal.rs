@@ -160,6 +160,18 @@ impl Wal {
     /// Damage that cannot be a torn final write — in a sealed segment, or followed by a later
     /// write — is [`WalError::Corrupt`]; nothing that was synced is dropped silently.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovered), WalError> {
+        Wal::open_hollow(dir, opts, 0)
+    }
+
+    /// [`Wal::open`], returning the entries at or below `hollow_upto` without their data and
+    /// context (index, term and type intact). A restarting member has already applied those:
+    /// it needs their terms for the log, not their payloads, and replaying a large log should
+    /// not hold every payload in memory at once. Everything is read and checked all the same.
+    pub fn open_hollow(
+        dir: &Path,
+        opts: WalOptions,
+        hollow_upto: u64,
+    ) -> Result<(Wal, Recovered), WalError> {
         if !dir.is_dir() {
             return Err(WalError::NotFound {
                 dir: dir.to_path_buf(),
@@ -186,6 +198,7 @@ impl Wal {
         }
 
         let mut replay = Replay::default();
+        replay.hollow_upto = hollow_upto;
         let mut segments = Vec::with_capacity(names.len());
         let mut last_scan = None;
         for (i, &name) in names.iter().enumerate() {

@@ -48,8 +48,20 @@ fn conf_state_of(members: &[MemberRecord]) -> ConfState {
 pub fn boot(cfg: &MemberConfig, store: &Store) -> Result<Booted, StartError> {
     let wal_dir = cfg.wal_dir();
     let opts = WalOptions::default();
+    // What the store has applied is needed from the WAL only as terms, except the entries a
+    // peer may still ask for; their payloads are dropped while reading (see `Wal::open_hollow`).
+    let applied = store.applied_index();
+    let hollow_upto = {
+        let stored = store.meta_get(MEMBERS_META_KEY).map_err(|e| StartError::Other(e.to_string()))?;
+        let peers = match stored {
+            Some(b) => cluster::decode_members(&b).map(|m| m.len() > 1).unwrap_or(true),
+            None => cfg.initial_cluster.iter().any(|(n, _)| *n != cfg.initial_cluster[0].0),
+        };
+        applied.saturating_sub(if peers { super::CATCH_UP_ENTRIES } else { 0 })
+    };
     let (mut wal, recovered, member_id, cluster_id, members) = if Wal::exists(&wal_dir) {
-        let (wal, rec) = Wal::open(&wal_dir, opts).map_err(|e| StartError::Other(format!("open wal: {e}")))?;
+        let (wal, rec) = Wal::open_hollow(&wal_dir, opts, hollow_upto)
+            .map_err(|e| StartError::Other(format!("open wal: {e}")))?;
         let (member_id, cluster_id) = decode_metadata(&rec.metadata)?;
         let members = match store.meta_get(MEMBERS_META_KEY).map_err(|e| StartError::Other(e.to_string()))? {
             Some(b) => cluster::decode_members(&b).map_err(|e| StartError::Other(format!("members record: {e}")))?,
@@ -87,7 +99,6 @@ pub fn boot(cfg: &MemberConfig, store: &Store) -> Result<Booted, StartError> {
     };
 
     let storage = MemStorage::new();
-    let applied = store.applied_index();
     {
         let mut core = storage.wl();
         let mut last_index = 0;
@@ -101,9 +112,21 @@ pub fn boot(cfg: &MemberConfig, store: &Store) -> Result<Booted, StartError> {
             _ => core.set_conf_state(conf_state_of(&members)),
         }
         if let Some(rec) = &recovered {
-            if !rec.entries.is_empty() {
-                core.append(&rec.entries).map_err(|e| StartError::Other(format!("raft log: {e}")))?;
-                last_index = rec.entries.last().map(|e| e.index).unwrap_or(last_index);
+            // The in-memory log starts at the last hollow entry: raft-rs needs its term to match
+            // what follows, never its payload.
+            let mut entries = &rec.entries[..];
+            if let Some(pos) = entries.iter().position(|e| e.index == hollow_upto) {
+                let mut snap = Snapshot::default();
+                snap.mut_metadata().index = hollow_upto;
+                snap.mut_metadata().term = entries[pos].term;
+                snap.mut_metadata().set_conf_state(conf_state_of(&members));
+                core.apply_snapshot(snap).map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
+                last_index = hollow_upto;
+                entries = &entries[pos + 1..];
+            }
+            if !entries.is_empty() {
+                core.append(entries).map_err(|e| StartError::Other(format!("raft log: {e}")))?;
+                last_index = entries.last().map(|e| e.index).unwrap_or(last_index);
             }
             let mut hs = rec.hard_state.clone();
             if applied > last_index {

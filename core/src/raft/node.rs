@@ -24,9 +24,6 @@ use tracing::{error, info, warn};
 use crate::apply::ApplyTask;
 use crate::cluster::ClusterState;
 
-/// Applied entries kept in memory for peers that fall behind (etcd's SnapshotCatchUpEntries).
-const CATCH_UP_ENTRIES: u64 = 5000;
-
 /// What the rest of the member asks of the Raft thread.
 pub enum RaftMsg {
     /// Append `data` (an encoded `RaftRequest`) to the log. If it cannot be proposed, the
@@ -327,7 +324,7 @@ impl RaftNode {
     /// values would stay in memory until the next snapshot (up to `--snapshot-count` entries).
     fn trim_memory_log(&mut self, applied: u64) {
         let has_peers = self.raw.raft.prs().iter().any(|(id, _)| *id != self.raw.raft.id);
-        let keep = if has_peers { CATCH_UP_ENTRIES } else { 0 };
+        let keep = if has_peers { super::CATCH_UP_ENTRIES } else { 0 };
         let upto = applied.saturating_sub(keep);
         let store = self.raw.mut_store();
         let first = raft::Storage::first_index(&*store).unwrap_or(1);

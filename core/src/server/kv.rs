@@ -23,7 +23,7 @@ impl Kv for KvService {
         if !req.serializable {
             self.0.linearizable_barrier().await?;
         }
-        let mut resp = self.0.store.range(&req)?;
+        let mut resp = self.0.store.range_for_wire(&req)?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
