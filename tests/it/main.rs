@@ -10,6 +10,7 @@ mod kv_del;
 mod kv_get;
 mod kv_put;
 mod limits;
+mod memory;
 mod output_formats;
 mod txn;
 mod txn_grpc;
