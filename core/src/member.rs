@@ -23,6 +23,10 @@ use crate::raft::node::RaftNode;
 use crate::raft::{RaftHandle, RaftMsg};
 use crate::server::propose::IdGenerator;
 use crate::server::{listen, Server};
+use crate::transport::{self, PeerService, Transport};
+
+/// How long a member waits for a TCP connection to a peer (etcd's dial timeout is 1 s).
+const PEER_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a member could not start. The message is for the operator's log.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +83,24 @@ impl Member {
             .name("ketch-apply".into())
             .spawn(move || applier.run(apply_rx))
             .map_err(|e| StartError::Other(format!("spawn apply thread: {e}")))?;
-        let node = RaftNode::new(booted.raw, booted.wal, cluster.clone(), apply_task, config.heartbeat_interval);
+        // Peers first: a member must accept Raft traffic before it starts sending any.
+        let peer_listeners = listen::bind_clients(&config.listen_peer_urls).await?;
+        let transport = Transport::new(
+            cluster.cluster_id,
+            cluster.member_id,
+            PEER_DIAL_TIMEOUT,
+            raft.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        transport.set_peers(&cluster.members());
+        let node = RaftNode::new(
+            booted.raw,
+            booted.wal,
+            cluster.clone(),
+            apply_task,
+            transport,
+            config.heartbeat_interval,
+        );
         let raft_thread = std::thread::Builder::new()
             .name("ketch-raft".into())
             .spawn(move || node.run(raft_rx))
@@ -99,7 +120,16 @@ impl Member {
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let serve_tasks = listen::serve_clients(server.clone(), listeners, shutdown_rx.clone());
+        let mut serve_tasks = listen::serve_clients(server.clone(), listeners, shutdown_rx.clone());
+        let peer_service = {
+            let (cluster_id, raft) = (cluster.cluster_id, server.raft.clone());
+            move || PeerService { cluster_id, raft: raft.clone() }.into_server()
+        };
+        serve_tasks.extend(transport::serve_peers(
+            peer_service,
+            peer_listeners.into_iter().map(|(_, l)| l).collect(),
+            shutdown_rx.clone(),
+        ));
         let retention = crate::compactor::parse_retention(config.auto_compaction_mode, &config.auto_compaction_retention)
             .map_err(StartError::Other)?;
         tokio::spawn(crate::compactor::run(server.clone(), retention, shutdown_rx.clone()));

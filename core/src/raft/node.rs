@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::apply::ApplyTask;
 use crate::cluster::ClusterState;
+use crate::transport::Transport;
 
 /// What the rest of the member asks of the Raft thread.
 pub enum RaftMsg {
@@ -33,6 +34,8 @@ pub enum RaftMsg {
     ReadIndex { reply: oneshot::Sender<Result<u64, EtcdError>> },
     /// A message from a peer.
     Step(Message),
+    /// The link to this peer failed; Raft slows down sending to it until it answers again.
+    Unreachable(u64),
     /// The apply thread has applied (and committed to the backend) everything up to here.
     Applied(u64),
     /// Record a snapshot at `index` (already durable in the backend) and release the WAL and
@@ -71,7 +74,10 @@ pub struct RaftNode {
     pub wal: Wal,
     pub cluster: Arc<ClusterState>,
     pub apply: ApplyTask,
+    pub transport: Arc<Transport>,
     pub heartbeat: Duration,
+    /// when a peer's need for a snapshot was last logged
+    snapshot_warned: Option<Instant>,
     /// read-index requests waiting for the Ready that answers their round, by round id
     pending_reads: Vec<(u64, Vec<oneshot::Sender<Result<u64, EtcdError>>>)>,
     /// read-index requests that arrived since the last round was started
@@ -86,6 +92,7 @@ impl RaftNode {
         wal: Wal,
         cluster: Arc<ClusterState>,
         apply: ApplyTask,
+        transport: Arc<Transport>,
         heartbeat: Duration,
     ) -> Self {
         RaftNode {
@@ -93,7 +100,9 @@ impl RaftNode {
             wal,
             cluster,
             apply,
+            transport,
             heartbeat,
+            snapshot_warned: None,
             pending_reads: Vec::new(),
             queued_reads: Vec::new(),
             next_read_round: 1,
@@ -173,6 +182,7 @@ impl RaftNode {
                     warn!(target: "raft", "failed to step message: {e}");
                 }
             }
+            RaftMsg::Unreachable(id) => self.raw.report_unreachable(id),
             RaftMsg::Applied(index) => {
                 if index > self.raw.raft.raft_log.applied {
                     self.raw.advance_apply_to(index);
@@ -312,9 +322,23 @@ impl RaftNode {
 
     fn send_messages(&mut self, msgs: Vec<Message>) {
         for m in msgs {
-            // Peer transport arrives with multi-member clusters; a single member has nobody to
-            // talk to, so any message here is addressed to a member that does not exist.
-            warn!(target: "raft", "dropping raft message to unknown peer {:x}", m.to);
+            let to = m.to;
+            if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                // A peer behind the in-memory log needs the backend itself, which this build
+                // cannot send yet; Raft will ask again.
+                if self.snapshot_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    warn!(
+                        target: "raft",
+                        "peer {to:x} is behind the retained log and needs a snapshot, which this build cannot send"
+                    );
+                    self.snapshot_warned = Some(Instant::now());
+                }
+                self.raw.report_snapshot(to, raft::SnapshotStatus::Failure);
+                continue;
+            }
+            if !self.transport.send(m) {
+                self.raw.report_unreachable(to);
+            }
         }
     }
 

@@ -1,0 +1,291 @@
+//! Peer transport: Raft messages between members over gRPC on the peer URLs.
+//!
+//! Sending: each peer has a bounded queue and a task that keeps one client stream open to it
+//! and writes whatever has queued as one batch, so a burst of appends and heartbeats costs one
+//! frame, not one round trip each. The Raft thread only ever `try_send`s: a full queue or a
+//! broken link drops the message and reports the peer unreachable, and Raft retransmits — the
+//! Raft thread never waits for the network, and the network never waits for the disk.
+//!
+//! Receiving: the `ketchpb.Peer` service checks the sender's cluster id and hands each message
+//! to the Raft thread.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ketch_api::ketchpb::peer_client::PeerClient;
+use ketch_api::ketchpb::peer_server::{Peer, PeerServer};
+use ketch_api::ketchpb::{MemberRecord, RaftBatch, StreamAck};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::raft::{RaftHandle, RaftMsg};
+
+/// Messages waiting for one peer; beyond this the Raft thread drops (Raft resends).
+const PEER_QUEUE: usize = 4096;
+/// A batch is closed at this many encoded bytes (Raft messages carry up to 1 MiB of entries).
+const BATCH_BYTES: usize = 4 << 20;
+/// Largest batch a receiver accepts.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Pause before reconnecting to a peer that failed.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// The sending half, shared by the Raft thread (which sends) and the member (which tells it
+/// who the peers are).
+pub struct Transport {
+    cluster_id: u64,
+    local_id: u64,
+    dial_timeout: Duration,
+    raft: RaftHandle,
+    runtime: tokio::runtime::Handle,
+    links: Mutex<HashMap<u64, Link>>,
+}
+
+struct Link {
+    urls: Vec<String>,
+    queue: mpsc::Sender<Message>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Transport {
+    pub fn new(
+        cluster_id: u64,
+        local_id: u64,
+        dial_timeout: Duration,
+        raft: RaftHandle,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Transport> {
+        Arc::new(Transport {
+            cluster_id,
+            local_id,
+            dial_timeout,
+            raft,
+            runtime,
+            links: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Makes the set of links match `members` (other than this member): new members get a
+    /// link, removed ones lose theirs, members whose peer URLs changed are reconnected.
+    pub fn set_peers(&self, members: &[MemberRecord]) {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.retain(|id, _| members.iter().any(|m| m.id == *id));
+        for m in members.iter().filter(|m| m.id != self.local_id) {
+            if links.get(&m.id).is_some_and(|l| l.urls == m.peer_urls) {
+                continue;
+            }
+            let (queue, rx) = mpsc::channel(PEER_QUEUE);
+            let sender = LinkSender {
+                to: m.id,
+                urls: m.peer_urls.clone(),
+                cluster_id: self.cluster_id,
+                from: self.local_id,
+                dial_timeout: self.dial_timeout,
+                raft: self.raft.clone(),
+            };
+            let task = self.runtime.spawn(sender.run(rx));
+            links.insert(
+                m.id,
+                Link {
+                    urls: m.peer_urls.clone(),
+                    queue,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// Queues `m` for its recipient. False if the recipient is unknown or its queue is full
+    /// (the caller reports it unreachable).
+    pub fn send(&self, m: Message) -> bool {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        match links.get(&m.to) {
+            Some(link) => link.queue.try_send(m).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// One peer's sending task.
+struct LinkSender {
+    to: u64,
+    urls: Vec<String>,
+    cluster_id: u64,
+    from: u64,
+    dial_timeout: Duration,
+    raft: RaftHandle,
+}
+
+impl LinkSender {
+    async fn run(self, mut queue: mpsc::Receiver<Message>) {
+        let mut attempt = 0usize;
+        let mut was_up = false;
+        loop {
+            let url = &self.urls[attempt % self.urls.len().max(1)];
+            attempt += 1;
+            match self.connect(url).await {
+                Ok(client) => {
+                    if !was_up {
+                        info!(target: "rafthttp", "peer {:x} became active ({url})", self.to);
+                        was_up = true;
+                    }
+                    if self.stream(client, &mut queue).await.is_none() {
+                        return; // the transport dropped this link
+                    }
+                }
+                Err(e) => debug!(target: "rafthttp", "dial peer {:x} at {url}: {e}", self.to),
+            }
+            if was_up {
+                warn!(target: "rafthttp", "lost the link to peer {:x}", self.to);
+                was_up = false;
+            }
+            let _ = self.raft.send(RaftMsg::Unreachable(self.to));
+            // What queued while the link was down is stale; Raft resends what still matters.
+            tokio::time::sleep(RETRY).await;
+            while queue.try_recv().is_ok() {}
+        }
+    }
+
+    async fn connect(&self, url: &str) -> Result<PeerClient<tonic::transport::Channel>, String> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(self.dial_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(3));
+        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        Ok(PeerClient::new(channel).max_encoding_message_size(MAX_BATCH_BYTES))
+    }
+
+    /// Streams batches until the link breaks (`Some`) or the queue is closed (`None`).
+    async fn stream(
+        &self,
+        mut client: PeerClient<tonic::transport::Channel>,
+        queue: &mut mpsc::Receiver<Message>,
+    ) -> Option<()> {
+        let (batches, rx) = mpsc::channel::<RaftBatch>(4);
+        let mut call = Box::pin(client.stream(ReceiverStream::new(rx)));
+        loop {
+            let first = tokio::select! {
+                m = queue.recv() => m?,
+                r = &mut call => {
+                    if let Err(e) = r {
+                        debug!(target: "rafthttp", "stream to peer {:x} ended: {e}", self.to);
+                    }
+                    return Some(());
+                }
+            };
+            let mut size = 0usize;
+            let mut messages = Vec::new();
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                match m.write_to_bytes() {
+                    Ok(b) => {
+                        size += b.len();
+                        messages.push(Bytes::from(b));
+                    }
+                    Err(e) => warn!(target: "rafthttp", "cannot encode raft message: {e}"),
+                }
+                if size < BATCH_BYTES {
+                    next = queue.try_recv().ok();
+                }
+            }
+            let batch = RaftBatch {
+                cluster_id: self.cluster_id,
+                from: self.from,
+                messages,
+            };
+            tokio::select! {
+                permit = batches.reserve() => match permit {
+                    Ok(p) => p.send(batch),
+                    Err(_) => return Some(()),
+                },
+                _ = &mut call => return Some(()),
+            }
+        }
+    }
+}
+
+/// The receiving half: the `ketchpb.Peer` service.
+pub struct PeerService {
+    pub cluster_id: u64,
+    pub raft: RaftHandle,
+}
+
+impl PeerService {
+    pub fn into_server(self) -> PeerServer<PeerService> {
+        PeerServer::new(self).max_decoding_message_size(MAX_BATCH_BYTES)
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn stream(
+        &self,
+        req: Request<Streaming<RaftBatch>>,
+    ) -> Result<Response<StreamAck>, Status> {
+        let mut stream = req.into_inner();
+        while let Some(batch) = stream.message().await? {
+            if batch.cluster_id != self.cluster_id {
+                warn!(
+                    target: "rafthttp",
+                    "refusing raft messages from member {:x} of cluster {:x} (this is cluster {:x})",
+                    batch.from, batch.cluster_id, self.cluster_id
+                );
+                return Err(Status::failed_precondition("cluster ID mismatch"));
+            }
+            for raw in &batch.messages {
+                match Message::parse_from_bytes(raw) {
+                    Ok(m) => {
+                        if self.raft.send(RaftMsg::Step(m)).is_err() {
+                            return Err(Status::unavailable("member is stopping"));
+                        }
+                    }
+                    Err(e) => warn!(target: "rafthttp", "undecodable raft message from {:x}: {e}", batch.from),
+                }
+            }
+        }
+        Ok(Response::new(StreamAck {}))
+    }
+}
+
+/// Serves the peer service on `listeners` until `shutdown` turns true.
+pub fn serve_peers(
+    service: impl Fn() -> PeerServer<PeerService>,
+    listeners: Vec<tokio::net::TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    listeners
+        .into_iter()
+        .map(|l| {
+            let svc = service();
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let addr = l.local_addr().ok();
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                let res = tonic::transport::Server::builder()
+                    .tcp_nodelay(true)
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = shutdown.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = res {
+                    warn!(target: "rafthttp", "peer listener {addr:?} failed: {e}");
+                }
+            })
+        })
+        .collect()
+}
