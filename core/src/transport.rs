@@ -253,7 +253,9 @@ impl Peer for PeerService {
                             return Err(Status::unavailable("member is stopping"));
                         }
                     }
-                    Err(e) => warn!(target: "rafthttp", "undecodable raft message from {:x}: {e}", batch.from),
+                    Err(e) => {
+                        warn!(target: "rafthttp", "undecodable raft message from {:x}: {e}", batch.from)
+                    }
                 }
             }
         }

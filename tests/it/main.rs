@@ -2,6 +2,7 @@
 //! loopback, and every behaviour is compared with real etcd 3.4.23 (see the `ketch-tests`
 //! library). Modules by feature.
 
+mod cluster;
 mod compaction;
 mod durability;
 mod harness;

@@ -14,6 +14,7 @@
 //! bodies themselves while the ketch server is not ready. CI never sets it.
 
 pub mod bins;
+pub mod cluster;
 pub mod compare;
 pub mod diff;
 pub mod etcdctl;
@@ -23,6 +24,7 @@ pub mod normalize;
 pub mod server;
 
 pub use bins::{ketch_is_substituted, Kind};
+pub use cluster::Cluster;
 pub use compare::{compare, ctl, run_script, Comparison, Step};
 pub use etcdctl::{txn_input, CtlOutput, Etcdctl};
 pub use http::{http_get, HttpResponse};

@@ -34,9 +34,18 @@ pub struct ServerBuilder {
     name: String,
     extra_args: Vec<String>,
     ready_timeout: Duration,
+    /// Fixed (client, peer) ports and `--initial-cluster`, for a member of a cluster.
+    member_of: Option<((u16, u16), String)>,
 }
 
 impl ServerBuilder {
+    /// Makes this a member of a multi-member cluster: these ports, this `--initial-cluster`.
+    /// Such a member is not moved to other ports when one is taken (its peers know them).
+    pub fn cluster_member(mut self, ports: (u16, u16), initial_cluster: &str) -> Self {
+        self.member_of = Some((ports, initial_cluster.to_string()));
+        self
+    }
+
     /// The member name (`--name`, and the key in `--initial-cluster`). Default `m1`.
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.to_string();
@@ -72,7 +81,10 @@ impl ServerBuilder {
             ))
             .tempdir()
             .expect("create temp dir");
-        let (client_port, peer_port) = two_free_ports();
+        let (client_port, peer_port) = match &self.member_of {
+            Some((ports, _)) => *ports,
+            None => two_free_ports(),
+        };
         let mut server = Server {
             binary: self.kind.binary(),
             kind: self.kind,
@@ -86,6 +98,7 @@ impl ServerBuilder {
             starts: 0,
             log_offset: 0,
             log_shown: false,
+            initial_cluster: self.member_of.map(|(_, c)| c),
         };
         server.spawn();
         server
@@ -111,6 +124,8 @@ pub struct Server {
     log_offset: u64,
     /// A panic message already carries the log, so `drop` need not print it again.
     log_shown: bool,
+    /// `--initial-cluster` of a multi-member cluster; `None` for a single member.
+    initial_cluster: Option<String>,
 }
 
 #[derive(Debug)]
@@ -141,6 +156,7 @@ impl Server {
             name: "m1".to_string(),
             extra_args: Vec::new(),
             ready_timeout: Duration::from_secs(secs),
+            member_of: None,
         }
     }
 
@@ -164,7 +180,7 @@ impl Server {
         for attempt in 1..=START_ATTEMPTS {
             match self.try_wait_ready() {
                 Ok(()) => return,
-                Err(NotReady::PortInUse) if attempt < START_ATTEMPTS => {
+                Err(NotReady::PortInUse) if attempt < START_ATTEMPTS && self.initial_cluster.is_none() => {
                     self.kill_child();
                     let _ = std::fs::remove_dir_all(self.data_dir());
                     (self.client_port, self.peer_port) = two_free_ports();
@@ -243,7 +259,10 @@ impl Server {
             format!("--advertise-client-urls={client}"),
             format!("--listen-peer-urls={peer}"),
             format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster={}={peer}", self.name),
+            match &self.initial_cluster {
+                Some(c) => format!("--initial-cluster={c}"),
+                None => format!("--initial-cluster={}={peer}", self.name),
+            },
             "--initial-cluster-token=ketch-tests".to_string(),
             "--initial-cluster-state=new".to_string(),
         ];

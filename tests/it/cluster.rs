@@ -1,0 +1,189 @@
+//! Multi-member clusters (the seeds' three-member walkthrough): replication to every member,
+//! failover when the leader is killed, the old leader catching up, and a member without a
+//! quorum refusing service. Runs on ketch, or on etcd with `KETCH_TESTS_TARGET=etcd`.
+
+use std::time::{Duration, Instant};
+
+use ketch_tests::{Cluster, Kind};
+
+const ELECTION: Duration = Duration::from_secs(15);
+
+fn put(cluster: &Cluster, i: usize, key: &str, value: &str) -> bool {
+    cluster.members[i]
+        .etcdctl()
+        .timeout(Duration::from_secs(5))
+        .run(&["put", key, value, "--command-timeout=2s"])
+        .success()
+}
+
+fn get_value(cluster: &Cluster, i: usize, key: &str, serializable: bool) -> Option<String> {
+    let mut args = vec!["get", key, "--print-value-only", "--command-timeout=2s"];
+    if serializable {
+        args.push("--consistency=s");
+    }
+    let out = cluster.members[i]
+        .etcdctl()
+        .timeout(Duration::from_secs(5))
+        .run(&args);
+    out.success()
+        .then(|| out.stdout_str().trim_end().to_string())
+}
+
+#[test]
+fn writes_on_any_member_are_read_on_every_member() {
+    let mut c = Cluster::start(Kind::Ketch, 3);
+    let (leader, _) = c.wait_leader(ELECTION);
+    for i in 0..3 {
+        assert!(
+            put(&c, i, &format!("from-{i}"), &format!("v{i}")),
+            "put through member {i}"
+        );
+    }
+    for reader in 0..3 {
+        for writer in 0..3 {
+            assert_eq!(
+                get_value(&c, reader, &format!("from-{writer}"), false).as_deref(),
+                Some(format!("v{writer}").as_str()),
+                "linearizable read on member {reader} (leader is {leader})"
+            );
+        }
+    }
+    // `member list` shows all three, and `endpoint status --cluster` one leader.
+    let list = c.members[0].etcdctl().run(&["member", "list"]);
+    list.assert_success();
+    assert_eq!(
+        list.stdout_str().lines().count(),
+        3,
+        "{}",
+        list.stdout_str()
+    );
+    for (i, m) in c.members.iter().enumerate() {
+        assert!(list.stdout_str().contains(&format!(
+            ", m{}, {}, {}, false",
+            i + 1,
+            m.peer_url(),
+            m.client_url()
+        )));
+    }
+    let status = c.members[1]
+        .etcdctl()
+        .run(&["endpoint", "status", "--cluster", "-w", "json"]);
+    status.assert_success();
+    let v = status.json();
+    let rows = v.as_array().expect("array");
+    assert_eq!(rows.len(), 3);
+    let leaders = rows
+        .iter()
+        .filter(|r| r["Status"]["leader"] == r["Status"]["header"]["member_id"])
+        .count();
+    assert_eq!(leaders, 1, "{v}");
+    let eps = c.endpoints();
+    c.members[0]
+        .etcdctl()
+        .run(&["--endpoints", &eps, "endpoint", "health", "--cluster"])
+        .assert_success();
+}
+
+#[test]
+fn killing_the_leader_elects_another_and_loses_nothing() {
+    let mut c = Cluster::start(Kind::Ketch, 3);
+    let (leader, term) = c.wait_leader(ELECTION);
+    let mut acked = Vec::new();
+    for n in 0..20 {
+        let via = n % 3;
+        let (k, v) = (format!("k{n:02}"), format!("v{n}"));
+        assert!(put(&c, via, &k, &v));
+        acked.push((k, v));
+    }
+    c.members[leader].kill9();
+    let killed = Instant::now();
+    let survivor = (leader + 1) % 3;
+    let mut n = 20;
+    let first_write = loop {
+        if put(&c, survivor, &format!("k{n:02}"), &format!("v{n}")) {
+            acked.push((format!("k{n:02}"), format!("v{n}")));
+            n += 1;
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < ELECTION,
+            "no write succeeded within {ELECTION:?} of killing the leader"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("failover: first acknowledged put {first_write:?} after kill -9 of the leader");
+    let (new_leader, new_term) = c.wait_leader(ELECTION);
+    assert_ne!(new_leader, leader);
+    assert!(new_term > term, "term {term} -> {new_term}");
+    for _ in 0..10 {
+        let via = if n % 2 == 0 {
+            survivor
+        } else {
+            (leader + 2) % 3
+        };
+        assert!(put(&c, via, &format!("k{n:02}"), &format!("v{n}")));
+        acked.push((format!("k{n:02}"), format!("v{n}")));
+        n += 1;
+    }
+    // the old leader comes back and catches up
+    c.members[leader].restart();
+    let deadline = Instant::now() + ELECTION;
+    let (last_k, last_v) = acked.last().cloned().unwrap();
+    while get_value(&c, leader, &last_k, true).as_deref() != Some(last_v.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "restarted member did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let want: String = acked.iter().map(|(k, v)| format!("{k}\n{v}\n")).collect();
+    for i in 0..3 {
+        let out = c.members[i]
+            .etcdctl()
+            .run(&["get", "k", "--prefix", "--consistency=s"]);
+        assert_eq!(
+            out.stdout_str(),
+            want,
+            "every acknowledged write on member {i}"
+        );
+    }
+}
+
+#[test]
+fn a_member_without_quorum_refuses_linearizable_requests() {
+    let mut c = Cluster::start(Kind::Ketch, 3);
+    let (leader, _) = c.wait_leader(ELECTION);
+    assert!(put(&c, leader, "before", "1"));
+    let keep = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != keep {
+            c.members[i].kill9();
+        }
+    }
+    let out = c.members[keep]
+        .etcdctl()
+        .timeout(Duration::from_secs(20))
+        .run(&["put", "after", "2", "--command-timeout=10s"]);
+    assert!(
+        !out.success(),
+        "a lone member of three acknowledged a write"
+    );
+    let err = out.stderr_str();
+    assert!(
+        err.contains("etcdserver: no leader")
+            || err.contains("etcdserver: request timed out")
+            || err.contains("context deadline exceeded"),
+        "{err}"
+    );
+    let out = c.members[keep]
+        .etcdctl()
+        .timeout(Duration::from_secs(20))
+        .run(&["get", "before", "--command-timeout=10s"]);
+    assert!(
+        !out.success(),
+        "a lone member of three served a linearizable read"
+    );
+    // serializable reads are still served locally
+    assert_eq!(get_value(&c, keep, "before", true).as_deref(), Some("1"));
+    assert_eq!(get_value(&c, keep, "after", true).as_deref(), Some(""));
+}
