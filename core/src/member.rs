@@ -50,6 +50,7 @@ impl Member {
     /// Starts the member and returns once its client listeners are bound and serving.
     pub async fn start(config: MemberConfig) -> Result<Member, StartError> {
         config.validate()?;
+        let joined = join_existing(&config).await?;
         let cfg = config.clone();
         // Opening the store and replaying the WAL block on disk: keep them off async workers.
         let (store, booted) = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
@@ -59,7 +60,7 @@ impl Member {
             }
             create_private_dir(&cfg.data_dir)?;
             let store = Store::open(&backend).map_err(|e| StartError::Other(format!("open backend {}: {e}", backend.display())))?;
-            let booted = bootstrap::boot(&cfg, &store)?;
+            let booted = bootstrap::boot(&cfg, &store, joined)?;
             Ok((Arc::new(store), booted))
         })
         .await
@@ -98,7 +99,7 @@ impl Member {
             booted.wal,
             cluster.clone(),
             apply_task,
-            transport,
+            transport.clone(),
             config.heartbeat_interval,
         );
         let raft_thread = std::thread::Builder::new()
@@ -116,14 +117,17 @@ impl Member {
             max_request_bytes: config.max_request_bytes,
             max_txn_ops: config.max_txn_ops,
             request_timeout: Duration::from_secs(5) + 2 * config.election_timeout,
+            transport,
+            strict_reconfig_check: config.strict_reconfig_check,
+            initial_cluster_token: config.initial_cluster_token.clone(),
         });
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut serve_tasks = listen::serve_clients(server.clone(), listeners, shutdown_rx.clone());
         let peer_service = {
-            let (cluster_id, raft) = (cluster.cluster_id, server.raft.clone());
-            move || PeerService { cluster_id, raft: raft.clone() }.into_server()
+            let (cluster, raft) = (cluster.clone(), server.raft.clone());
+            move || PeerService { cluster: cluster.clone(), raft: raft.clone() }.into_server()
         };
         serve_tasks.extend(transport::serve_peers(
             peer_service,
@@ -147,6 +151,15 @@ impl Member {
     /// The addresses the client listeners are bound to (useful with port 0 in tests).
     pub fn client_addrs(&self) -> &[std::net::SocketAddr] {
         &self.client_addrs
+    }
+
+    /// Resolves a second after a membership change removed this member (etcd stops then).
+    pub fn removed(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let cluster = self.server.cluster.clone();
+        async move {
+            cluster.wait_removed().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     pub fn member_id(&self) -> u64 {
@@ -176,6 +189,29 @@ impl Member {
         .await;
         info!(target: "etcdserver", "stopped member {:x}", self.server.cluster.member_id);
     }
+}
+
+/// A first start with `--initial-cluster-state existing` asks the other members listed in
+/// `--initial-cluster` for the cluster (as etcd's GetClusterFromRemotePeers). Later starts
+/// have a WAL and ignore the `--initial-*` flags.
+async fn join_existing(cfg: &MemberConfig) -> Result<Option<(u64, Vec<ketch_api::ketchpb::MemberRecord>)>, StartError> {
+    if cfg.initial_cluster_state != crate::config::ClusterState::Existing || ketch_wal::Wal::exists(&cfg.wal_dir()) {
+        return Ok(None);
+    }
+    let mine: Vec<String> = cfg.initial_advertise_peer_urls.iter().map(url_text).collect();
+    let others: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .map(|(_, u)| url_text(u))
+        .filter(|u| !mine.contains(u))
+        .collect();
+    if others.is_empty() {
+        return Err(StartError::Other(
+            "--initial-cluster-state=existing: --initial-cluster names no other member to join".into(),
+        ));
+    }
+    let found = transport::fetch_cluster(&others, PEER_DIAL_TIMEOUT).await.map_err(StartError::Other)?;
+    Ok(Some(found))
 }
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), StartError> {

@@ -10,13 +10,15 @@
 //! to the Raft thread.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use bytes::Bytes;
 use ketch_api::ketchpb::peer_client::PeerClient;
 use ketch_api::ketchpb::peer_server::{Peer, PeerServer};
-use ketch_api::ketchpb::{MemberRecord, RaftBatch, StreamAck};
+use ketch_api::ketchpb::{MemberRecord, MembersRequest, MembersResponse, RaftBatch, StreamAck};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use tokio::sync::{mpsc, watch};
@@ -45,10 +47,13 @@ pub struct Transport {
     raft: RaftHandle,
     runtime: tokio::runtime::Handle,
     links: Mutex<HashMap<u64, Link>>,
+    epoch: Instant,
 }
 
 struct Link {
     urls: Vec<String>,
+    /// When the open stream to the peer was opened, as ms since `epoch`; 0 while down.
+    active: Arc<AtomicU64>,
     queue: mpsc::Sender<Message>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -74,6 +79,7 @@ impl Transport {
             raft,
             runtime,
             links: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
         })
     }
 
@@ -87,7 +93,10 @@ impl Transport {
                 continue;
             }
             let (queue, rx) = mpsc::channel(PEER_QUEUE);
+            let active = Arc::new(AtomicU64::new(0));
             let sender = LinkSender {
+                active: active.clone(),
+                epoch: self.epoch,
                 to: m.id,
                 urls: m.peer_urls.clone(),
                 cluster_id: self.cluster_id,
@@ -100,11 +109,28 @@ impl Transport {
                 m.id,
                 Link {
                     urls: m.peer_urls.clone(),
+                    active,
                     queue,
                     task,
                 },
             );
         }
+    }
+
+    /// Whether a stream to peer `id` has been open for at least `since` without a break
+    /// (etcd's ActiveSince, which its reconfiguration checks use with 5 s).
+    pub fn is_active_for(&self, id: u64, since: Duration) -> bool {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(link) = links.get(&id) else {
+            return false;
+        };
+        let opened = link.active.load(Ordering::Acquire);
+        opened != 0
+            && self
+                .epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(opened))
+                >= since
     }
 
     /// Queues `m` for its recipient. False if the recipient is unknown or its queue is full
@@ -120,6 +146,8 @@ impl Transport {
 
 /// One peer's sending task.
 struct LinkSender {
+    active: Arc<AtomicU64>,
+    epoch: Instant,
     to: u64,
     urls: Vec<String>,
     cluster_id: u64,
@@ -141,7 +169,9 @@ impl LinkSender {
                         info!(target: "rafthttp", "peer {:x} became active ({url})", self.to);
                         was_up = true;
                     }
-                    if self.stream(client, &mut queue).await.is_none() {
+                    let ended = self.stream(client, &mut queue).await;
+                    self.active.store(0, Ordering::Release);
+                    if ended.is_none() {
                         return; // the transport dropped this link
                     }
                 }
@@ -177,6 +207,8 @@ impl LinkSender {
     ) -> Option<()> {
         let (batches, rx) = mpsc::channel::<RaftBatch>(4);
         let mut call = Box::pin(client.stream(ReceiverStream::new(rx)));
+        let opened = self.epoch.elapsed().as_millis().max(1) as u64;
+        self.active.store(opened, Ordering::Release);
         loop {
             let first = tokio::select! {
                 m = queue.recv() => m?,
@@ -220,7 +252,7 @@ impl LinkSender {
 
 /// The receiving half: the `ketchpb.Peer` service.
 pub struct PeerService {
-    pub cluster_id: u64,
+    pub cluster: Arc<crate::cluster::ClusterState>,
     pub raft: RaftHandle,
 }
 
@@ -238,11 +270,11 @@ impl Peer for PeerService {
     ) -> Result<Response<StreamAck>, Status> {
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
-            if batch.cluster_id != self.cluster_id {
+            if batch.cluster_id != self.cluster.cluster_id {
                 warn!(
                     target: "rafthttp",
                     "refusing raft messages from member {:x} of cluster {:x} (this is cluster {:x})",
-                    batch.from, batch.cluster_id, self.cluster_id
+                    batch.from, batch.cluster_id, self.cluster.cluster_id
                 );
                 return Err(Status::failed_precondition("cluster ID mismatch"));
             }
@@ -261,6 +293,47 @@ impl Peer for PeerService {
         }
         Ok(Response::new(StreamAck {}))
     }
+
+    async fn members(
+        &self,
+        _: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.cluster.cluster_id,
+            members: self.cluster.members(),
+        }))
+    }
+}
+
+/// Asks the members at `peer_urls` (any one that answers) for the cluster's id and members.
+pub async fn fetch_cluster(
+    peer_urls: &[String],
+    dial_timeout: Duration,
+) -> Result<(u64, Vec<MemberRecord>), String> {
+    let mut errors = Vec::new();
+    for url in peer_urls {
+        let attempt = async {
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| e.to_string())?
+                .connect_timeout(dial_timeout)
+                .timeout(Duration::from_secs(5));
+            let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+            let resp = PeerClient::new(channel)
+                .members(MembersRequest {})
+                .await
+                .map_err(|e| e.message().to_string())?
+                .into_inner();
+            Ok::<_, String>((resp.cluster_id, resp.members))
+        };
+        match attempt.await {
+            Ok(found) => return Ok(found),
+            Err(e) => errors.push(format!("{url}: {e}")),
+        }
+    }
+    Err(format!(
+        "could not retrieve cluster information from the given URLs ({})",
+        errors.join("; ")
+    ))
 }
 
 /// Serves the peer service on `listeners` until `shutdown` turns true.

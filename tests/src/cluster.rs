@@ -44,6 +44,15 @@ impl Cluster {
         }
     }
 
+    /// The `--initial-cluster` value of the members started so far.
+    pub fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name(), m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// `--endpoints` value naming every member whose process runs.
     pub fn endpoints(&mut self) -> String {
         self.members

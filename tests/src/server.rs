@@ -36,6 +36,8 @@ pub struct ServerBuilder {
     ready_timeout: Duration,
     /// Fixed (client, peer) ports and `--initial-cluster`, for a member of a cluster.
     member_of: Option<((u16, u16), String)>,
+    /// `--initial-cluster-state=existing` instead of `new`.
+    joins: bool,
 }
 
 impl ServerBuilder {
@@ -43,6 +45,12 @@ impl ServerBuilder {
     /// Such a member is not moved to other ports when one is taken (its peers know them).
     pub fn cluster_member(mut self, ports: (u16, u16), initial_cluster: &str) -> Self {
         self.member_of = Some((ports, initial_cluster.to_string()));
+        self
+    }
+
+    /// Starts with `--initial-cluster-state=existing`: a member added to a running cluster.
+    pub fn joining(mut self) -> Self {
+        self.joins = true;
         self
     }
 
@@ -99,6 +107,7 @@ impl ServerBuilder {
             log_offset: 0,
             log_shown: false,
             initial_cluster: self.member_of.map(|(_, c)| c),
+            joins: self.joins,
         };
         server.spawn();
         server
@@ -126,6 +135,7 @@ pub struct Server {
     log_shown: bool,
     /// `--initial-cluster` of a multi-member cluster; `None` for a single member.
     initial_cluster: Option<String>,
+    joins: bool,
 }
 
 #[derive(Debug)]
@@ -157,6 +167,7 @@ impl Server {
             extra_args: Vec::new(),
             ready_timeout: Duration::from_secs(secs),
             member_of: None,
+            joins: false,
         }
     }
 
@@ -264,7 +275,7 @@ impl Server {
                 None => format!("--initial-cluster={}={peer}", self.name),
             },
             "--initial-cluster-token=ketch-tests".to_string(),
-            "--initial-cluster-state=new".to_string(),
+            format!("--initial-cluster-state={}", if self.joins { "existing" } else { "new" }),
         ];
         args.extend(self.extra_args.iter().cloned());
         args

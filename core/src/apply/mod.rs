@@ -11,15 +11,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ketch_api::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse};
-use ketch_api::ketchpb::{raft_request::Request, RaftRequest};
+use ketch_api::ketchpb::{raft_request::Request, MemberRecord, RaftRequest};
 use ketch_api::status::EtcdError;
 use ketch_mvcc::{Store, WriteBatch};
 use prost::Message as _;
-use raft::eraftpb::{Entry, EntryType};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::cluster::ClusterState;
+use crate::cluster::{ClusterState, MemberChange};
 use crate::raft::{RaftHandle, RaftMsg};
 use wait::WaitRegistry;
 
@@ -30,6 +31,8 @@ pub enum Applied {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    /// A membership change: the member list after it.
+    Members(Vec<MemberRecord>),
     /// Requests whose only answer is "done" (publish).
     Done,
 }
@@ -147,6 +150,7 @@ impl Applier {
         let already = store.applied_index();
         let mut wb = store.write()?;
         let mut results: Vec<(u64, ApplyResult)> = Vec::new();
+        let mut conf_changes: Vec<Option<ConfChange>> = Vec::new();
         let mut last = already;
         for e in entries {
             if e.index <= already {
@@ -161,7 +165,11 @@ impl Applier {
                     match RaftRequest::decode(&e.data[..]) {
                         Ok(req) => {
                             let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
+                            let updates_members = matches!(req.request, Some(Request::MemberUpdate(_)));
                             let res = self.apply_request(&mut wb, req);
+                            if updates_members && res.is_ok() {
+                                conf_changes.push(None);
+                            }
                             results.push((id, res));
                         }
                         Err(err) => {
@@ -169,8 +177,21 @@ impl Applier {
                         }
                     }
                 }
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    warn!(target: "etcdserver", "membership changes are not applied by this build (entry {})", e.index);
+                EntryType::EntryConfChange => match ConfChange::parse_from_bytes(&e.data) {
+                    Ok(cc) => {
+                        let res = self.apply_conf_change(&mut wb, &cc);
+                        if res.is_ok() {
+                            conf_changes.push(Some(cc.clone()));
+                        }
+                        results.push((cc.id, res));
+                    }
+                    Err(err) => {
+                        error!(target: "etcdserver", "skipping undecodable conf change {}: {err}", e.index);
+                    }
+                },
+                EntryType::EntryConfChangeV2 => {
+                    // Ketch proposes only v1 changes (one member at a time, as etcd 3.4).
+                    warn!(target: "etcdserver", "ignoring a joint-consensus conf change at {}", e.index);
                 }
             }
         }
@@ -187,6 +208,12 @@ impl Applier {
             self.last_durable_at = Instant::now();
         }
         self.applied.send_replace(last);
+        if !conf_changes.is_empty() {
+            let members = self.cluster.members();
+            for cc in conf_changes {
+                let _ = self.raft.send(RaftMsg::ConfChangeApplied { cc, members: members.clone() });
+            }
+        }
         let _ = self.raft.send(RaftMsg::Applied(last));
         for (id, res) in results {
             self.waits.trigger(id, res);
@@ -197,6 +224,42 @@ impl Applier {
             let _ = self.raft.send(RaftMsg::Compact { index: last });
         }
         Ok(())
+    }
+
+    /// A committed membership change: checked and recorded in the member list (kept in the
+    /// backend in the same batch); raft-rs learns of it from the Raft thread afterwards.
+    fn apply_conf_change(&self, wb: &mut WriteBatch<'_>, cc: &ConfChange) -> ApplyResult {
+        let record = || {
+            MemberRecord::decode(&cc.context[..]).map_err(|e| {
+                error!(target: "etcdserver", "conf change for {:x} has no member record: {e}", cc.node_id);
+                EtcdError::MemberBadUrls
+            })
+        };
+        let change = match cc.get_change_type() {
+            ConfChangeType::AddNode => match self.cluster.member(cc.node_id) {
+                Some(m) if m.is_learner => MemberChange::Promote(cc.node_id),
+                _ => MemberChange::Add(MemberRecord { is_learner: false, ..record()? }),
+            },
+            ConfChangeType::AddLearnerNode => MemberChange::Add(MemberRecord { is_learner: true, ..record()? }),
+            ConfChangeType::RemoveNode => MemberChange::Remove(cc.node_id),
+        };
+        self.record_member_change(wb, &change)
+    }
+
+    fn record_member_change(&self, wb: &mut WriteBatch<'_>, change: &MemberChange) -> ApplyResult {
+        self.cluster.apply_change(change)?;
+        let cid = self.cluster.cluster_id;
+        match change {
+            MemberChange::Add(m) => info!(target: "etcdserver/membership", "added member {:x} {:?} to cluster {cid:x}{}", m.id, m.peer_urls, if m.is_learner { " as a learner" } else { "" }),
+            MemberChange::Promote(id) => info!(target: "etcdserver/membership", "promote member {id:x} in cluster {cid:x}"),
+            MemberChange::Remove(id) => info!(target: "etcdserver/membership", "removed member {id:x} from cluster {cid:x}"),
+            MemberChange::UpdatePeerUrls(id, urls) => info!(target: "etcdserver/membership", "updated member {id:x} {urls:?} in cluster {cid:x}"),
+        }
+        if self.cluster.is_removed() {
+            warn!(target: "etcdserver", "the member has been permanently removed from the cluster");
+        }
+        wb.meta_put(crate::cluster::MEMBERS_META_KEY, &self.cluster.encode_members());
+        Ok(Applied::Members(self.cluster.members()))
     }
 
     fn apply_request(&self, wb: &mut WriteBatch<'_>, req: RaftRequest) -> ApplyResult {
@@ -221,6 +284,7 @@ impl Applier {
                 }
                 Ok(Applied::Done)
             }
+            Request::MemberUpdate(m) => self.record_member_change(wb, &MemberChange::UpdatePeerUrls(m.id, m.peer_urls)),
             Request::LeaseGrant(_)
             | Request::LeaseRevoke(_)
             | Request::LeaseCheckpoint(_)

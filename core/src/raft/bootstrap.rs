@@ -13,7 +13,7 @@ use raft::RawNode;
 use tracing::{info, warn};
 
 use crate::cluster::{self, ClusterState, MEMBERS_META_KEY};
-use crate::config::{ClusterState as InitialState, MemberConfig};
+use crate::config::MemberConfig;
 use crate::member::StartError;
 
 pub struct Booted {
@@ -45,7 +45,9 @@ fn conf_state_of(members: &[MemberRecord]) -> ConfState {
     ConfState::from((voters, learners))
 }
 
-pub fn boot(cfg: &MemberConfig, store: &Store) -> Result<Booted, StartError> {
+/// Starts the Raft side. `joined` is the cluster fetched from its members when this member
+/// joins an existing cluster (`--initial-cluster-state existing`) for the first time.
+pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRecord>)>) -> Result<Booted, StartError> {
     let wal_dir = cfg.wal_dir();
     let opts = WalOptions::default();
     // What the store has applied is needed from the WAL only as terms, except the entries a
@@ -74,19 +76,31 @@ pub fn boot(cfg: &MemberConfig, store: &Store) -> Result<Booted, StartError> {
         );
         (wal, Some(rec), member_id, cluster_id, members)
     } else {
-        if cfg.initial_cluster_state == InitialState::Existing {
-            return Err(StartError::Other(
-                "--initial-cluster-state=existing: joining an existing cluster needs the peer transport, which this build does not have yet".into(),
-            ));
-        }
-        let members = cluster::initial_members(cfg);
-        let me = members
-            .iter()
-            .find(|m| m.name == cfg.name)
-            .ok_or_else(|| StartError::Other(format!("couldn't find local name {:?} in the initial cluster configuration", cfg.name)))?;
-        let member_id = me.id;
-        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-        let cluster_id = cluster::cluster_id(&ids);
+        let (member_id, cluster_id, members) = match joined {
+            // Joining: the cluster says who we are (the id `member add` gave our peer URLs).
+            Some((cluster_id, members)) => {
+                let mine: Vec<String> = cfg.initial_advertise_peer_urls.iter().map(crate::config::url_text).collect();
+                let me = members
+                    .iter()
+                    .find(|m| !m.peer_urls.is_empty() && m.peer_urls.iter().all(|u| mine.contains(u)))
+                    .ok_or_else(|| {
+                        StartError::Other(format!(
+                            "this member's peer URLs {mine:?} are not in the cluster's member list; add it first with 'etcdctl member add {} --peer-urls={}'",
+                            cfg.name,
+                            mine.join(",")
+                        ))
+                    })?;
+                (me.id, cluster_id, members)
+            }
+            None => {
+                let members = cluster::initial_members(cfg);
+                let me = members.iter().find(|m| m.name == cfg.name).ok_or_else(|| {
+                    StartError::Other(format!("couldn't find local name {:?} in the initial cluster configuration", cfg.name))
+                })?;
+                let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+                (me.id, cluster::cluster_id(&ids), members)
+            }
+        };
         // Membership goes to the backend before the WAL exists: a WAL is what marks the
         // member as created, so a crash in between simply starts over.
         let mut wb = store.write().map_err(|e| StartError::Other(e.to_string()))?;

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use ketch_api::status::EtcdError;
 use ketch_wal::Wal;
-use raft::eraftpb::{Entry, Message, Snapshot};
+use ketch_api::ketchpb::MemberRecord;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, Message, Snapshot};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
@@ -25,11 +26,20 @@ use crate::apply::ApplyTask;
 use crate::cluster::ClusterState;
 use crate::transport::Transport;
 
+/// How long a read-index round may go unanswered before it is asked again (etcd: 500 ms).
+const READ_RETRY: Duration = Duration::from_millis(500);
+
 /// What the rest of the member asks of the Raft thread.
 pub enum RaftMsg {
     /// Append `data` (an encoded `RaftRequest`) to the log. If it cannot be proposed, the
     /// waiter registered under `id` is answered with the error.
     Propose { id: u64, data: Vec<u8> },
+    /// Propose a membership change (`cc.id` is the waiter's id). A promotion is refused here,
+    /// on the leader, unless the learner has caught up (etcd's isLearnerReady).
+    ProposeConfChange { cc: ConfChange },
+    /// The apply thread applied a membership change (`cc` for raft-rs, none for a peer URL
+    /// update); `members` is the list after it.
+    ConfChangeApplied { cc: Option<ConfChange>, members: Vec<MemberRecord> },
     /// Confirm leadership and report the commit index a linearizable read must wait for.
     ReadIndex { reply: oneshot::Sender<Result<u64, EtcdError>> },
     /// A message from a peer.
@@ -83,6 +93,7 @@ pub struct RaftNode {
     /// read-index requests that arrived since the last round was started
     queued_reads: Vec<oneshot::Sender<Result<u64, EtcdError>>>,
     next_read_round: u64,
+    last_read_round_at: Instant,
     last_role: StateRole,
 }
 
@@ -106,6 +117,7 @@ impl RaftNode {
             pending_reads: Vec::new(),
             queued_reads: Vec::new(),
             next_read_round: 1,
+            last_read_round_at: Instant::now(),
             last_role: StateRole::Follower,
         }
     }
@@ -176,6 +188,30 @@ impl RaftNode {
                     self.apply.fail_waiter(id, err);
                 }
             }
+            RaftMsg::ProposeConfChange { cc } => {
+                let id = cc.id;
+                if let Err(e) = self.check_promotion(&cc) {
+                    self.apply.fail_waiter(id, e);
+                } else if let Err(e) = self.raw.propose_conf_change(vec![], cc) {
+                    let err = match e {
+                        raft::Error::ProposalDropped if self.raw.raft.leader_id == raft::INVALID_ID => EtcdError::NoLeader,
+                        // another change is still pending: etcd answers such a proposal late
+                        // with a timeout; say so at once
+                        raft::Error::ProposalDropped => EtcdError::Timeout,
+                        _ => EtcdError::Stopped,
+                    };
+                    self.apply.fail_waiter(id, err);
+                }
+            }
+            RaftMsg::ConfChangeApplied { cc, members } => {
+                if let Some(cc) = cc {
+                    match self.raw.apply_conf_change(&cc) {
+                        Ok(cs) => self.raw.mut_store().wl().set_conf_state(cs),
+                        Err(e) => error!(target: "raft", "raft refused an applied conf change: {e}"),
+                    }
+                }
+                self.transport.set_peers(&members);
+            }
             RaftMsg::ReadIndex { reply } => self.queued_reads.push(reply),
             RaftMsg::Step(m) => {
                 if let Err(e) = self.raw.step(m) {
@@ -195,9 +231,13 @@ impl RaftNode {
         true
     }
 
-    /// Starts one read-index round for every read queued since the last round.
+    /// Starts one read-index round for every read queued since the last round. A round left
+    /// unanswered for [`READ_RETRY`] (its request or answer was lost on the way to or from the
+    /// leader, or the leader had not yet committed in its term) is asked again with a new round,
+    /// whose answer also answers the older ones, as etcd retries its read index.
     fn start_read_round(&mut self) {
-        if self.queued_reads.is_empty() {
+        let stale = !self.pending_reads.is_empty() && self.last_read_round_at.elapsed() >= READ_RETRY;
+        if self.queued_reads.is_empty() && !stale {
             return;
         }
         if self.raw.raft.leader_id == raft::INVALID_ID {
@@ -208,9 +248,32 @@ impl RaftNode {
         }
         let round = self.next_read_round;
         self.next_read_round += 1;
+        self.last_read_round_at = Instant::now();
         self.raw.read_index(round.to_be_bytes().to_vec());
         let waiters = std::mem::take(&mut self.queued_reads);
-        self.pending_reads.push((round, waiters));
+        match self.pending_reads.last_mut() {
+            // a retry with nothing new: the newest round's answer covers the same waiters
+            Some((r, ws)) if waiters.is_empty() && ws.is_empty() => *r = round,
+            _ => self.pending_reads.push((round, waiters)),
+        }
+    }
+
+    /// etcd's isLearnerReady: a learner may become a voter once its log has reached 90% of the
+    /// leader's. Only the leader knows; a follower passes the proposal on unchecked.
+    fn check_promotion(&self, cc: &ConfChange) -> Result<(), EtcdError> {
+        let raft = &self.raw.raft;
+        if cc.get_change_type() != ConfChangeType::AddNode
+            || raft.state != StateRole::Leader
+            || !raft.prs().conf().learners().contains(&cc.node_id)
+        {
+            return Ok(());
+        }
+        let leader_match = raft.prs().get(raft.id).map_or(0, |p| p.matched);
+        let learner_match = raft.prs().get(cc.node_id).map_or(0, |p| p.matched);
+        if (learner_match as f64) < leader_match as f64 * 0.9 {
+            return Err(EtcdError::LearnerNotReady);
+        }
+        Ok(())
     }
 
     fn fail_reads(&mut self, err: EtcdError) {

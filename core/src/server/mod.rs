@@ -33,6 +33,10 @@ pub struct Server {
     pub max_txn_ops: usize,
     /// how long a proposal or read barrier may take: etcd's 5 s plus two election timeouts
     pub request_timeout: Duration,
+    /// the peer links (membership checks ask which peers are connected)
+    pub transport: Arc<crate::transport::Transport>,
+    pub strict_reconfig_check: bool,
+    pub initial_cluster_token: String,
 }
 
 impl Server {
