@@ -150,6 +150,36 @@ fn killing_the_leader_elects_another_and_loses_nothing() {
 }
 
 #[test]
+fn move_leader_hands_leadership_to_the_named_member() {
+    let mut c = Cluster::start(Kind::Ketch, 3);
+    let (leader, term) = c.wait_leader(ELECTION);
+    let target = (leader + 1) % 3;
+    let (_, _, target_id) = c.status_of(target).expect("status");
+    let (_, _, leader_id) = c.status_of(leader).expect("status");
+    let eps = c.endpoints();
+    // etcdctl needs the leader among its endpoints
+    c.members[target]
+        .etcdctl()
+        .run(&["move-leader", &format!("{target_id:x}")])
+        .assert_failure_contains("no leader endpoint given at");
+    let out = c.members[0]
+        .etcdctl()
+        .run(&["--endpoints", &eps, "move-leader", &format!("{target_id:x}")]);
+    out.assert_success();
+    assert_eq!(
+        out.stdout_str(),
+        format!("Leadership transferred from {leader_id:x} to {target_id:x}\n")
+    );
+    let (now, new_term) = c.wait_leader(ELECTION);
+    assert_eq!(now, target);
+    assert!(new_term > term);
+    c.members[0]
+        .etcdctl()
+        .run(&["--endpoints", &eps, "move-leader", "1234"])
+        .assert_failure_contains("etcdserver: bad leader transferee");
+}
+
+#[test]
 fn a_member_without_quorum_refuses_linearizable_requests() {
     let mut c = Cluster::start(Kind::Ketch, 3);
     let (leader, _) = c.wait_leader(ELECTION);

@@ -40,6 +40,8 @@ pub enum RaftMsg {
     /// The apply thread applied a membership change (`cc` for raft-rs, none for a peer URL
     /// update); `members` is the list after it.
     ConfChangeApplied { cc: Option<ConfChange>, members: Vec<MemberRecord> },
+    /// Hand leadership to this member (etcd's MoveLeader).
+    TransferLeader(u64),
     /// Confirm leadership and report the commit index a linearizable read must wait for.
     ReadIndex { reply: oneshot::Sender<Result<u64, EtcdError>> },
     /// A message from a peer.
@@ -211,6 +213,10 @@ impl RaftNode {
                     }
                 }
                 self.transport.set_peers(&members);
+            }
+            RaftMsg::TransferLeader(to) => {
+                info!(target: "etcdserver", "{:x} starts leadership transfer from {:x} to {to:x}", self.raw.raft.id, self.raw.raft.leader_id);
+                self.raw.transfer_leader(to);
             }
             RaftMsg::ReadIndex { reply } => self.queued_reads.push(reply),
             RaftMsg::Step(m) => {
