@@ -149,6 +149,15 @@ impl ClusterState {
         Ok(())
     }
 
+    /// Takes the member list of a restored snapshot.
+    pub fn replace_members(&self, members: Vec<MemberRecord>) {
+        let removed = !members.iter().any(|m| m.id == self.member_id);
+        *self.members.write().expect("members lock") = members;
+        if removed {
+            self.removed.send_replace(true);
+        }
+    }
+
     /// Resolves once this member has been removed from the cluster.
     pub async fn wait_removed(&self) {
         let mut rx = self.removed.subscribe();

@@ -42,6 +42,8 @@ pub struct Member {
     client_addrs: Vec<std::net::SocketAddr>,
     shutdown: watch::Sender<bool>,
     serve_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Peer listeners: not drained gracefully (peers hold their streams open for good).
+    peer_tasks: Vec<tokio::task::JoinHandle<()>>,
     raft_thread: Option<JoinHandle<()>>,
     apply_thread: Option<JoinHandle<()>>,
 }
@@ -86,12 +88,18 @@ impl Member {
             .map_err(|e| StartError::Other(format!("spawn apply thread: {e}")))?;
         // Peers first: a member must accept Raft traffic before it starts sending any.
         let peer_listeners = listen::bind_clients(&config.listen_peer_urls).await?;
+        let snap_dir = config.snap_dir();
         let transport = Transport::new(
             cluster.cluster_id,
             cluster.member_id,
             PEER_DIAL_TIMEOUT,
             raft.clone(),
             tokio::runtime::Handle::current(),
+            transport::SnapshotSource {
+                store: store.clone(),
+                log: booted.raw.store().clone(),
+                dir: snap_dir.clone(),
+            },
         );
         transport.set_peers(&cluster.members());
         let node = RaftNode::new(
@@ -101,6 +109,7 @@ impl Member {
             apply_task,
             transport.clone(),
             config.heartbeat_interval,
+            config.snapshot_catchup_entries,
         );
         let raft_thread = std::thread::Builder::new()
             .name("ketch-raft".into())
@@ -124,16 +133,23 @@ impl Member {
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut serve_tasks = listen::serve_clients(server.clone(), listeners, shutdown_rx.clone());
+        let serve_tasks = listen::serve_clients(server.clone(), listeners, shutdown_rx.clone());
         let peer_service = {
             let (cluster, raft) = (cluster.clone(), server.raft.clone());
-            move || PeerService { cluster: cluster.clone(), raft: raft.clone() }.into_server()
+            move || {
+                PeerService {
+                    cluster: cluster.clone(),
+                    raft: raft.clone(),
+                    snap_dir: snap_dir.clone(),
+                }
+                .into_server()
+            }
         };
-        serve_tasks.extend(transport::serve_peers(
+        let peer_tasks = transport::serve_peers(
             peer_service,
             peer_listeners.into_iter().map(|(_, l)| l).collect(),
             shutdown_rx.clone(),
-        ));
+        );
         let retention = crate::compactor::parse_retention(config.auto_compaction_mode, &config.auto_compaction_retention)
             .map_err(StartError::Other)?;
         tokio::spawn(crate::compactor::run(server.clone(), retention, shutdown_rx.clone()));
@@ -143,6 +159,7 @@ impl Member {
             client_addrs,
             shutdown,
             serve_tasks,
+            peer_tasks,
             raft_thread: Some(raft_thread),
             apply_thread: Some(apply_thread),
         })
@@ -172,6 +189,9 @@ impl Member {
         let _ = self.shutdown.send(true);
         for t in self.serve_tasks.drain(..) {
             let _ = t.await;
+        }
+        for t in self.peer_tasks.drain(..) {
+            t.abort();
         }
         let _ = self.server.raft.send(RaftMsg::Stop);
         let raft_thread = self.raft_thread.take();

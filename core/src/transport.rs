@@ -9,7 +9,8 @@
 //! Receiving: the `ketchpb.Peer` service checks the sender's cluster id and hands each message
 //! to the Raft thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,9 +19,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use ketch_api::ketchpb::peer_client::PeerClient;
 use ketch_api::ketchpb::peer_server::{Peer, PeerServer};
-use ketch_api::ketchpb::{MemberRecord, MembersRequest, MembersResponse, RaftBatch, StreamAck};
+use ketch_api::ketchpb::{
+    MemberRecord, MembersRequest, MembersResponse, RaftBatch, SnapshotAck, SnapshotChunk, StreamAck,
+};
+use ketch_mvcc::Store;
 use protobuf::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
+use raft::storage::MemStorage;
+use raft::SnapshotStatus;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
@@ -35,6 +41,8 @@ const PEER_QUEUE: usize = 4096;
 const BATCH_BYTES: usize = 4 << 20;
 /// Largest batch a receiver accepts.
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Snapshot data goes in chunks of this size.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Pause before reconnecting to a peer that failed.
 const RETRY: Duration = Duration::from_millis(100);
 
@@ -48,6 +56,18 @@ pub struct Transport {
     runtime: tokio::runtime::Handle,
     links: Mutex<HashMap<u64, Link>>,
     epoch: Instant,
+    snapshots: SnapshotSource,
+    /// peers a snapshot is being sent to
+    sending: Arc<Mutex<HashSet<u64>>>,
+}
+
+/// What a leader needs to make a snapshot for a peer: the backend, raft-rs's log (for the
+/// term of the snapshot's index) and a directory for the file while it is sent.
+#[derive(Clone)]
+pub struct SnapshotSource {
+    pub store: Arc<Store>,
+    pub log: MemStorage,
+    pub dir: PathBuf,
 }
 
 struct Link {
@@ -71,6 +91,7 @@ impl Transport {
         dial_timeout: Duration,
         raft: RaftHandle,
         runtime: tokio::runtime::Handle,
+        snapshots: SnapshotSource,
     ) -> Arc<Transport> {
         Arc::new(Transport {
             cluster_id,
@@ -80,7 +101,66 @@ impl Transport {
             runtime,
             links: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            snapshots,
+            sending: Arc::new(Mutex::new(HashSet::new())),
         })
+    }
+
+    /// Sends a snapshot of the backend to the peer raft-rs addressed `m` (a MsgSnapshot) to,
+    /// in the background, and reports the outcome to Raft. raft-rs's snapshot names the commit
+    /// index; the backend copy holds the applied state, so the message is rewritten to name
+    /// exactly what the copy holds (index, term, and the members as of that index) — the peer
+    /// then takes the rest from the log. One snapshot per peer at a time.
+    pub fn send_snapshot(&self, m: Message) {
+        let to = m.to;
+        if !self
+            .sending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(to)
+        {
+            return; // the one in flight will report
+        }
+        let Some(urls) = self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&to)
+            .map(|l| l.urls.clone())
+        else {
+            self.sending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&to);
+            let _ = self
+                .raft
+                .send(RaftMsg::SnapshotStatus(to, SnapshotStatus::Failure));
+            return;
+        };
+        let (src, raft, sending) = (
+            self.snapshots.clone(),
+            self.raft.clone(),
+            self.sending.clone(),
+        );
+        let (cluster_id, dial_timeout) = (self.cluster_id, self.dial_timeout);
+        self.runtime.spawn(async move {
+            let path = src.dir.join(format!("send-{to:016x}.snap.db"));
+            let started = Instant::now();
+            let outcome = send_snapshot_to(&src, m, &path, &urls, cluster_id, dial_timeout).await;
+            let _ = tokio::fs::remove_file(&path).await;
+            let status = match outcome {
+                Ok((index, bytes)) => {
+                    info!(target: "rafthttp", "sent database snapshot at index {index} to peer {to:x} ({bytes} bytes in {:?})", started.elapsed());
+                    SnapshotStatus::Finish
+                }
+                Err(e) => {
+                    warn!(target: "rafthttp", "failed to send database snapshot to peer {to:x}: {e}");
+                    SnapshotStatus::Failure
+                }
+            };
+            sending.lock().unwrap_or_else(|e| e.into_inner()).remove(&to);
+            let _ = raft.send(RaftMsg::SnapshotStatus(to, status));
+        });
     }
 
     /// Makes the set of links match `members` (other than this member): new members get a
@@ -142,6 +222,82 @@ impl Transport {
             None => false,
         }
     }
+}
+
+async fn send_snapshot_to(
+    src: &SnapshotSource,
+    mut m: Message,
+    path: &std::path::Path,
+    urls: &[String],
+    cluster_id: u64,
+    dial_timeout: Duration,
+) -> Result<(u64, u64), String> {
+    std::fs::create_dir_all(&src.dir).map_err(|e| format!("create {}: {e}", src.dir.display()))?;
+    let (store, file) = (src.store.clone(), path.to_path_buf());
+    let (index, members) = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_file(&file);
+        store.snapshot_file_with_meta(&file, crate::cluster::MEMBERS_META_KEY)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("copy backend: {e}"))?;
+    let term =
+        raft::Storage::term(&src.log, index).map_err(|e| format!("term of index {index}: {e}"))?;
+    let members = crate::cluster::decode_members(members.as_deref().unwrap_or_default())
+        .map_err(|e| format!("members record: {e}"))?;
+    {
+        let meta = m.mut_snapshot().mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(crate::raft::bootstrap::conf_state_of(&members));
+    }
+    m.mut_snapshot().data = Default::default();
+    let header = SnapshotChunk {
+        cluster_id,
+        message: m.write_to_bytes().map_err(|e| e.to_string())?.into(),
+        data: Bytes::new(),
+    };
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let size = file.metadata().await.map_err(|e| e.to_string())?.len();
+    let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
+    let url = urls.first().ok_or("peer has no URL")?;
+    let channel = Endpoint::from_shared(url.clone())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(dial_timeout)
+        .connect()
+        .await
+        .map_err(|e| format!("dial {url}: {e}"))?;
+    let mut client = PeerClient::new(channel).max_encoding_message_size(MAX_BATCH_BYTES);
+    let feed = async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = file;
+        tx.send(header)
+            .await
+            .map_err(|_| "peer closed the stream".to_string())?;
+        loop {
+            let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+            let n = file.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Ok::<_, String>(());
+            }
+            buf.truncate(n);
+            let chunk = SnapshotChunk {
+                cluster_id,
+                message: Bytes::new(),
+                data: buf.into(),
+            };
+            tx.send(chunk)
+                .await
+                .map_err(|_| "peer closed the stream".to_string())?;
+        }
+    };
+    let call = client.snapshot(ReceiverStream::new(rx));
+    let (fed, answered) = tokio::join!(feed, call);
+    answered.map_err(|e| format!("peer refused: {}", e.message()))?;
+    fed?;
+    Ok((index, size))
 }
 
 /// One peer's sending task.
@@ -254,6 +410,14 @@ impl LinkSender {
 pub struct PeerService {
     pub cluster: Arc<crate::cluster::ClusterState>,
     pub raft: RaftHandle,
+    /// where received snapshots are kept until the store has restored from them
+    pub snap_dir: PathBuf,
+}
+
+/// The file a received snapshot at `index` is kept in (named in the MsgSnapshot's data for
+/// the apply thread, and found there again by a restart that happened before the restore).
+pub fn received_snapshot_path(dir: &std::path::Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:016x}.snap.db"))
 }
 
 impl PeerService {
@@ -292,6 +456,48 @@ impl Peer for PeerService {
             }
         }
         Ok(Response::new(StreamAck {}))
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotAck>, Status> {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        if first.cluster_id != self.cluster.cluster_id {
+            return Err(Status::failed_precondition("cluster ID mismatch"));
+        }
+        let mut m = Message::parse_from_bytes(&first.message)
+            .map_err(|e| Status::invalid_argument(format!("snapshot message: {e}")))?;
+        if m.get_msg_type() != MessageType::MsgSnapshot {
+            return Err(Status::invalid_argument("first chunk is not a MsgSnapshot"));
+        }
+        let index = m.get_snapshot().get_metadata().index;
+        tokio::fs::create_dir_all(&self.snap_dir).await?;
+        let path = received_snapshot_path(&self.snap_dir, index);
+        let tmp = path.with_extension("tmp");
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            bytes += chunk.data.len() as u64;
+            file.write_all(&chunk.data).await?;
+        }
+        file.sync_all().await?;
+        drop(file);
+        tokio::fs::rename(&tmp, &path).await?;
+        info!(
+            target: "rafthttp",
+            "received database snapshot at index {index} from {:x} ({bytes} bytes)", m.from
+        );
+        m.mut_snapshot().data = path.to_string_lossy().into_owned().into_bytes().into();
+        self.raft
+            .send(RaftMsg::Step(m))
+            .map_err(|_| Status::unavailable("member is stopping"))?;
+        Ok(Response::new(SnapshotAck {}))
     }
 
     async fn members(

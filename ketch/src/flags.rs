@@ -191,6 +191,8 @@ flag_table! {
             "Directory for the write-ahead log, when it should not live under the data directory.";
         snapshot_count: Uint = "snapshot-count", "100000", Y::Same, Member,
             "Applied entries between two snapshots.";
+        experimental_snapshot_catchup_entries: Uint = "experimental-snapshot-catchup-entries", "5000", Y::Same, Member,
+            "Applied entries kept for slow followers; one further behind gets a snapshot (etcd 3.5's flag).";
         heartbeat_interval: Uint = "heartbeat-interval", "100", Y::Same, Member,
             "Leader heartbeat period, in milliseconds.";
         election_timeout: Uint = "election-timeout", "1000", Y::Same, Member,

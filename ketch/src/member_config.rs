@@ -160,6 +160,7 @@ pub fn member_config(c: &EtcdConfig) -> Result<MemberConfig, String> {
             _ => ClusterState::New,
         },
         snapshot_count: c.snapshot_count,
+        snapshot_catchup_entries: c.experimental_snapshot_catchup_entries,
         heartbeat_interval: Duration::from_millis(c.heartbeat_interval),
         election_timeout: Duration::from_millis(c.election_timeout),
         max_snapshots: u32::try_from(c.max_snapshots).unwrap_or(u32::MAX),

@@ -1409,3 +1409,36 @@ fn hash_kv_equals_etcd_for_the_same_history() {
     put(&s, "f", "6"); // 8
     assert_eq!(s.hash_kv(0).unwrap(), (892254824, 4));
 }
+
+#[test]
+fn restore_from_a_peer_snapshot_replaces_everything() {
+    let (dir, a) = open_tmp();
+    put(&a, "a", "1");
+    put(&a, "b", "2");
+    delete(&a, "a", "");
+    put(&a, "c", "3");
+    let mut b = a.write().unwrap();
+    b.compact(3).unwrap();
+    b.set_applied_index(42);
+    b.commit(false).unwrap();
+    let file = dir.path().join("snap.db");
+    assert_eq!(a.snapshot_file(&file).unwrap(), 42);
+
+    let (_d2, s) = open_tmp();
+    put(&s, "zzz", "other history");
+    put(&s, "b", "other");
+    assert_eq!(s.restore_from(&file).unwrap(), 42);
+    assert_eq!(s.applied_index(), 42);
+    assert_eq!(s.current_revision(), a.current_revision());
+    assert_eq!(s.compact_revision(), a.compact_revision());
+    let all = |st: &Store| {
+        let r = st.range(&range_req("\0", "\0")).unwrap();
+        r.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone(), kv.mod_revision, kv.version)).collect::<Vec<_>>()
+    };
+    assert_eq!(all(&s), all(&a));
+    assert!(get(&s, "zzz").is_none());
+    // writes continue after the restored revision, on a rebuilt index
+    let rev = put(&s, "b", "3");
+    assert_eq!(rev, a.current_revision() + 1);
+    assert_eq!(get(&s, "b").unwrap().version, 2);
+}

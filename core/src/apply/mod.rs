@@ -46,6 +46,8 @@ const DURABLE_EVERY: Duration = Duration::from_secs(5);
 
 enum ApplyMsg {
     Entries(Vec<Entry>),
+    /// Replace the store with the snapshot file at `path` (a leader's backend at `index`).
+    Restore { path: std::path::PathBuf, index: u64 },
     Stop,
 }
 
@@ -59,6 +61,12 @@ impl ApplyTask {
     pub fn submit(&self, entries: Vec<Entry>) {
         if self.tx.send(ApplyMsg::Entries(entries)).is_err() {
             error!(target: "etcdserver", "apply thread is gone; committed entries dropped");
+        }
+    }
+
+    pub fn restore(&self, path: std::path::PathBuf, index: u64) {
+        if self.tx.send(ApplyMsg::Restore { path, index }).is_err() {
+            error!(target: "etcdserver", "apply thread is gone; snapshot dropped");
         }
     }
 
@@ -116,15 +124,35 @@ impl Applier {
 
     pub fn run(mut self, rx: ApplyReceiver) {
         let rx = rx.0;
-        while let Ok(msg) = rx.recv() {
+        let mut pending: Option<ApplyMsg> = None;
+        loop {
+            let msg = match pending.take() {
+                Some(m) => m,
+                None => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
             let mut entries = match msg {
                 ApplyMsg::Entries(e) => e,
+                ApplyMsg::Restore { path, index } => {
+                    if let Err(e) = self.restore(&path, index) {
+                        error!(target: "etcdserver", "fatal: failed to restore the snapshot at {index} from {}: {e}", path.display());
+                        std::process::abort();
+                    }
+                    continue;
+                }
                 ApplyMsg::Stop => break,
             };
+            // everything queued meanwhile goes into the same batch, up to a restore or stop
             let mut stop = false;
             while let Ok(more) = rx.try_recv() {
                 match more {
                     ApplyMsg::Entries(e) => entries.extend(e),
+                    other @ ApplyMsg::Restore { .. } => {
+                        pending = Some(other);
+                        break;
+                    }
                     ApplyMsg::Stop => {
                         stop = true;
                         break;
@@ -223,6 +251,32 @@ impl Applier {
             self.last_snapshot_index = last;
             let _ = self.raft.send(RaftMsg::Compact { index: last });
         }
+        Ok(())
+    }
+
+    /// Replaces the store with a leader's snapshot and takes the member list from it.
+    fn restore(&mut self, path: &std::path::Path, index: u64) -> Result<(), ketch_mvcc::StoreError> {
+        if index <= self.store.applied_index() {
+            let _ = std::fs::remove_file(path);
+            return Ok(());
+        }
+        let restored = self.store.restore_from(path)?;
+        if restored != index {
+            warn!(target: "etcdserver", "snapshot file holds index {restored}, its message said {index}");
+        }
+        if let Some(b) = self.store.meta_get(crate::cluster::MEMBERS_META_KEY)? {
+            match crate::cluster::decode_members(&b) {
+                Ok(members) => self.cluster.replace_members(members),
+                Err(e) => error!(target: "etcdserver", "snapshot's member list is unreadable: {e}"),
+            }
+        }
+        info!(target: "etcdserver", "applied snapshot at index {restored}");
+        self.last_snapshot_index = restored;
+        self.last_durable_index = restored;
+        self.applied.send_replace(restored);
+        let _ = self.raft.send(RaftMsg::ConfChangeApplied { cc: None, members: self.cluster.members() });
+        let _ = self.raft.send(RaftMsg::Applied(restored));
+        let _ = std::fs::remove_file(path);
         Ok(())
     }
 

@@ -39,7 +39,7 @@ fn decode_metadata(b: &[u8]) -> Result<(u64, u64), StartError> {
     Ok((id, cid))
 }
 
-fn conf_state_of(members: &[MemberRecord]) -> ConfState {
+pub(crate) fn conf_state_of(members: &[MemberRecord]) -> ConfState {
     let voters: Vec<u64> = members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
     let learners: Vec<u64> = members.iter().filter(|m| m.is_learner).map(|m| m.id).collect();
     ConfState::from((voters, learners))
@@ -52,19 +52,30 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
     let opts = WalOptions::default();
     // What the store has applied is needed from the WAL only as terms, except the entries a
     // peer may still ask for; their payloads are dropped while reading (see `Wal::open_hollow`).
-    let applied = store.applied_index();
+    let mut applied = store.applied_index();
     let hollow_upto = {
         let stored = store.meta_get(MEMBERS_META_KEY).map_err(|e| StartError::Other(e.to_string()))?;
         let peers = match stored {
             Some(b) => cluster::decode_members(&b).map(|m| m.len() > 1).unwrap_or(true),
             None => cfg.initial_cluster.iter().any(|(n, _)| *n != cfg.initial_cluster[0].0),
         };
-        applied.saturating_sub(if peers { super::CATCH_UP_ENTRIES } else { 0 })
+        applied.saturating_sub(if peers { cfg.snapshot_catchup_entries } else { 0 })
     };
     let (mut wal, recovered, member_id, cluster_id, members) = if Wal::exists(&wal_dir) {
         let (wal, rec) = Wal::open_hollow(&wal_dir, opts, hollow_upto)
             .map_err(|e| StartError::Other(format!("open wal: {e}")))?;
         let (member_id, cluster_id) = decode_metadata(&rec.metadata)?;
+        // A snapshot from a peer recorded in the WAL but not yet restored into the store (a
+        // crash in between): restore it now from the file kept for that purpose.
+        if let Some(meta) = rec.snapshot.as_ref().filter(|m| m.index > applied) {
+            let path = crate::transport::received_snapshot_path(&cfg.snap_dir(), meta.index);
+            if path.exists() {
+                info!(target: "etcdserver", "restoring the store from the received snapshot at {}", meta.index);
+                store.restore_from(&path).map_err(|e| StartError::Other(format!("restore snapshot {}: {e}", path.display())))?;
+                let _ = std::fs::remove_file(&path);
+                applied = store.applied_index();
+            }
+        }
         let members = match store.meta_get(MEMBERS_META_KEY).map_err(|e| StartError::Other(e.to_string()))? {
             Some(b) => cluster::decode_members(&b).map_err(|e| StartError::Other(format!("members record: {e}")))?,
             None => cluster::initial_members(cfg),

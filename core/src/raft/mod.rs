@@ -5,7 +5,3 @@ pub mod bootstrap;
 pub mod node;
 
 pub use node::{RaftHandle, RaftMsg};
-
-/// Applied entries kept in memory for peers that fall behind (etcd keeps 5000 too); older ones
-/// reach a lagging peer as a snapshot.
-pub(crate) const CATCH_UP_ENTRIES: u64 = 5000;

@@ -40,6 +40,8 @@ pub enum RaftMsg {
     /// The apply thread applied a membership change (`cc` for raft-rs, none for a peer URL
     /// update); `members` is the list after it.
     ConfChangeApplied { cc: Option<ConfChange>, members: Vec<MemberRecord> },
+    /// How sending a snapshot to a peer ended.
+    SnapshotStatus(u64, raft::SnapshotStatus),
     /// Hand leadership to this member (etcd's MoveLeader).
     TransferLeader(u64),
     /// Confirm leadership and report the commit index a linearizable read must wait for.
@@ -88,8 +90,8 @@ pub struct RaftNode {
     pub apply: ApplyTask,
     pub transport: Arc<Transport>,
     pub heartbeat: Duration,
-    /// when a peer's need for a snapshot was last logged
-    snapshot_warned: Option<Instant>,
+    /// applied entries kept in memory for peers (`--experimental-snapshot-catchup-entries`)
+    pub catchup_entries: u64,
     /// read-index requests waiting for the Ready that answers their round, by round id
     pending_reads: Vec<(u64, Vec<oneshot::Sender<Result<u64, EtcdError>>>)>,
     /// read-index requests that arrived since the last round was started
@@ -107,6 +109,7 @@ impl RaftNode {
         apply: ApplyTask,
         transport: Arc<Transport>,
         heartbeat: Duration,
+        catchup_entries: u64,
     ) -> Self {
         RaftNode {
             raw,
@@ -115,7 +118,7 @@ impl RaftNode {
             apply,
             transport,
             heartbeat,
-            snapshot_warned: None,
+            catchup_entries,
             pending_reads: Vec::new(),
             queued_reads: Vec::new(),
             next_read_round: 1,
@@ -214,6 +217,7 @@ impl RaftNode {
                 }
                 self.transport.set_peers(&members);
             }
+            RaftMsg::SnapshotStatus(to, status) => self.raw.report_snapshot(to, status),
             RaftMsg::TransferLeader(to) => {
                 info!(target: "etcdserver", "{:x} starts leadership transfer from {:x} to {to:x}", self.raw.raft.id, self.raw.raft.leader_id);
                 self.raw.transfer_leader(to);
@@ -306,10 +310,16 @@ impl RaftNode {
         }
         if *rd.snapshot() != Snapshot::default() {
             let snap = rd.snapshot().clone();
+            // A snapshot from the leader: its backend file was received before the message
+            // (the path is in `data`). The WAL records it only now, and a restart that finds
+            // the marker ahead of the store restores from the same file.
+            let index = snap.get_metadata().index;
+            let path = std::path::PathBuf::from(String::from_utf8_lossy(&snap.data).into_owned());
             self.wal.save_snapshot(snap.get_metadata())?;
             if let Err(e) = self.raw.mut_store().wl().apply_snapshot(snap) {
                 error!(target: "raft", "failed to apply snapshot to raft storage: {e}");
             }
+            self.apply.restore(path, index);
         }
         self.hand_to_apply(rd.take_committed_entries());
         if !rd.entries().is_empty() || rd.hs().is_some() {
@@ -393,16 +403,8 @@ impl RaftNode {
         for m in msgs {
             let to = m.to;
             if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
-                // A peer behind the in-memory log needs the backend itself, which this build
-                // cannot send yet; Raft will ask again.
-                if self.snapshot_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                    warn!(
-                        target: "raft",
-                        "peer {to:x} is behind the retained log and needs a snapshot, which this build cannot send"
-                    );
-                    self.snapshot_warned = Some(Instant::now());
-                }
-                self.raw.report_snapshot(to, raft::SnapshotStatus::Failure);
+                // the backend goes with it, on a stream of its own
+                self.transport.send_snapshot(m);
                 continue;
             }
             if !self.transport.send(m) {
@@ -417,7 +419,7 @@ impl RaftNode {
     /// values would stay in memory until the next snapshot (up to `--snapshot-count` entries).
     fn trim_memory_log(&mut self, applied: u64) {
         let has_peers = self.raw.raft.prs().iter().any(|(id, _)| *id != self.raw.raft.id);
-        let keep = if has_peers { super::CATCH_UP_ENTRIES } else { 0 };
+        let keep = if has_peers { self.catchup_entries } else { 0 };
         let upto = applied.saturating_sub(keep);
         let store = self.raw.mut_store();
         let first = raft::Storage::first_index(&*store).unwrap_or(1);
