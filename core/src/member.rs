@@ -105,6 +105,7 @@ impl Member {
         let node = RaftNode::new(
             booted.raw,
             booted.wal,
+            raft.clone(),
             cluster.clone(),
             apply_task,
             transport.clone(),

@@ -272,3 +272,47 @@ fn a_member_far_behind_catches_up_by_snapshot() {
         Some("snap")
     );
 }
+
+/// A slow disk does not cause elections: once every WAL sync on every member takes longer
+/// than the election timeout, writes still succeed and the term never changes (ketch only: the
+/// slow disk is injected through ketch's fault hook). etcd sends heartbeats from the loop that
+/// waits for the disk, and elects new leaders in this situation.
+#[test]
+fn slow_disks_do_not_cause_elections() {
+    if ketch_tests::ketch_is_substituted() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let knob = dir.path().join("sync-delay-ms");
+    std::fs::write(&knob, "0").unwrap();
+    let knob_env = knob.to_string_lossy().into_owned();
+    let mut c = Cluster::start_with_env(
+        Kind::Ketch,
+        3,
+        &[],
+        &[("KETCH_FAULT_WAL_SYNC_DELAY_FILE", knob_env.as_str())],
+    );
+    let (leader, term) = c.wait_leader(ELECTION);
+    std::fs::write(&knob, "1500").unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // the members re-read it every 100 ms
+    let started = Instant::now();
+    for n in 0..4 {
+        let out = c.members[n % 3]
+            .etcdctl()
+            .timeout(Duration::from_secs(30))
+            .run(&["put", &format!("slow{n}"), "v", "--command-timeout=20s"]);
+        out.assert_success();
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "the injected slow sync did not slow the writes down ({:?})",
+        started.elapsed()
+    );
+    let (now, new_term) = c.wait_leader(ELECTION);
+    std::fs::write(&knob, "0").unwrap();
+    assert_eq!(
+        (now, new_term),
+        (leader, term),
+        "leadership changed while disks were slow"
+    );
+}

@@ -19,6 +19,11 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra flags for every member.
     pub fn start_with(kind: Kind, n: usize, args: &[&str]) -> Cluster {
+        Cluster::start_with_env(kind, n, args, &[])
+    }
+
+    /// [`Cluster::start_with`] and environment variables for every member.
+    pub fn start_with_env(kind: Kind, n: usize, args: &[&str], env: &[(&str, &str)]) -> Cluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| two_free_ports()).collect();
         let initial = ports
             .iter()
@@ -35,6 +40,9 @@ impl Cluster {
                     .cluster_member(*p, &initial);
                 for a in args {
                     b = b.arg(*a);
+                }
+                for (k, v) in env {
+                    b = b.env(k, v);
                 }
                 b
             })

@@ -38,6 +38,8 @@ pub struct ServerBuilder {
     member_of: Option<((u16, u16), String)>,
     /// `--initial-cluster-state=existing` instead of `new`.
     joins: bool,
+    /// extra environment of the process
+    env: Vec<(String, String)>,
 }
 
 impl ServerBuilder {
@@ -45,6 +47,12 @@ impl ServerBuilder {
     /// Such a member is not moved to other ports when one is taken (its peers know them).
     pub fn cluster_member(mut self, ports: (u16, u16), initial_cluster: &str) -> Self {
         self.member_of = Some((ports, initial_cluster.to_string()));
+        self
+    }
+
+    /// Sets an environment variable for the process (not `ETCD*`, which the harness clears).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -108,6 +116,7 @@ impl ServerBuilder {
             log_shown: false,
             initial_cluster: self.member_of.map(|(_, c)| c),
             joins: self.joins,
+            env: self.env,
         };
         server.spawn();
         server
@@ -136,6 +145,7 @@ pub struct Server {
     /// `--initial-cluster` of a multi-member cluster; `None` for a single member.
     initial_cluster: Option<String>,
     joins: bool,
+    env: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -168,6 +178,7 @@ impl Server {
             ready_timeout: Duration::from_secs(secs),
             member_of: None,
             joins: false,
+            env: Vec::new(),
         }
     }
 
@@ -313,6 +324,7 @@ impl Server {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| {

@@ -26,6 +26,10 @@ pub struct WalOptions {
     pub preallocation: Preallocation,
 }
 
+/// Fault injection for tests of slow disks: while non-zero, every fdatasync of every WAL in
+/// the process takes at least this many milliseconds. Zero in production.
+pub static FAULT_SYNC_DELAY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
@@ -433,6 +437,10 @@ impl Wal {
             .at(&self.live_path)?;
         let start = Instant::now();
         self.live.sync_data().at(&self.live_path)?;
+        let fault_ms = FAULT_SYNC_DELAY_MS.load(std::sync::atomic::Ordering::Relaxed);
+        if fault_ms > 0 {
+            std::thread::sleep(Duration::from_millis(fault_ms).saturating_sub(start.elapsed()));
+        }
         let took = start.elapsed();
         if took > SLOW_SYNC {
             tracing::warn!(file = %self.live_path.display(), ?took, "slow WAL fdatasync");

@@ -39,6 +39,21 @@ fn decode_metadata(b: &[u8]) -> Result<(u64, u64), StartError> {
     Ok((id, cid))
 }
 
+/// Fault injection for tests of slow disks: when `KETCH_FAULT_WAL_SYNC_DELAY_FILE` names a
+/// file, its content (milliseconds) is how long every WAL fdatasync takes at least, re-read
+/// every 100 ms so a test can slow the disk of a running member. Unset in production.
+pub const FAULT_SYNC_DELAY_ENV: &str = "KETCH_FAULT_WAL_SYNC_DELAY_FILE";
+
+fn watch_fault_sync_delay() {
+    let Some(path) = std::env::var_os(FAULT_SYNC_DELAY_ENV) else { return };
+    warn!(target: "etcdserver", "{FAULT_SYNC_DELAY_ENV} is set: WAL syncs may be slowed down for a test");
+    let _ = std::thread::Builder::new().name("ketch-fault".into()).spawn(move || loop {
+        let ms = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        ketch_wal::FAULT_SYNC_DELAY_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    });
+}
+
 pub(crate) fn conf_state_of(members: &[MemberRecord]) -> ConfState {
     let voters: Vec<u64> = members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
     let learners: Vec<u64> = members.iter().filter(|m| m.is_learner).map(|m| m.id).collect();
@@ -49,6 +64,7 @@ pub(crate) fn conf_state_of(members: &[MemberRecord]) -> ConfState {
 /// joins an existing cluster (`--initial-cluster-state existing`) for the first time.
 pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRecord>)>) -> Result<Booted, StartError> {
     let wal_dir = cfg.wal_dir();
+    watch_fault_sync_delay();
     let opts = WalOptions::default();
     // What the store has applied is needed from the WAL only as terms, except the entries a
     // peer may still ask for; their payloads are dropped while reading (see `Wal::open_hollow`).

@@ -25,6 +25,17 @@ use tracing::{error, info, warn};
 use crate::apply::ApplyTask;
 use crate::cluster::ClusterState;
 use crate::transport::Transport;
+use super::persist::{PersistHandle, PersistJob, Persister};
+
+/// Messages a follower may send before its pending writes are durable: they report nothing
+/// about its log or vote.
+fn needs_no_sync(t: raft::eraftpb::MessageType) -> bool {
+    use raft::eraftpb::MessageType::*;
+    matches!(
+        t,
+        MsgHeartbeatResponse | MsgPropose | MsgReadIndex | MsgReadIndexResp | MsgTransferLeader
+    )
+}
 
 /// How long a read-index round may go unanswered before it is asked again (etcd: 500 ms).
 const READ_RETRY: Duration = Duration::from_millis(500);
@@ -40,6 +51,8 @@ pub enum RaftMsg {
     /// The apply thread applied a membership change (`cc` for raft-rs, none for a peer URL
     /// update); `members` is the list after it.
     ConfChangeApplied { cc: Option<ConfChange>, members: Vec<MemberRecord> },
+    /// The WAL writer made Readies up to this number durable.
+    Persisted(u64),
     /// How sending a snapshot to a peer ended.
     SnapshotStatus(u64, raft::SnapshotStatus),
     /// Hand leadership to this member (etcd's MoveLeader).
@@ -85,7 +98,11 @@ impl RaftHandle {
 /// Everything the node thread owns.
 pub struct RaftNode {
     pub raw: RawNode<MemStorage>,
-    pub wal: Wal,
+    /// handed to the WAL writer thread when the node runs
+    wal: Option<Wal>,
+    persist: Option<PersistHandle>,
+    /// this thread's own handle, for the WAL writer to report to
+    handle: RaftHandle,
     pub cluster: Arc<ClusterState>,
     pub apply: ApplyTask,
     pub transport: Arc<Transport>,
@@ -105,6 +122,7 @@ impl RaftNode {
     pub fn new(
         raw: RawNode<MemStorage>,
         wal: Wal,
+        handle: RaftHandle,
         cluster: Arc<ClusterState>,
         apply: ApplyTask,
         transport: Arc<Transport>,
@@ -113,7 +131,9 @@ impl RaftNode {
     ) -> Self {
         RaftNode {
             raw,
-            wal,
+            wal: Some(wal),
+            persist: None,
+            handle,
             cluster,
             apply,
             transport,
@@ -129,6 +149,14 @@ impl RaftNode {
 
     /// Runs the loop until `Stop` or until every sender is gone.
     pub fn run(mut self, rx: Receiver<RaftMsg>) {
+        let wal = self.wal.take().expect("a WAL to write");
+        let (tx, jobs) = std::sync::mpsc::channel();
+        let persister = Persister::new(wal, self.transport.clone(), self.handle.clone());
+        let thread = std::thread::Builder::new()
+            .name("ketch-wal".into())
+            .spawn(move || persister.run(jobs))
+            .expect("spawn the WAL writer thread");
+        self.persist = Some(PersistHandle { tx, thread: Some(thread) });
         // A lone voter need not wait an election timeout to lead its own cluster.
         let voters = self.raw.raft.prs().conf().voters().ids().len();
         if voters == 1 && self.raw.raft.prs().conf().voters().contains(self.raw.raft.id) {
@@ -164,12 +192,10 @@ impl RaftNode {
                 next_tick = now + self.heartbeat;
             }
             self.start_read_round();
-            if let Err(e) = self.on_ready() {
-                // A WAL that cannot be written leaves this member unable to keep its promises:
-                // stop rather than acknowledge anything more (etcd does the same).
-                error!(target: "raft", "fatal: failed to persist raft state: {e}");
-                std::process::abort();
-            }
+            self.on_ready();
+        }
+        if let Some(mut p) = self.persist.take() {
+            p.stop();
         }
         self.fail_reads(EtcdError::Stopped);
         info!(target: "raft", "raft node stopped");
@@ -217,6 +243,7 @@ impl RaftNode {
                 }
                 self.transport.set_peers(&members);
             }
+            RaftMsg::Persisted(number) => self.raw.on_persist_ready(number),
             RaftMsg::SnapshotStatus(to, status) => self.raw.report_snapshot(to, status),
             RaftMsg::TransferLeader(to) => {
                 info!(target: "etcdserver", "{:x} starts leadership transfer from {:x} to {to:x}", self.raw.raft.id, self.raw.raft.leader_id);
@@ -297,9 +324,15 @@ impl RaftNode {
         }
     }
 
-    fn on_ready(&mut self) -> Result<(), ketch_wal::WalError> {
+    /// One Ready, raft-rs's asynchronous way: messages that need no disk go out first, the log
+    /// and hard state go to raft-rs's storage at once and to the WAL writer thread, and the
+    /// Ready is advanced without waiting for the disk. The writer reports back
+    /// ([`RaftMsg::Persisted`]) and sends the messages that had to wait for the sync; only then
+    /// does raft-rs count the entries as persisted here (so a lone member commits, and a client
+    /// is answered, only after its entry is on disk).
+    fn on_ready(&mut self) {
         if !self.raw.has_ready() {
-            return Ok(());
+            return;
         }
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
@@ -311,19 +344,18 @@ impl RaftNode {
         if *rd.snapshot() != Snapshot::default() {
             let snap = rd.snapshot().clone();
             // A snapshot from the leader: its backend file was received before the message
-            // (the path is in `data`). The WAL records it only now, and a restart that finds
-            // the marker ahead of the store restores from the same file.
+            // (the path is in `data`). A restart that finds the WAL's marker ahead of the store
+            // restores from the same file; one that finds the store ahead starts from the store.
             let index = snap.get_metadata().index;
             let path = std::path::PathBuf::from(String::from_utf8_lossy(&snap.data).into_owned());
-            self.wal.save_snapshot(snap.get_metadata())?;
+            self.persist().send(PersistJob::Snapshot(snap.get_metadata().clone()));
             if let Err(e) = self.raw.mut_store().wl().apply_snapshot(snap) {
                 error!(target: "raft", "failed to apply snapshot to raft storage: {e}");
             }
             self.apply.restore(path, index);
         }
         self.hand_to_apply(rd.take_committed_entries());
-        if !rd.entries().is_empty() || rd.hs().is_some() {
-            self.wal.save(rd.hs(), rd.entries())?;
+        {
             let store = self.raw.mut_store();
             let mut core = store.wl();
             if !rd.entries().is_empty() {
@@ -336,18 +368,31 @@ impl RaftNode {
             }
         }
         self.answer_reads(rd.take_read_states());
-        if !rd.persisted_messages().is_empty() {
-            self.send_messages(rd.take_persisted_messages());
+        // raft-rs holds every message of a non-leader until the Ready is persisted. Only
+        // append and vote responses claim anything about this member's disk; heartbeat
+        // responses and forwarded requests go now, so a slow sync on a follower does not look
+        // like a dead follower to the leader's quorum check.
+        let (now, after_sync): (Vec<Message>, Vec<Message>) = rd
+            .take_persisted_messages()
+            .into_iter()
+            .partition(|m| needs_no_sync(m.get_msg_type()));
+        if !now.is_empty() {
+            self.send_messages(now);
         }
-        let mut light = self.raw.advance(rd);
-        if let Some(commit) = light.commit_index() {
-            self.raw.mut_store().wl().mut_hard_state().set_commit(commit);
-        }
-        self.send_messages(light.take_messages());
-        self.hand_to_apply(light.take_committed_entries());
+        let job = PersistJob::Ready {
+            number: rd.number(),
+            hard_state: rd.hs().cloned(),
+            entries: rd.take_entries(),
+            messages: after_sync,
+        };
+        self.persist().send(job);
+        self.raw.advance_append_async(rd);
         self.cluster.set_leader_and_term(self.raw.raft.leader_id, self.raw.raft.term);
         self.cluster.set_commit_index(self.raw.raft.raft_log.committed);
-        Ok(())
+    }
+
+    fn persist(&self) -> &PersistHandle {
+        self.persist.as_ref().expect("the WAL writer runs while the node runs")
     }
 
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
@@ -446,17 +491,11 @@ impl RaftNode {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(conf_state);
-        if let Err(e) = self.wal.save_snapshot(&meta) {
-            error!(target: "raft", "fatal: failed to record snapshot at {index}: {e}");
-            std::process::abort();
-        }
         if store.first_index().is_ok_and(|first| first < index) {
             if let Err(e) = store.wl().compact(index) {
                 warn!(target: "raft", "failed to compact raft log at {index}: {e}");
             }
         }
-        if let Err(e) = self.wal.release_to(index) {
-            warn!(target: "raft", "failed to release WAL before {index}: {e}");
-        }
+        self.persist().send(PersistJob::Compact(meta));
     }
 }
