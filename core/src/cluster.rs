@@ -149,6 +149,15 @@ impl ClusterState {
         Ok(())
     }
 
+    /// Whether this member is a learner (which serves almost no client requests).
+    pub fn local_is_learner(&self) -> bool {
+        self.members
+            .read()
+            .expect("members lock")
+            .iter()
+            .any(|m| m.id == self.member_id && m.is_learner)
+    }
+
     /// Takes the member list of a restored snapshot.
     pub fn replace_members(&self, members: Vec<MemberRecord>) {
         let removed = !members.iter().any(|m| m.id == self.member_id);

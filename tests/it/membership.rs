@@ -136,3 +136,53 @@ fn add_join_promote_update_and_remove() {
     assert_eq!(ctl.run(&["member", "list"]).stdout_str().lines().count(), 3);
     ctl.run(&["put", "after-remove", "1"]).assert_success();
 }
+
+#[test]
+fn a_learner_serves_only_serializable_reads_and_status_until_promoted() {
+    let mut c = Cluster::start(Kind::Ketch, 3);
+    c.wait_leader(WAIT);
+    let ctl = c.members[0].etcdctl().timeout(Duration::from_secs(15));
+    ctl.run(&["put", "k", "v"]).assert_success();
+    let ports = two_free_ports();
+    let peer = format!("http://127.0.0.1:{}", ports.1);
+    member_add(&ctl, &["l4", "--learner", &format!("--peer-urls={peer}")]).assert_success();
+    let initial = format!("{},l4={peer}", c.initial_cluster());
+    let learner = Server::builder(Kind::Ketch)
+        .name("l4")
+        .cluster_member(ports, &initial)
+        .joining()
+        .start();
+    let lctl = learner.etcdctl().timeout(Duration::from_secs(15));
+    // a serializable read is served once the learner has caught up
+    let deadline = Instant::now() + WAIT;
+    while lctl
+        .run(&["get", "k", "--consistency=s", "--print-value-only"])
+        .stdout_str()
+        != "v\n"
+    {
+        assert!(Instant::now() < deadline, "learner did not catch up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lctl.run(&["endpoint", "status"]).assert_success();
+    for args in [
+        vec!["put", "k", "x"],
+        vec!["get", "k"],
+        vec!["member", "list"],
+        vec!["compaction", "1"],
+    ] {
+        lctl.run(&args)
+            .assert_failure_contains("etcdserver: rpc not supported for learner");
+    }
+    // caught up: it can be promoted, and then serves everything
+    let list = ctl.run(&["member", "list"]).stdout_str();
+    let id = member_id_of(&list, &peer);
+    ctl.run(&["member", "promote", &id]).assert_success();
+    let deadline = Instant::now() + WAIT;
+    while !lctl.run(&["put", "k", "from-promoted"]).success() {
+        assert!(
+            Instant::now() < deadline,
+            "promoted member still refuses writes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

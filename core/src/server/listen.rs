@@ -105,6 +105,23 @@ pub async fn bind_clients(urls: &[Url]) -> Result<Vec<(Url, TcpListener)>, Start
     Ok(out)
 }
 
+/// etcd's learner rule: a learner answers only `Status` and serializable `Range` (checked in
+/// the KV service); every other gRPC call gets "rpc not supported for learner".
+async fn refuse_on_learner(
+    axum::extract::State(server): axum::extract::State<SharedServer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    if server.cluster.local_is_learner()
+        && path != "/etcdserverpb.Maintenance/Status"
+        && path != "/etcdserverpb.KV/Range"
+    {
+        return tonic::Status::from(ketch_api::status::EtcdError::NotSupportedForLearner).into_http();
+    }
+    next.run(req).await
+}
+
 /// Serves gRPC and HTTP on each listener until `shutdown` turns true.
 pub fn serve_clients(
     server: SharedServer,
@@ -120,6 +137,7 @@ pub fn serve_clients(
         let health_source: Arc<dyn HealthSource> = server.clone();
         let router = routes
             .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(server.clone(), refuse_on_learner))
             .merge(health::router(health_source))
             .fallback(unknown_path);
         let mut shutdown = shutdown.clone();
