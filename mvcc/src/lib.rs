@@ -65,6 +65,7 @@
 mod batch;
 mod codec;
 mod error;
+mod history;
 mod index;
 mod key_index;
 mod range;
@@ -73,6 +74,7 @@ mod store;
 
 pub use batch::{LeaseChange, WriteBatch};
 pub use error::StoreError;
+pub use history::{in_range, EventPage};
 pub use revision::Revision;
 pub use store::Store;
 
