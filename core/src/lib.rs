@@ -12,5 +12,6 @@ mod logging;
 pub mod member;
 pub mod raft;
 pub mod server;
+pub mod watch;
 
 pub use member::{Member, StartError};

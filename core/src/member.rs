@@ -23,6 +23,7 @@ use crate::raft::node::RaftNode;
 use crate::raft::{RaftHandle, RaftMsg};
 use crate::server::propose::IdGenerator;
 use crate::server::{listen, Server};
+use crate::watch::WatchHub;
 
 /// Why a member could not start. The message is for the operator's log.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,7 @@ pub struct Member {
     serve_tasks: Vec<tokio::task::JoinHandle<()>>,
     raft_thread: Option<JoinHandle<()>>,
     apply_thread: Option<JoinHandle<()>>,
+    watch_sync_thread: Option<JoinHandle<()>>,
 }
 
 impl Member {
@@ -66,6 +68,10 @@ impl Member {
         let (applied_tx, applied_rx) = watch::channel(store.applied_index());
         let (raft_tx, raft_rx) = std::sync::mpsc::channel();
         let raft = RaftHandle::new(raft_tx);
+        let watch_hub = WatchHub::new(store.clone());
+        let watch_sync_thread = watch_hub
+            .start_sync_thread()
+            .map_err(|e| StartError::Other(format!("spawn watch sync thread: {e}")))?;
         let (apply_task, apply_rx) = Applier::channel(waits.clone());
         let applier = Applier::new(
             store.clone(),
@@ -74,6 +80,7 @@ impl Member {
             applied_tx,
             raft.clone(),
             config.snapshot_count,
+            watch_hub.clone(),
         );
         let apply_thread = std::thread::Builder::new()
             .name("ketch-apply".into())
@@ -95,6 +102,8 @@ impl Member {
             max_request_bytes: config.max_request_bytes,
             max_txn_ops: config.max_txn_ops,
             request_timeout: Duration::from_secs(5) + 2 * config.election_timeout,
+            watch_hub,
+            watch_progress_interval: config.watch_progress_notify_interval,
         });
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
@@ -111,6 +120,7 @@ impl Member {
             serve_tasks,
             raft_thread: Some(raft_thread),
             apply_thread: Some(apply_thread),
+            watch_sync_thread: Some(watch_sync_thread),
         })
     }
 
@@ -133,6 +143,8 @@ impl Member {
         let _ = self.server.raft.send(RaftMsg::Stop);
         let raft_thread = self.raft_thread.take();
         let apply_thread = self.apply_thread.take();
+        self.server.watch_hub.stop();
+        let watch_sync_thread = self.watch_sync_thread.take();
         let _ = tokio::task::spawn_blocking(move || {
             // The raft thread owns the apply task handle; when it ends, the apply channel
             // closes and the apply thread finishes after its final durable commit.
@@ -140,6 +152,9 @@ impl Member {
                 let _ = t.join();
             }
             if let Some(t) = apply_thread {
+                let _ = t.join();
+            }
+            if let Some(t) = watch_sync_thread {
                 let _ = t.join();
             }
         })

@@ -180,6 +180,12 @@ pub fn member_config(c: &EtcdConfig) -> Result<MemberConfig, String> {
         pre_vote: c.pre_vote,
         enable_pprof: c.enable_pprof,
         cors: c.cors.clone(),
+        // etcd: 0 keeps the 10-minute default
+        watch_progress_notify_interval: if c.experimental_watch_progress_notify_interval <= 0 {
+            MemberConfig::default().watch_progress_notify_interval
+        } else {
+            Duration::from_nanos(c.experimental_watch_progress_notify_interval as u64)
+        },
     })
 }
 

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use ketch_api::etcdserverpb::RangeRequest;
 use ketch_api::mvccpb::{event::EventType, Event, KeyValue};
 use ketch_api::status::EtcdError;
-use redb::ReadableTable;
 
 use crate::codec::decode_row;
 use crate::error::StoreError;
