@@ -14,3 +14,4 @@ mod output_formats;
 mod txn;
 mod txn_grpc;
 mod wal_repair;
+mod watch;
