@@ -15,3 +15,5 @@ mod txn;
 mod txn_grpc;
 mod wal_repair;
 mod watch;
+mod watch_fanout;
+mod watch_grpc;
