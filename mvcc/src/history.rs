@@ -56,8 +56,9 @@ pub fn in_range(start: &[u8], range_end: &[u8], key: &[u8]) -> bool {
 
 impl Store {
     /// The events of revisions from `from_rev` (at least 1) up to the current one, of the keys
-    /// for which `wanted` is true, reading at most about `max_rows` rows of the backend (a
-    /// revision is never split, so a page may read more rows to finish its last revision).
+    /// for which `wanted` is true. A page ends at the first revision boundary after `max_rows`
+    /// rows read or `max_bytes` bytes of keys and values taken (a revision is never split, so
+    /// a page may go beyond either to finish its last revision).
     ///
     /// Fails with `Compacted` if `from_rev` is below the compact revision (etcd's rule for
     /// watchers: revision `compact` itself still reads, what it kept of it). The events carry
@@ -66,6 +67,7 @@ impl Store {
         &self,
         from_rev: i64,
         max_rows: usize,
+        max_bytes: usize,
         wanted: &dyn Fn(&[u8]) -> bool,
     ) -> Result<EventPage, EtcdError> {
         let snap = self.snapshot();
@@ -86,12 +88,13 @@ impl Store {
             let lower = Revision::new(from, 0).key(false);
             let upper = Revision::new(snap.rev + 1, 0).key(false);
             let mut rows = 0usize;
+            let mut bytes = 0usize;
             let mut last_main = 0i64;
             for row in snap.kv.range::<&[u8]>(lower.as_slice()..upper.as_slice())? {
                 let (k, v) = row?;
                 let (rev, tombstone) = Revision::from_key(k.value())
                     .ok_or_else(|| StoreError::Corrupt("malformed revision key".into()))?;
-                if rows >= max_rows && rev.main != last_main {
+                if (rows >= max_rows || bytes >= max_bytes) && rev.main != last_main {
                     page.next_rev = rev.main;
                     break;
                 }
@@ -103,6 +106,7 @@ impl Store {
                 if !wanted(r.key) {
                     continue;
                 }
+                bytes += r.key.len() + r.value.len();
                 let key = Bytes::copy_from_slice(r.key);
                 page.events.push(if tombstone {
                     Event {
@@ -153,7 +157,7 @@ impl Store {
         let mut out = Vec::new();
         let mut from = from_rev;
         loop {
-            let page = self.events(from, 10_000, &|k| in_range(key, range_end, k))?;
+            let page = self.events(from, 10_000, usize::MAX, &|k| in_range(key, range_end, k))?;
             let done = page.complete() || page.upto() >= to_rev;
             out.extend(
                 page.events

@@ -1423,8 +1423,8 @@ fn history_below_the_compact_revision_is_compacted() {
     let mut b = s.write().unwrap();
     b.compact(4).unwrap();
     b.commit(false).unwrap();
-    assert_eq!(s.events(3, 100, &|_| true).unwrap_err(), EtcdError::Compacted);
-    let page = s.events(4, 100, &|_| true).unwrap();
+    assert_eq!(s.events(3, 100, usize::MAX, &|_| true).unwrap_err(), EtcdError::Compacted);
+    let page = s.events(4, 100, usize::MAX, &|_| true).unwrap();
     assert_eq!(page.compact_revision, 4);
     assert_eq!(
         ev_summary(&page.events).iter().map(|e| e.2).collect::<Vec<_>>(),
@@ -1449,16 +1449,21 @@ fn history_pages_stop_at_revision_boundaries() {
     b.commit(false).unwrap();
     put(&s, "x", "2"); // 3
     put(&s, "x", "3"); // 4
-    let p1 = s.events(1, 1, &|_| true).unwrap();
+    let p1 = s.events(1, 1, usize::MAX, &|_| true).unwrap();
     assert_eq!(p1.events.len(), 3, "a revision is never split");
     assert_eq!(p1.next_rev, 3);
     assert!(!p1.complete());
-    let p2 = s.events(p1.next_rev, 1, &|_| true).unwrap();
+    let p2 = s.events(p1.next_rev, 1, usize::MAX, &|_| true).unwrap();
     assert_eq!((p2.events.len(), p2.next_rev), (1, 4));
-    let p3 = s.events(p2.next_rev, 1, &|_| true).unwrap();
+    let p3 = s.events(p2.next_rev, 1, usize::MAX, &|_| true).unwrap();
     assert!(p3.complete());
     assert_eq!(p3.upto(), 4);
-    let none = s.events(5, 1, &|_| true).unwrap();
+    let none = s.events(5, 1, usize::MAX, &|_| true).unwrap();
+    // a byte budget ends pages the same way; only wanted rows count
+    let by_bytes = s.events(1, usize::MAX, 1, &|_| true).unwrap();
+    assert_eq!((by_bytes.events.len(), by_bytes.next_rev), (3, 3));
+    let unwanted = s.events(1, usize::MAX, 1, &|k| k == b"none").unwrap();
+    assert!(unwanted.events.is_empty() && unwanted.complete());
     assert!(none.events.is_empty() && none.complete());
 }
 

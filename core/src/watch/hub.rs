@@ -36,11 +36,14 @@ use tokio::sync::mpsc::error::TrySendError;
 use tracing::{error, warn};
 
 use super::group::{KeyRange, WatcherGroup};
+pub use super::queue::UpdateSender;
 
 /// Watchers taken into one history read (etcd's `maxWatchersPerSync`).
 pub const MAX_WATCHERS_PER_SYNC: usize = 512;
 /// Backend rows one history read looks at, at most (rounded up to a whole revision).
 pub const MAX_ROWS_PER_SYNC: usize = 10_000;
+/// Bytes of keys and values one history read takes, at most (rounded up likewise).
+pub const MAX_BYTES_PER_SYNC: usize = 4 * 1024 * 1024;
 /// How often the sync thread looks for unsynced watchers when nothing wakes it (etcd: 100 ms).
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How long to wait before retrying watchers whose queues were full (etcd's victim retry).
@@ -62,8 +65,6 @@ pub struct WatchUpdate {
     pub compact_revision: i64,
 }
 
-/// A stream's queue. Bounded: the hub only ever `try_send`s into it.
-pub type UpdateSender = tokio::sync::mpsc::Sender<WatchUpdate>;
 
 /// What a watcher watches and which events it drops.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -431,7 +432,7 @@ impl WatchHub {
         let from = batch.iter().map(|b| b.2).min().unwrap_or(1);
         let page = match self
             .store
-            .events(from, MAX_ROWS_PER_SYNC, &|k| matcher.wants(k))
+            .events(from, MAX_ROWS_PER_SYNC, MAX_BYTES_PER_SYNC, &|k| matcher.wants(k))
         {
             Ok(p) => Some(p),
             Err(EtcdError::Compacted) => None, // compacted meanwhile: the next round answers

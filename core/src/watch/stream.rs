@@ -27,10 +27,13 @@ use tonic::{Status, Streaming};
 
 use super::group::KeyRange;
 use super::hub::{WatchHub, WatchSpec, WatchUpdate, WatcherId};
+use super::queue::{update_queue, UpdateReceiver, UpdateSender};
 use crate::server::Server;
 
 /// Updates one stream's queue holds before its watchers fall behind (etcd: 128 per stream).
 pub const STREAM_QUEUE: usize = 1024;
+/// Bytes of keys and values one stream's queue holds before its watchers fall behind.
+pub const STREAM_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Responses waiting for the gRPC layer.
 pub const OUT_QUEUE: usize = 16;
 /// The watch id etcd answers with when a create fails.
@@ -58,7 +61,7 @@ pub struct WatchStream {
     server: Arc<Server>,
     hub: Arc<WatchHub>,
     out: ResponseSender,
-    updates_tx: mpsc::Sender<WatchUpdate>,
+    updates_tx: UpdateSender,
     watches: HashMap<i64, ClientWatch>,
     by_hub: HashMap<WatcherId, i64>,
     next_id: i64,
@@ -78,7 +81,7 @@ impl WatchStream {
         shutdown: watch::Receiver<bool>,
         max_response_bytes: usize,
     ) {
-        let (updates_tx, updates_rx) = mpsc::channel(STREAM_QUEUE);
+        let (updates_tx, updates_rx) = update_queue(STREAM_QUEUE, STREAM_QUEUE_BYTES);
         let mut stream = WatchStream {
             hub: server.watch_hub.clone(),
             server,
@@ -98,7 +101,7 @@ impl WatchStream {
     async fn run(
         &mut self,
         mut inbound: Streaming<WatchRequest>,
-        mut updates: mpsc::Receiver<WatchUpdate>,
+        mut updates: UpdateReceiver,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let period = progress_period(self.server.watch_progress_interval);

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use ketch_api::etcdserverpb::{DeleteRangeRequest, PutRequest};
 use ketch_api::mvccpb::{event::EventType, Event};
 use ketch_mvcc::Store;
-use tokio::sync::mpsc;
+use super::queue::{update_queue, UpdateReceiver};
 
 use super::*;
 
@@ -96,18 +96,18 @@ fn ev_summary(e: &Event) -> (String, &'static str, String) {
 }
 
 /// Receives updates until `n` events arrived (bounded by 5 s).
-fn collect(rx: &mut mpsc::Receiver<WatchUpdate>, n: usize) -> Vec<WatchUpdate> {
+fn collect(rx: &mut UpdateReceiver, n: usize) -> Vec<WatchUpdate> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut out = Vec::new();
     let mut got = 0;
     while got < n {
         match rx.try_recv() {
-            Ok(u) => {
+            Some(u) => {
                 got += u.events.len().max(usize::from(u.compact_revision != 0));
                 out.push(u);
             }
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-            Err(_) => panic!("only {got} of {n} events arrived: {out:?}"),
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            None => panic!("only {got} of {n} events arrived: {out:?}"),
         }
     }
     out
@@ -120,7 +120,7 @@ fn s(x: &str) -> String {
 #[test]
 fn synced_watchers_get_each_revision_of_their_keys_in_its_own_update() {
     let f = Fixture::new();
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, mut rx) = update_queue(64, 1 << 20);
     let (_, rev) = f.hub.watch(spec("a", ""), 0, tx.clone());
     assert_eq!(rev, 1);
     f.hub.watch(spec("p/", "p0"), 0, tx.clone());
@@ -144,7 +144,7 @@ fn a_watch_from_an_old_revision_replays_history_then_follows_live() {
     f.put("k", "1"); // 2
     f.put("other", "x"); // 3
     f.put("k", "2"); // 4
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, mut rx) = update_queue(64, 1 << 20);
     f.hub.watch(spec("k", ""), 2, tx);
     let first = collect(&mut rx, 2);
     assert_eq!(summary(&first[0]).1, vec![(s("k"), "PUT", s("1")), (s("k"), "PUT", s("2"))]);
@@ -162,7 +162,7 @@ fn a_watch_from_an_old_revision_replays_history_then_follows_live() {
 #[test]
 fn a_full_queue_never_blocks_notify_and_the_watcher_catches_up_in_order() {
     let f = Fixture::new();
-    let (tx, mut rx) = mpsc::channel(2);
+    let (tx, mut rx) = update_queue(2, 1 << 20);
     f.hub.watch(spec("k", ""), 0, tx);
     let started = Instant::now();
     for i in 0..50 {
@@ -183,7 +183,7 @@ fn a_full_queue_never_blocks_notify_and_the_watcher_catches_up_in_order() {
 #[test]
 fn filters_drop_events_and_an_all_filtered_revision_sends_nothing() {
     let f = Fixture::new();
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, mut rx) = update_queue(64, 1 << 20);
     let mut no_put = spec("k", "");
     no_put.no_put = true;
     f.hub.watch(no_put, 0, tx);
@@ -191,7 +191,7 @@ fn filters_drop_events_and_an_all_filtered_revision_sends_nothing() {
     f.batch(&[("k", None)]);
     let got = collect(&mut rx, 1);
     assert_eq!(summary(&got[0]), (3, vec![(s("k"), "DEL", s(""))]));
-    assert!(rx.try_recv().is_err());
+    assert!(rx.try_recv().is_none());
 }
 
 #[test]
@@ -203,7 +203,7 @@ fn a_compacted_start_revision_gets_the_compact_revision_and_the_watcher_is_dropp
     let mut b = f.store.write().unwrap();
     b.compact(5).unwrap();
     b.commit(false).unwrap();
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, mut rx) = update_queue(64, 1 << 20);
     let (id, _) = f.hub.watch(spec("k", ""), 3, tx);
     let got = collect(&mut rx, 1);
     assert_eq!(got[0].compact_revision, 5);
@@ -214,7 +214,7 @@ fn a_compacted_start_revision_gets_the_compact_revision_and_the_watcher_is_dropp
 #[test]
 fn cancel_stops_delivery_and_progress_reports_synced_watchers_only() {
     let f = Fixture::new();
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, mut rx) = update_queue(64, 1 << 20);
     let (id, _) = f.hub.watch(spec("k", ""), 0, tx.clone());
     f.put("k", "1");
     f.hub.progress(id);
@@ -224,7 +224,7 @@ fn cancel_stops_delivery_and_progress_reports_synced_watchers_only() {
     assert!(progress.events.is_empty() && progress.revision == 2);
     assert!(f.hub.cancel(id));
     f.put("k", "2");
-    assert!(rx.try_recv().is_err());
+    assert!(rx.try_recv().is_none());
     // a watcher in the future is synced and waits for its revision
     let (_, _) = f.hub.watch(spec("k", ""), 5, tx);
     f.put("k", "3"); // 4
@@ -238,7 +238,7 @@ fn many_watchers_on_one_key_each_get_every_event_once() {
     let f = Fixture::new();
     let mut rxs = Vec::new();
     for _ in 0..20 {
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = update_queue(8, 1 << 20);
         for _ in 0..50 {
             f.hub.watch(spec("hot", ""), 0, tx.clone());
         }
@@ -252,7 +252,7 @@ fn many_watchers_on_one_key_each_get_every_event_once() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         for (rx, seen) in rxs.iter_mut().zip(counts.iter_mut()) {
-            while let Ok(u) = rx.try_recv() {
+            while let Some(u) = rx.try_recv() {
                 let revs = seen.entry(u.watcher).or_default();
                 revs.extend(u.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision));
             }
