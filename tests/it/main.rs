@@ -17,3 +17,4 @@ mod wal_repair;
 mod watch;
 mod watch_fanout;
 mod watch_grpc;
+mod watch_server;

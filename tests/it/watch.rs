@@ -211,3 +211,61 @@ fn watch_key_from_the_environment() {
         vec![w.kill()]
     });
 }
+
+/// The walkthrough in the seeds: `put`, `get --prefix`, then `watch /aaa/a` in another window
+/// sees a put and a delete.
+#[test]
+fn seed_walkthrough_watch_a_key_from_another_window() {
+    let c = compare_scenario(plain, |s| {
+        let mut runs = vec![
+            run_ok(s, &["put", "/aaa/a", "1"]),
+            run_ok(s, &["put", "/aaa/b", "2"]),
+            run_ok(s, &["get", "/aaa/a"]),
+            run_ok(s, &["get", "--prefix", "/aaa"]),
+        ];
+        let w = live_watch(s, &["watch", "/aaa/a"], "/aaa/a");
+        runs.push(run_ok(s, &["put", "/aaa/a", "123"]));
+        runs.push(run_ok(s, &["del", "/aaa/a"]));
+        w.wait_stdout(WAIT, |o| o.ends_with("DELETE\n/aaa/a\n\n"));
+        runs.push(after_probe(w.kill()));
+        runs
+    });
+    // (etcdctl prints a delete's empty value as an empty line; the seed's text leaves it out)
+    assert_eq!(c.ketch[6].stdout_str(), "PUT\n/aaa/a\n123\nDELETE\n/aaa/a\n\n");
+}
+
+/// The other seed's list: `watch foo foo100`, `watch --prefix foo`, `watch --rev=2 foo`,
+/// `watch --prev-kv foo`.
+#[test]
+fn seed_watch_forms() {
+    compare_scenario(plain, |s| {
+        run_ok(s, &["put", "foo", "0"]); // 2
+        run_ok(s, &["put", "foo1", "a"]); // 3
+        let range = live_watch(s, &["watch", "foo", "foo100"], "foo");
+        let prefix = live_watch(s, &["watch", "--prefix", "foo"], "foo");
+        let rev = watch(s, &["watch", "--rev=2", "foo"]);
+        rev.wait_stdout(WAIT, |o| o.contains("\n0\n"));
+        let prev = live_watch(s, &["watch", "--prev-kv", "foo1"], "foo1");
+        run_ok(s, &["put", "foo1", "b"]);
+        run_ok(s, &["put", "foo2", "c"]);
+        run_ok(s, &["put", "foo", "end"]);
+        run_ok(s, &["put", "foo1", "end"]);
+        for w in [&range, &prefix, &prev] {
+            w.wait_stdout(WAIT, ends_with_value("end"));
+        }
+        rev.wait_stdout(WAIT, ends_with_value("end"));
+        let prev_out = prev.kill();
+        let mut prev_out_cut = prev_out.clone();
+        // after the probe: the first event's prev_kv is the probe itself
+        let text = prev_out.stdout_str();
+        let first = text.find(&format!("foo1\n{PROBE}\nfoo1\nb\n")).expect("probe as prev_kv");
+        prev_out_cut.stdout = text[first..].as_bytes().to_vec();
+        // the probes are in the history the `--rev` watch replays, as many as it took
+        let mut rev_out = rev.kill();
+        rev_out.stdout = rev_out
+            .stdout_str()
+            .replace(&format!("PUT\nfoo\n{PROBE}\n"), "")
+            .into_bytes();
+        vec![after_probe(range.kill()), after_probe(prefix.kill()), rev_out, prev_out_cut]
+    });
+}
