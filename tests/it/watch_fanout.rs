@@ -3,8 +3,9 @@
 //! exactly once and in revision order. Also measures the latency from a put's acknowledgement
 //! to its event reaching each watcher.
 //!
-//! `KETCH_WATCH_FANOUT=<n>` sets the number of watchers (default 2000); the measured latencies
-//! are printed (run with `--nocapture` to see them).
+//! `KETCH_WATCH_FANOUT=<n>` sets the number of watchers (default 2000), and
+//! `KETCH_WATCH_FANOUT_KIND=etcd` runs the same load against real etcd for comparison; the
+//! measured latencies are printed (run with `--nocapture` to see them).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,7 +33,11 @@ fn thousands_of_watchers_each_get_every_event_once_in_order() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let streams = n.div_ceil(WATCHERS_PER_STREAM);
-    let server = Server::start(Kind::Ketch);
+    let kind = match std::env::var("KETCH_WATCH_FANOUT_KIND").as_deref() {
+        Ok("etcd") => Kind::Etcd,
+        _ => Kind::Ketch,
+    };
+    let server = Server::start(kind);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -140,8 +145,9 @@ fn thousands_of_watchers_each_get_every_event_once_in_order() {
         last_per_put.sort_unstable();
         let pct = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p) as usize];
         println!(
-            "watch fan-out: {} watchers ({} streams on {} connections), {} puts, {} events; \
+            "watch fan-out on {}: {} watchers ({} streams on {} connections), {} puts, {} events; \
              put ack → event: p50 {:?}, p99 {:?}, max {:?}; last watcher per put: p50 {:?}, max {:?}",
+            kind.label(),
             streams * WATCHERS_PER_STREAM,
             streams,
             channels.len(),

@@ -399,6 +399,12 @@ impl WatchHub {
                 if w.phase != Phase::Unsynced {
                     continue;
                 }
+                if !w.tx.has_room() {
+                    // its stream is not reading: no point reading history for it yet
+                    unsynced.push_back(id);
+                    stuck = true;
+                    continue;
+                }
                 if w.min_rev < compact {
                     let update = WatchUpdate {
                         watcher: id,

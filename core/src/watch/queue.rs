@@ -68,6 +68,13 @@ impl UpdateSender {
     }
 }
 
+impl UpdateSender {
+    /// Whether an update could be queued now (a hint: the stream may drain or fill meanwhile).
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() > 0 && self.queued_bytes.load(Ordering::Acquire) < self.max_bytes
+    }
+}
+
 impl UpdateReceiver {
     pub async fn recv(&mut self) -> Option<WatchUpdate> {
         let u = self.rx.recv().await?;
@@ -120,6 +127,7 @@ mod tests {
             tx.try_send(update(10)).unwrap();
         }
         assert!(matches!(tx.try_send(update(10)), Err(TrySendError::Full(_))), "count bound");
+        assert!(!tx.has_room());
         while rx.try_recv().is_some() {}
         assert!(rx.is_empty());
         tx.try_send(update(6_000)).unwrap();
