@@ -131,7 +131,19 @@ fn watch_rev_with_prev_kv_prints_the_value_before_each_event() {
         run_ok(s, &["put", "foo", "end"]);
         w.wait_stdout(WAIT, ends_with_value("end"));
         let simple = w.kill();
-        let j = watch(s, &["watch", "--prefix", "", "--rev", "2", "--prev-kv", "-w", "json"]);
+        let j = watch(
+            s,
+            &[
+                "watch",
+                "--prefix",
+                "",
+                "--rev",
+                "2",
+                "--prev-kv",
+                "-w",
+                "json",
+            ],
+        );
         j.wait_stdout(WAIT, |o| o.contains("\"mod_revision\":7"));
         vec![simple, j.kill()]
     });
@@ -164,7 +176,8 @@ fn watch_interactive_adds_watches_and_asks_for_progress() {
 
 #[test]
 fn watch_exec_form_runs_the_command_for_each_event() {
-    let cmd = "echo \"$ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE $ETCD_WATCH_REVISION\"";
+    let cmd =
+        "echo \"$ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE $ETCD_WATCH_REVISION\"";
     compare_scenario(plain, |s| {
         history(s);
         let w = watch(s, &["watch", "foo", "--rev", "4", "--", "sh", "-c", cmd]);
@@ -231,7 +244,10 @@ fn seed_walkthrough_watch_a_key_from_another_window() {
         runs
     });
     // (etcdctl prints a delete's empty value as an empty line; the seed's text leaves it out)
-    assert_eq!(c.ketch[6].stdout_str(), "PUT\n/aaa/a\n123\nDELETE\n/aaa/a\n\n");
+    assert_eq!(
+        c.ketch[6].stdout_str(),
+        "PUT\n/aaa/a\n123\nDELETE\n/aaa/a\n\n"
+    );
 }
 
 /// The other seed's list: `watch foo foo100`, `watch --prefix foo`, `watch --rev=2 foo`,
@@ -258,7 +274,9 @@ fn seed_watch_forms() {
         let mut prev_out_cut = prev_out.clone();
         // after the probe: the first event's prev_kv is the probe itself
         let text = prev_out.stdout_str();
-        let first = text.find(&format!("foo1\n{PROBE}\nfoo1\nb\n")).expect("probe as prev_kv");
+        let first = text
+            .find(&format!("foo1\n{PROBE}\nfoo1\nb\n"))
+            .expect("probe as prev_kv");
         prev_out_cut.stdout = text[first..].as_bytes().to_vec();
         // the probes are in the history the `--rev` watch replays, as many as it took
         let mut rev_out = rev.kill();
@@ -266,6 +284,11 @@ fn seed_watch_forms() {
             .stdout_str()
             .replace(&format!("PUT\nfoo\n{PROBE}\n"), "")
             .into_bytes();
-        vec![after_probe(range.kill()), after_probe(prefix.kill()), rev_out, prev_out_cut]
+        vec![
+            after_probe(range.kill()),
+            after_probe(prefix.kill()),
+            rev_out,
+            prev_out_cut,
+        ]
     });
 }

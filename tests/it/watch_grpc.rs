@@ -12,9 +12,7 @@ use ketch_api::etcdserverpb::{
     WatchProgressRequest, WatchResponse,
 };
 use ketch_tests::diff::line_diff;
-use ketch_tests::grpc::{
-    block_on, kv_client, scrub_watch_response, stream_channel, WatchSession,
-};
+use ketch_tests::grpc::{block_on, kv_client, scrub_watch_response, stream_channel, WatchSession};
 use ketch_tests::{Kind, Server, ServerBuilder};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -96,11 +94,19 @@ fn watch_ids_refusals_cancel_and_progress_requests() {
         let mut w = WatchSession::open(stream_channel(s).await).await;
         w.create(create("a", "")).await;
         out.push(show(w.expect_next(WAIT).await));
-        w.create(WatchCreateRequest { watch_id: 5, ..create("a", "") }).await;
+        w.create(WatchCreateRequest {
+            watch_id: 5,
+            ..create("a", "")
+        })
+        .await;
         out.push(show(w.expect_next(WAIT).await));
         w.create(create("a", "b")).await; // auto id: the lowest free one
         out.push(show(w.expect_next(WAIT).await));
-        w.create(WatchCreateRequest { watch_id: 5, ..create("x", "") }).await;
+        w.create(WatchCreateRequest {
+            watch_id: 5,
+            ..create("x", "")
+        })
+        .await;
         out.push(show(w.expect_next(WAIT).await));
         w.create(create("b", "a")).await;
         out.push(show(w.expect_next(WAIT).await));
@@ -110,14 +116,28 @@ fn watch_ids_refusals_cancel_and_progress_requests() {
         out.push(show(w.expect_next(WAIT).await));
         put(s, "a", "1").await;
         out.extend(next_n(&mut w, 4).await);
-        w.send(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: 5 })).await;
+        w.send(RequestUnion::CancelRequest(WatchCancelRequest {
+            watch_id: 5,
+        }))
+        .await;
         out.push(show(w.expect_next(WAIT).await));
-        w.send(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: 42 })).await;
-        out.push(format!("after cancel of an unknown id: {:?}", w.next(QUIET).await));
-        w.send(RequestUnion::ProgressRequest(WatchProgressRequest {})).await;
+        w.send(RequestUnion::CancelRequest(WatchCancelRequest {
+            watch_id: 42,
+        }))
+        .await;
+        out.push(format!(
+            "after cancel of an unknown id: {:?}",
+            w.next(QUIET).await
+        ));
+        w.send(RequestUnion::ProgressRequest(WatchProgressRequest {}))
+            .await;
         out.push(show(w.expect_next(WAIT).await));
         // the freed id 5 can be taken again
-        w.create(WatchCreateRequest { watch_id: 5, ..create("a", "") }).await;
+        w.create(WatchCreateRequest {
+            watch_id: 5,
+            ..create("a", "")
+        })
+        .await;
         out.push(show(w.expect_next(WAIT).await));
         put(s, "a", "2").await;
         out.extend(next_n(&mut w, 4).await);
@@ -148,7 +168,10 @@ fn filters_start_revisions_and_prev_kv_on_deletes() {
         w.create(no_delete).await;
         out.push(show(w.expect_next(WAIT).await));
         out.push(show(w.expect_next(WAIT).await)); // history of the NODELETE watch
-        let future = WatchCreateRequest { start_revision: 6, ..create("k", "") };
+        let future = WatchCreateRequest {
+            start_revision: 6,
+            ..create("k", "")
+        };
         w.create(future).await;
         out.push(show(w.expect_next(WAIT).await));
         del(s, "k").await; // 4
@@ -170,18 +193,32 @@ fn a_compacted_start_revision_is_answered_with_the_compact_revision() {
         }
         kv_client(s)
             .await
-            .compact(CompactionRequest { revision: 4, physical: true })
+            .compact(CompactionRequest {
+                revision: 4,
+                physical: true,
+            })
             .await
             .expect("compact");
         let mut w = WatchSession::open(stream_channel(s).await).await;
-        w.create(WatchCreateRequest { start_revision: 3, ..create("k", "") }).await;
+        w.create(WatchCreateRequest {
+            start_revision: 3,
+            ..create("k", "")
+        })
+        .await;
         out.push(show(w.expect_next(WAIT).await));
         out.push(show(w.expect_next(WAIT).await));
-        w.create(WatchCreateRequest { start_revision: 4, ..create("k", "") }).await;
+        w.create(WatchCreateRequest {
+            start_revision: 4,
+            ..create("k", "")
+        })
+        .await;
         out.push(show(w.expect_next(WAIT).await));
         out.push(show(w.expect_next(WAIT).await));
         // the compacted watch keeps its id until cancelled
-        w.send(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: 0 })).await;
+        w.send(RequestUnion::CancelRequest(WatchCancelRequest {
+            watch_id: 0,
+        }))
+        .await;
         out.push(show(w.expect_next(WAIT).await));
         out
     });
@@ -216,24 +253,35 @@ fn large_histories_are_fragmented_when_asked() {
             ));
         }
         // without fragment: one response
-        w.create(WatchCreateRequest { start_revision: 2, ..create("big/", "big0") }).await;
+        w.create(WatchCreateRequest {
+            start_revision: 2,
+            ..create("big/", "big0")
+        })
+        .await;
         out.push(show(w.expect_next(WAIT).await));
         let r = w.expect_next(WAIT).await;
-        out.push(format!("watch {} fragment {} events {}", r.watch_id, r.fragment, r.events.len()));
+        out.push(format!(
+            "watch {} fragment {} events {}",
+            r.watch_id,
+            r.fragment,
+            r.events.len()
+        ));
         out
     });
 }
 
 #[test]
 fn progress_notify_reports_the_revision_of_idle_watches() {
-    let builder = |k| {
-        Server::builder(k).arg("--experimental-watch-progress-notify-interval=300ms")
-    };
+    let builder = |k| Server::builder(k).arg("--experimental-watch-progress-notify-interval=300ms");
     compare_grpc(builder, async |s: &Server| {
         let mut out = Vec::new();
         put(s, "k", "1").await; // 2
         let mut w = WatchSession::open(stream_channel(s).await).await;
-        w.create(WatchCreateRequest { progress_notify: true, ..create("k", "") }).await;
+        w.create(WatchCreateRequest {
+            progress_notify: true,
+            ..create("k", "")
+        })
+        .await;
         out.push(show(w.expect_next(WAIT).await));
         w.create(create("other", "")).await; // no progress for this one
         out.push(show(w.expect_next(WAIT).await));
@@ -241,7 +289,7 @@ fn progress_notify_reports_the_revision_of_idle_watches() {
         put(s, "k", "2").await; // 3
         out.push(show(w.expect_next(WAIT).await));
         put(s, "x", "1").await; // 4, not watched
-        // the next notification after an idle period carries the newest revision
+                                // the next notification after an idle period carries the newest revision
         let mut r = w.expect_next(WAIT).await;
         while r.header.as_ref().unwrap().revision < 4 {
             r = w.expect_next(WAIT).await;

@@ -73,12 +73,18 @@ fn a_client_that_stops_reading_holds_up_neither_writes_nor_other_watchers() {
         };
         let fast_revs = events(&mut fast, PUTS, Duration::from_secs(120)).await;
         let (put_revs, took) = writer.await.unwrap();
-        assert_eq!(fast_revs, put_revs, "the reading watcher gets every event in order");
+        assert_eq!(
+            fast_revs, put_revs,
+            "the reading watcher gets every event in order"
+        );
         println!("{PUTS} puts of 20 KB with a stalled watcher took {took:?}");
 
         // the stalled client now reads: everything, in order, caught up from the history
         let slow_revs = events(&mut slow, PUTS, Duration::from_secs(120)).await;
-        assert_eq!(slow_revs, put_revs, "the stalled watcher catches up exactly");
+        assert_eq!(
+            slow_revs, put_revs,
+            "the stalled watcher catches up exactly"
+        );
         let mut kv = kv_client(&server).await;
         kv.put(PutRequest {
             key: "slow/after".into(),
@@ -88,7 +94,11 @@ fn a_client_that_stops_reading_holds_up_neither_writes_nor_other_watchers() {
         .await
         .unwrap();
         let after = events(&mut slow, 1, Duration::from_secs(10)).await;
-        assert_eq!(after, vec![put_revs.last().unwrap() + 1], "and follows live again");
+        assert_eq!(
+            after,
+            vec![put_revs.last().unwrap() + 1],
+            "and follows live again"
+        );
     });
 }
 
@@ -96,7 +106,13 @@ fn a_client_that_stops_reading_holds_up_neither_writes_nor_other_watchers() {
 fn open_watch_streams_do_not_hold_up_a_shutdown() {
     let mut server = Server::start(Kind::Ketch);
     let mut watchers: Vec<BackgroundCtl> = (0..3)
-        .map(|i| BackgroundCtl::spawn(&server.endpoint(), &["watch", "--prefix", &format!("k{i}")], &[]))
+        .map(|i| {
+            BackgroundCtl::spawn(
+                &server.endpoint(),
+                &["watch", "--prefix", &format!("k{i}")],
+                &[],
+            )
+        })
         .collect();
     // wait until every watch is established: its probe shows up
     for (i, w) in watchers.iter_mut().enumerate() {
@@ -104,7 +120,10 @@ fn open_watch_streams_do_not_hold_up_a_shutdown() {
         let deadline = Instant::now() + Duration::from_secs(15);
         while !w.stdout_str().contains("probe") {
             assert!(Instant::now() < deadline, "watch {i} never started");
-            server.etcdctl().run(&["put", &key, "probe"]).assert_success();
+            server
+                .etcdctl()
+                .run(&["put", &key, "probe"])
+                .assert_success();
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -118,7 +137,10 @@ fn open_watch_streams_do_not_hold_up_a_shutdown() {
     );
     for w in watchers {
         let out = w.wait_exit(Duration::from_secs(15));
-        assert!(!out.success(), "etcdctl watch ends with an error when the server goes");
+        assert!(
+            !out.success(),
+            "etcdctl watch ends with an error when the server goes"
+        );
     }
 }
 
@@ -130,7 +152,11 @@ fn watch_history_replays_after_a_restart() {
     ctl.run(&["put", "h", "2"]).assert_success(); // 3
     ctl.run(&["del", "h"]).assert_success(); // 4
     server.restart();
-    let w = BackgroundCtl::spawn(&server.endpoint(), &["watch", "h", "--rev", "2", "--prev-kv"], &[]);
+    let w = BackgroundCtl::spawn(
+        &server.endpoint(),
+        &["watch", "h", "--rev", "2", "--prev-kv"],
+        &[],
+    );
     w.wait_stdout(Duration::from_secs(15), |o| o.contains("DELETE"));
     server.etcdctl().run(&["put", "h", "3"]).assert_success(); // 5
     w.wait_stdout(Duration::from_secs(15), |o| o.ends_with("h\n3\n"));

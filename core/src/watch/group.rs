@@ -33,7 +33,10 @@ impl KeyRange {
             return Some(KeyRange::Single(key));
         }
         if range_end == b"\0" {
-            return Some(KeyRange::Range { start: key, end: None });
+            return Some(KeyRange::Range {
+                start: key,
+                end: None,
+            });
         }
         if range_end <= &key[..] {
             return None;
@@ -135,7 +138,8 @@ impl WatcherGroup {
         }
         for (_, ends) in self
             .ranges
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key))) {
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+        {
             for (end, set) in ends {
                 if end.as_ref().is_none_or(|e| key < &e[..]) {
                     set.iter().for_each(|id| f(*id));
@@ -173,7 +177,10 @@ mod tests {
         assert_eq!(range("", ""), KeyRange::Single(Bytes::from_static(b"\0")));
         assert_eq!(
             range("a", "\0"),
-            KeyRange::Range { start: Bytes::from_static(b"a"), end: None }
+            KeyRange::Range {
+                start: Bytes::from_static(b"a"),
+                end: None
+            }
         );
         assert!(KeyRange::from_request(b"b", b"a").is_none());
         assert!(KeyRange::from_request(b"a", b"a").is_none());

@@ -65,7 +65,6 @@ pub struct WatchUpdate {
     pub compact_revision: i64,
 }
 
-
 /// What a watcher watches and which events it drops.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchSpec {
@@ -215,7 +214,11 @@ impl WatchHub {
             Watcher {
                 spec,
                 min_rev,
-                phase: if synced { Phase::Synced } else { Phase::Unsynced },
+                phase: if synced {
+                    Phase::Synced
+                } else {
+                    Phase::Unsynced
+                },
                 tx,
             },
         );
@@ -288,7 +291,8 @@ impl WatchHub {
         let mut batches: Vec<(WatcherId, Vec<Event>)> = Vec::new();
         if let [ev] = events {
             let key = &ev.kv.as_ref().map(|kv| kv.key.clone()).unwrap_or_default();
-            st.synced.for_key(key, |id| batches.push((id, vec![ev.clone()])));
+            st.synced
+                .for_key(key, |id| batches.push((id, vec![ev.clone()])));
         } else {
             let mut at: HashMap<WatcherId, usize> = HashMap::new();
             for ev in events {
@@ -392,7 +396,9 @@ impl WatchHub {
                 if batch.len() >= MAX_WATCHERS_PER_SYNC {
                     break;
                 }
-                let Some(id) = unsynced.pop_front() else { break };
+                let Some(id) = unsynced.pop_front() else {
+                    break;
+                };
                 let Some(w) = watchers.get_mut(&id) else {
                     continue;
                 };
@@ -438,8 +444,9 @@ impl WatchHub {
         let from = batch.iter().map(|b| b.2).min().unwrap_or(1);
         let page = match self
             .store
-            .events(from, MAX_ROWS_PER_SYNC, MAX_BYTES_PER_SYNC, &|k| matcher.wants(k))
-        {
+            .events(from, MAX_ROWS_PER_SYNC, MAX_BYTES_PER_SYNC, &|k| {
+                matcher.wants(k)
+            }) {
             Ok(p) => Some(p),
             Err(EtcdError::Compacted) => None, // compacted meanwhile: the next round answers
             Err(e) => {

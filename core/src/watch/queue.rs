@@ -120,19 +120,34 @@ mod tests {
     #[test]
     fn bounded_by_count_and_by_bytes_but_an_empty_queue_takes_anything() {
         let (tx, mut rx) = update_queue(3, 10_000);
-        assert!(tx.try_send(update(50_000)).is_ok(), "an empty queue takes a big update");
-        assert!(matches!(tx.try_send(update(10)), Err(TrySendError::Full(_))));
+        assert!(
+            tx.try_send(update(50_000)).is_ok(),
+            "an empty queue takes a big update"
+        );
+        assert!(matches!(
+            tx.try_send(update(10)),
+            Err(TrySendError::Full(_))
+        ));
         assert!(rx.try_recv().is_some());
         for _ in 0..3 {
             tx.try_send(update(10)).unwrap();
         }
-        assert!(matches!(tx.try_send(update(10)), Err(TrySendError::Full(_))), "count bound");
+        assert!(
+            matches!(tx.try_send(update(10)), Err(TrySendError::Full(_))),
+            "count bound"
+        );
         assert!(!tx.has_room());
         while rx.try_recv().is_some() {}
         assert!(rx.is_empty());
         tx.try_send(update(6_000)).unwrap();
-        assert!(matches!(tx.try_send(update(6_000)), Err(TrySendError::Full(_))), "byte bound");
+        assert!(
+            matches!(tx.try_send(update(6_000)), Err(TrySendError::Full(_))),
+            "byte bound"
+        );
         drop(rx);
-        assert!(matches!(tx.try_send(update(6_000)), Err(TrySendError::Closed(_))));
+        assert!(matches!(
+            tx.try_send(update(6_000)),
+            Err(TrySendError::Closed(_))
+        ));
     }
 }

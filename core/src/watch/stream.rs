@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use ketch_api::etcdserverpb::watch_create_request::FilterType;
 use ketch_api::etcdserverpb::watch_request::RequestUnion;
-use ketch_api::etcdserverpb::{
-    ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
-};
+use ketch_api::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
@@ -209,7 +207,9 @@ impl WatchStream {
             no_put: c.filters.contains(&(FilterType::Noput as i32)),
             no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
         };
-        let (hub_id, rev) = self.hub.watch(spec, c.start_revision, self.updates_tx.clone());
+        let (hub_id, rev) = self
+            .hub
+            .watch(spec, c.start_revision, self.updates_tx.clone());
         self.watches.insert(
             id,
             ClientWatch {

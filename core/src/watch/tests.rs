@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::queue::{update_queue, UpdateReceiver};
 use bytes::Bytes;
 use ketch_api::etcdserverpb::{DeleteRangeRequest, PutRequest};
 use ketch_api::mvccpb::{event::EventType, Event};
 use ketch_mvcc::Store;
-use super::queue::{update_queue, UpdateReceiver};
 
 use super::*;
 
@@ -24,7 +24,12 @@ impl Fixture {
         let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
         let hub = WatchHub::new(store.clone());
         let sync = Some(hub.start_sync_thread().unwrap());
-        Fixture { _dir: dir, store, hub, sync }
+        Fixture {
+            _dir: dir,
+            store,
+            hub,
+            sync,
+        }
     }
 
     /// Commits the given writes as one batch and notifies the hub, as the apply thread does.
@@ -80,17 +85,18 @@ fn spec(k: &str, end: &str) -> WatchSpec {
 type Seen = Vec<(i64, Vec<(String, &'static str, String)>)>;
 
 fn summary(u: &WatchUpdate) -> (i64, Vec<(String, &'static str, String)>) {
-    (
-        u.revision,
-        u.events.iter().map(ev_summary).collect(),
-    )
+    (u.revision, u.events.iter().map(ev_summary).collect())
 }
 
 fn ev_summary(e: &Event) -> (String, &'static str, String) {
     let kv = e.kv.as_ref().unwrap();
     (
         String::from_utf8_lossy(&kv.key).into_owned(),
-        if e.r#type == EventType::Put as i32 { "PUT" } else { "DEL" },
+        if e.r#type == EventType::Put as i32 {
+            "PUT"
+        } else {
+            "DEL"
+        },
         String::from_utf8_lossy(&kv.value).into_owned(),
     )
 }
@@ -147,7 +153,10 @@ fn a_watch_from_an_old_revision_replays_history_then_follows_live() {
     let (tx, mut rx) = update_queue(64, 1 << 20);
     f.hub.watch(spec("k", ""), 2, tx);
     let first = collect(&mut rx, 2);
-    assert_eq!(summary(&first[0]).1, vec![(s("k"), "PUT", s("1")), (s("k"), "PUT", s("2"))]);
+    assert_eq!(
+        summary(&first[0]).1,
+        vec![(s("k"), "PUT", s("1")), (s("k"), "PUT", s("2"))]
+    );
     // caught up: it is synced and gets live events
     let deadline = Instant::now() + Duration::from_secs(5);
     while f.hub.counts().unsynced > 0 {
@@ -171,7 +180,10 @@ fn a_full_queue_never_blocks_notify_and_the_watcher_catches_up_in_order() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(f.hub.counts().unsynced == 1 || !rx.is_empty());
     let got = collect(&mut rx, 50);
-    let values: Vec<String> = got.iter().flat_map(|u| u.events.iter().map(|e| ev_summary(e).2)).collect();
+    let values: Vec<String> = got
+        .iter()
+        .flat_map(|u| u.events.iter().map(|e| ev_summary(e).2))
+        .collect();
     assert_eq!(values, (0..50).map(|i| i.to_string()).collect::<Vec<_>>());
     let revs: Vec<i64> = got
         .iter()
@@ -257,11 +269,16 @@ fn many_watchers_on_one_key_each_get_every_event_once() {
                 revs.extend(u.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision));
             }
         }
-        let done = counts.iter().all(|m| m.len() == 50 && m.values().all(|r| r.len() == 20));
+        let done = counts
+            .iter()
+            .all(|m| m.len() == 50 && m.values().all(|r| r.len() == 20));
         if done {
             break;
         }
-        assert!(Instant::now() < deadline, "not every watcher got every event");
+        assert!(
+            Instant::now() < deadline,
+            "not every watcher got every event"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     for m in &counts {
