@@ -87,18 +87,17 @@ impl Store {
         let scan = (|| -> Result<(), StoreError> {
             let lower = Revision::new(from, 0).key(false);
             let upper = Revision::new(snap.rev + 1, 0).key(false);
-            let mut rows = 0usize;
             let mut bytes = 0usize;
             let mut last_main = 0i64;
-            for row in snap.kv.range::<&[u8]>(lower.as_slice()..upper.as_slice())? {
+            let rows = snap.kv.range::<&[u8]>(lower.as_slice()..upper.as_slice())?;
+            for (read, row) in rows.enumerate() {
                 let (k, v) = row?;
                 let (rev, tombstone) = Revision::from_key(k.value())
                     .ok_or_else(|| StoreError::Corrupt("malformed revision key".into()))?;
-                if (rows >= max_rows || bytes >= max_bytes) && rev.main != last_main {
+                if (read >= max_rows || bytes >= max_bytes) && rev.main != last_main {
                     page.next_rev = rev.main;
                     break;
                 }
-                rows += 1;
                 last_main = rev.main;
                 let r = decode_row(v.value()).ok_or_else(|| {
                     StoreError::Corrupt(format!("row at {rev:?} is not a KeyValue"))

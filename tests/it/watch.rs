@@ -46,7 +46,7 @@ fn after_probe(mut out: CtlOutput) -> CtlOutput {
     let text = out.stdout_str();
     let marker = format!("{PROBE}\n");
     let at = text.rfind(&marker).expect("probe in output") + marker.len();
-    out.stdout = text[at..].as_bytes().to_vec();
+    out.stdout = text.as_bytes()[at..].to_vec();
     out
 }
 
@@ -277,7 +277,7 @@ fn seed_watch_forms() {
         let first = text
             .find(&format!("foo1\n{PROBE}\nfoo1\nb\n"))
             .expect("probe as prev_kv");
-        prev_out_cut.stdout = text[first..].as_bytes().to_vec();
+        prev_out_cut.stdout = text.as_bytes()[first..].to_vec();
         // the probes are in the history the `--rev` watch replays, as many as it took
         let mut rev_out = rev.kill();
         rev_out.stdout = rev_out

@@ -160,16 +160,10 @@ impl WatchSession {
     }
 
     /// The next response; panics if none comes within `wait`.
-    #[track_caller]
-    pub fn expect_next(
-        &mut self,
-        wait: Duration,
-    ) -> impl std::future::Future<Output = ketch_api::etcdserverpb::WatchResponse> + '_ {
-        async move {
-            self.next(wait)
-                .await
-                .unwrap_or_else(|| panic!("no watch response within {wait:?}"))
-        }
+    pub async fn expect_next(&mut self, wait: Duration) -> ketch_api::etcdserverpb::WatchResponse {
+        self.next(wait)
+            .await
+            .unwrap_or_else(|| panic!("no watch response within {wait:?}"))
     }
 }
 
