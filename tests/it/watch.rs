@@ -292,3 +292,23 @@ fn seed_watch_forms() {
         ]
     });
 }
+
+#[test]
+fn watch_output_formats() {
+    compare_scenario(plain, |s| {
+        history(s);
+        let mut runs = Vec::new();
+        // (`-w protobuf` prints binary headers the normaliser cannot take ids and terms out of)
+        for format in [&["-w", "fields"][..], &["--hex"][..]] {
+            let mut args = vec!["watch", "foo", "--rev", "2", "--prev-kv"];
+            args.extend_from_slice(format);
+            let w = watch(s, &args);
+            // the history of foo (puts at 2, 4 and 6, the delete at 5) comes in one response:
+            // once printing starts, give it a moment to finish
+            w.wait_stdout(WAIT, |o| o.len() > 100);
+            std::thread::sleep(Duration::from_millis(300));
+            runs.push(w.kill());
+        }
+        runs
+    });
+}
