@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -157,14 +157,16 @@ impl WatchHub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the thread that brings unsynced watchers up to date; it ends after [`stop`].
+    /// Starts the thread that brings unsynced watchers up to date; it ends after [`stop`], or
+    /// once nothing else holds the hub (it keeps only a weak reference between rounds, so a
+    /// member that fails to start does not leave it running with the store open).
     ///
     /// [`stop`]: WatchHub::stop
     pub fn start_sync_thread(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
-        let hub = Arc::clone(self);
+        let hub = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("ketch-watch-sync".into())
-            .spawn(move || hub.sync_loop())
+            .spawn(move || sync_loop(hub))
     }
 
     pub fn stop(&self) {
@@ -350,31 +352,29 @@ impl WatchHub {
         fell_behind
     }
 
-    fn sync_loop(self: Arc<Self>) {
-        let mut wait = SYNC_INTERVAL;
-        while !self.stopped.load(Ordering::Acquire) {
-            {
-                let mut pending = self.wake.lock().unwrap_or_else(|e| e.into_inner());
-                if !*pending {
-                    pending = self
-                        .wakeup
-                        .wait_timeout(pending, wait)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-                *pending = false;
+    /// Waits up to `wait` for work; false once the hub is stopped.
+    fn wait_for_work(&self, wait: Duration) -> bool {
+        let mut pending = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        if !*pending {
+            pending = self
+                .wakeup
+                .wait_timeout(pending, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *pending = false;
+        !self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Sync rounds until there is nothing left to do now; returns how long to wait next.
+    fn sync_rounds(&self) -> Duration {
+        loop {
+            match self.sync_round() {
+                Round::Idle => return SYNC_INTERVAL,
+                Round::Stuck => return RETRY_FULL,
+                Round::Progress if self.stopped.load(Ordering::Acquire) => return SYNC_INTERVAL,
+                Round::Progress => {}
             }
-            if self.stopped.load(Ordering::Acquire) {
-                break;
-            }
-            wait = loop {
-                match self.sync_round() {
-                    Round::Idle => break SYNC_INTERVAL,
-                    Round::Stuck => break RETRY_FULL,
-                    Round::Progress if self.stopped.load(Ordering::Acquire) => break wait,
-                    Round::Progress => {}
-                }
-            };
         }
     }
 
@@ -521,6 +521,18 @@ impl WatchHub {
         } else {
             Round::Progress
         }
+    }
+}
+
+/// The sync thread: holds the hub only while it waits or works, so dropping every other
+/// handle ends it within one wait.
+fn sync_loop(hub: Weak<WatchHub>) {
+    let mut wait = SYNC_INTERVAL;
+    while let Some(hub) = hub.upgrade() {
+        if hub.stopped.load(Ordering::Acquire) || !hub.wait_for_work(wait) {
+            return;
+        }
+        wait = hub.sync_rounds();
     }
 }
 

@@ -333,3 +333,26 @@ fn catching_up_while_writes_continue_loses_and_repeats_nothing() {
         assert_eq!(got, want, "watcher of {key} from {first}");
     }
 }
+
+#[test]
+fn the_sync_thread_ends_when_the_hub_is_dropped_without_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+    let hub = WatchHub::new(store.clone());
+    let thread = hub.start_sync_thread().unwrap();
+    drop(hub);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !thread.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the sync thread outlived its hub"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    thread.join().unwrap();
+    assert_eq!(
+        Arc::strong_count(&store),
+        1,
+        "nothing holds the store any more"
+    );
+}
