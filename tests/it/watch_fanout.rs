@@ -92,6 +92,10 @@ fn thousands_of_watchers_each_get_every_event_once_in_order() {
                         break;
                     }
                 }
+                // exactly once: nothing more may follow
+                if let Some(extra) = w.next(Duration::from_millis(300)).await {
+                    panic!("a response after every event had come: {extra:?}");
+                }
             });
             receivers.push((prefix, seen, task));
         }
