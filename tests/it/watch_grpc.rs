@@ -298,3 +298,42 @@ fn progress_notify_reports_the_revision_of_idle_watches() {
         out
     });
 }
+
+#[test]
+fn the_events_of_one_revision_come_in_one_response() {
+    use ketch_api::etcdserverpb::request_op::Request;
+    use ketch_api::etcdserverpb::{RequestOp, TxnRequest};
+    compare_grpc(Server::builder, async |s: &Server| {
+        let mut out = Vec::new();
+        let mut w = WatchSession::open(stream_channel(s).await).await;
+        w.create(WatchCreateRequest {
+            prev_kv: true,
+            ..create("t/", "t0")
+        })
+        .await;
+        out.push(show(w.expect_next(WAIT).await));
+        put(s, "t/b", "0").await; // 2
+        out.push(show(w.expect_next(WAIT).await));
+        let op = |k: &str, v: &str| RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: k.as_bytes().to_vec().into(),
+                value: v.as_bytes().to_vec().into(),
+                ..Default::default()
+            })),
+        };
+        let del = RequestOp {
+            request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                key: "t/b".into(),
+                ..Default::default()
+            })),
+        };
+        let txn = TxnRequest {
+            success: vec![op("t/c", "1"), op("t/a", "1"), del, op("u", "x")],
+            ..Default::default()
+        };
+        kv_client(s).await.txn(txn).await.expect("txn"); // 3
+        out.push(show(w.expect_next(WAIT).await));
+        out.push(format!("then: {:?}", w.next(QUIET).await.map(show)));
+        out
+    });
+}
