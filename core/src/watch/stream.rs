@@ -164,6 +164,8 @@ impl WatchStream {
                 }
                 Ok(())
             }
+            // As in etcd 3.4, answered at once with the notified revision and watch id -1;
+            // events of that revision may still be in this stream's queue behind it.
             Some(RequestUnion::ProgressRequest(_)) => {
                 let resp = WatchResponse {
                     header: self.header(self.hub.notified_revision()),
