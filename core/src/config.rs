@@ -60,6 +60,9 @@ pub struct MemberConfig {
     pub enable_pprof: bool,
     /// `--cors` origins for the HTTP side.
     pub cors: Vec<String>,
+    /// `--experimental-watch-progress-notify-interval`: how often watches that asked for
+    /// progress notifications get one (etcd's 10 minutes; at least 100 ms).
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl Default for MemberConfig {
@@ -95,6 +98,7 @@ impl Default for MemberConfig {
             pre_vote: false,
             enable_pprof: false,
             cors: vec![],
+            watch_progress_notify_interval: Duration::from_secs(600),
         }
     }
 }

@@ -13,5 +13,6 @@ pub mod member;
 pub mod raft;
 pub mod server;
 pub mod transport;
+pub mod watch;
 
 pub use member::{Member, StartError};

@@ -27,6 +27,7 @@ use crate::transport::{self, PeerService, Transport};
 
 /// How long a member waits for a TCP connection to a peer (etcd's dial timeout is 1 s).
 const PEER_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::watch::WatchHub;
 
 /// Why a member could not start. The message is for the operator's log.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,7 @@ pub struct Member {
     peer_tasks: Vec<tokio::task::JoinHandle<()>>,
     raft_thread: Option<JoinHandle<()>>,
     apply_thread: Option<JoinHandle<()>>,
+    watch_sync_thread: Option<JoinHandle<()>>,
 }
 
 impl Member {
@@ -73,6 +75,10 @@ impl Member {
         let (applied_tx, applied_rx) = watch::channel(store.applied_index());
         let (raft_tx, raft_rx) = std::sync::mpsc::channel();
         let raft = RaftHandle::new(raft_tx);
+        let watch_hub = WatchHub::new(store.clone());
+        let watch_sync_thread = watch_hub
+            .start_sync_thread()
+            .map_err(|e| StartError::Other(format!("spawn watch sync thread: {e}")))?;
         let (apply_task, apply_rx) = Applier::channel(waits.clone());
         let applier = Applier::new(
             store.clone(),
@@ -81,6 +87,7 @@ impl Member {
             applied_tx,
             raft.clone(),
             config.snapshot_count,
+            watch_hub.clone(),
         );
         let apply_thread = std::thread::Builder::new()
             .name("ketch-apply".into())
@@ -130,6 +137,8 @@ impl Member {
             transport,
             strict_reconfig_check: config.strict_reconfig_check,
             initial_cluster_token: config.initial_cluster_token.clone(),
+            watch_hub,
+            watch_progress_interval: config.watch_progress_notify_interval,
         });
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
@@ -163,6 +172,7 @@ impl Member {
             peer_tasks,
             raft_thread: Some(raft_thread),
             apply_thread: Some(apply_thread),
+            watch_sync_thread: Some(watch_sync_thread),
         })
     }
 
@@ -197,6 +207,8 @@ impl Member {
         let _ = self.server.raft.send(RaftMsg::Stop);
         let raft_thread = self.raft_thread.take();
         let apply_thread = self.apply_thread.take();
+        self.server.watch_hub.stop();
+        let watch_sync_thread = self.watch_sync_thread.take();
         let _ = tokio::task::spawn_blocking(move || {
             // The raft thread owns the apply task handle; when it ends, the apply channel
             // closes and the apply thread finishes after its final durable commit.
@@ -204,6 +216,9 @@ impl Member {
                 let _ = t.join();
             }
             if let Some(t) = apply_thread {
+                let _ = t.join();
+            }
+            if let Some(t) = watch_sync_thread {
                 let _ = t.join();
             }
         })

@@ -351,7 +351,7 @@ flag_table! {
             "Persist lease checkpoints; needs --experimental-enable-lease-checkpoint.";
         experimental_compaction_batch_limit: Int = "experimental-compaction-batch-limit", "0", Y::Same, Later,
             "Most revisions deleted in one compaction batch; 0 means the built-in limit.";
-        experimental_watch_progress_notify_interval: Dur = "experimental-watch-progress-notify-interval", "0s", Y::Same, Later,
+        experimental_watch_progress_notify_interval: Dur = "experimental-watch-progress-notify-interval", "0s", Y::Same, Member,
             "Period of watch progress notifications; 0 means 10m.";
         experimental_warning_apply_duration: Dur = "experimental-warning-apply-duration", "100ms", Y::Same, Later,
             "Warn when applying one request takes longer than this.";

@@ -181,6 +181,12 @@ pub fn member_config(c: &EtcdConfig) -> Result<MemberConfig, String> {
         pre_vote: c.pre_vote,
         enable_pprof: c.enable_pprof,
         cors: c.cors.clone(),
+        // etcd: 0 keeps the 10-minute default
+        watch_progress_notify_interval: if c.experimental_watch_progress_notify_interval <= 0 {
+            MemberConfig::default().watch_progress_notify_interval
+        } else {
+            Duration::from_nanos(c.experimental_watch_progress_notify_interval as u64)
+        },
     })
 }
 
@@ -222,6 +228,10 @@ mod tests {
         assert_eq!(m.quota_backend_bytes, core_default.quota_backend_bytes);
         assert_eq!(m.max_request_bytes, core_default.max_request_bytes);
         assert_eq!(m.max_txn_ops, core_default.max_txn_ops);
+        assert_eq!(
+            m.watch_progress_notify_interval,
+            core_default.watch_progress_notify_interval
+        );
         assert_eq!(m.auto_compaction_mode, core_default.auto_compaction_mode);
         assert_eq!(
             m.auto_compaction_retention,
@@ -315,6 +325,7 @@ mod tests {
             ("initial-cluster-state", "existing"),
             ("cors", "http://a.example:80,http://b.example:80"),
             ("pre-vote", "true"),
+            ("experimental-watch-progress-notify-interval", "250ms"),
         ] {
             set(&mut c, name, value);
         }
@@ -328,6 +339,7 @@ mod tests {
         assert_eq!(m.auto_compaction_retention, "1000");
         assert_eq!(m.initial_cluster_state, ClusterState::Existing);
         assert_eq!(m.cors.len(), 2);
+        assert_eq!(m.watch_progress_notify_interval, Duration::from_millis(250));
         assert!(m.pre_vote);
     }
 

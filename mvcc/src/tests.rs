@@ -1442,3 +1442,126 @@ fn restore_from_a_peer_snapshot_replaces_everything() {
     assert_eq!(rev, a.current_revision() + 1);
     assert_eq!(get(&s, "b").unwrap().version, 2);
 }
+
+// ---- history as events (what watchers replay) ----
+
+fn ev_summary(evs: &[ketch_api::mvccpb::Event]) -> Vec<(String, &'static str, i64, String)> {
+    evs.iter()
+        .map(|e| {
+            let kv = e.kv.as_ref().unwrap();
+            (
+                String::from_utf8(kv.key.to_vec()).unwrap(),
+                if e.r#type == EventType::Put as i32 { "PUT" } else { "DELETE" },
+                kv.mod_revision,
+                value(kv),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn history_gives_puts_and_tombstones_in_revision_order_for_a_key_range() {
+    let (_d, s) = open_tmp();
+    put(&s, "a", "1"); // 2
+    put(&s, "b", "1"); // 3
+    put(&s, "a", "2"); // 4
+    delete(&s, "a", ""); // 5
+    put(&s, "c", "1"); // 6
+    let all = s.history(b"a", b"c", 1, i64::MAX, false).unwrap();
+    assert_eq!(
+        ev_summary(&all),
+        vec![
+            ("a".into(), "PUT", 2, "1".into()),
+            ("b".into(), "PUT", 3, "1".into()),
+            ("a".into(), "PUT", 4, "2".into()),
+            ("a".into(), "DELETE", 5, "".into()),
+        ]
+    );
+    let only_a = s.history(b"a", b"", 3, 4, false).unwrap();
+    assert_eq!(ev_summary(&only_a), vec![("a".into(), "PUT", 4, "2".into())]);
+    let from_key = s.history(b"b", b"\0", 1, i64::MAX, false).unwrap();
+    assert_eq!(from_key.len(), 2);
+    let put4 = all[2].kv.as_ref().unwrap();
+    assert_eq!((put4.create_revision, put4.version), (2, 2));
+}
+
+#[test]
+fn history_fills_prev_kv_except_for_creations() {
+    let (_d, s) = open_tmp();
+    put(&s, "a", "1"); // 2
+    put(&s, "a", "2"); // 3
+    delete(&s, "a", ""); // 4
+    let evs = s.history(b"a", b"", 1, i64::MAX, true).unwrap();
+    assert!(evs[0].prev_kv.is_none());
+    assert_eq!(value(evs[1].prev_kv.as_ref().unwrap()), "1");
+    assert_eq!(value(evs[2].prev_kv.as_ref().unwrap()), "2");
+    assert_eq!(evs[2].prev_kv.as_ref().unwrap().mod_revision, 3);
+}
+
+#[test]
+fn history_below_the_compact_revision_is_compacted() {
+    let (_d, s) = open_tmp();
+    for i in 0..5 {
+        put(&s, "k", &i.to_string()); // 2..=6
+    }
+    let mut b = s.write().unwrap();
+    b.compact(4).unwrap();
+    b.commit(false).unwrap();
+    assert_eq!(s.events(3, 100, usize::MAX, &|_| true).unwrap_err(), EtcdError::Compacted);
+    let page = s.events(4, 100, usize::MAX, &|_| true).unwrap();
+    assert_eq!(page.compact_revision, 4);
+    assert_eq!(
+        ev_summary(&page.events).iter().map(|e| e.2).collect::<Vec<_>>(),
+        vec![4, 5, 6],
+        "the compaction keeps each key's newest revision at the compact revision"
+    );
+}
+
+#[test]
+fn history_pages_stop_at_revision_boundaries() {
+    let (_d, s) = open_tmp();
+    // one txn writing three keys at revision 2, then single puts
+    let mut b = s.write().unwrap();
+    b.txn(&TxnRequest {
+        success: ["x", "y", "z"]
+            .iter()
+            .map(|k| txn_op(Request::RequestPut(put_req(k, "t"))))
+            .collect(),
+        ..Default::default()
+    })
+    .unwrap();
+    b.commit(false).unwrap();
+    put(&s, "x", "2"); // 3
+    put(&s, "x", "3"); // 4
+    let p1 = s.events(1, 1, usize::MAX, &|_| true).unwrap();
+    assert_eq!(p1.events.len(), 3, "a revision is never split");
+    assert_eq!(p1.next_rev, 3);
+    assert!(!p1.complete());
+    let p2 = s.events(p1.next_rev, 1, usize::MAX, &|_| true).unwrap();
+    assert_eq!((p2.events.len(), p2.next_rev), (1, 4));
+    let p3 = s.events(p2.next_rev, 1, usize::MAX, &|_| true).unwrap();
+    assert!(p3.complete());
+    assert_eq!(p3.upto(), 4);
+    let none = s.events(5, 1, usize::MAX, &|_| true).unwrap();
+    // a byte budget ends pages the same way; only wanted rows count
+    let by_bytes = s.events(1, usize::MAX, 1, &|_| true).unwrap();
+    assert_eq!((by_bytes.events.len(), by_bytes.next_rev), (3, 3));
+    let unwanted = s.events(1, usize::MAX, 1, &|k| k == b"none").unwrap();
+    assert!(unwanted.events.is_empty() && unwanted.complete());
+    assert!(none.events.is_empty() && none.complete());
+}
+
+#[test]
+fn history_equals_the_events_a_batch_commit_returned() {
+    let (_d, s) = open_tmp();
+    let mut live = Vec::new();
+    for round in 0..3 {
+        let mut b = s.write().unwrap();
+        b.put(&put_req("p/a", &format!("v{round}"))).unwrap();
+        b.put(&put_req("p/b", "x")).unwrap();
+        b.delete_range(&del_req("p/b", "")).unwrap();
+        live.extend(b.commit(false).unwrap());
+    }
+    let replay = s.history(b"p/", b"p0", 1, i64::MAX, false).unwrap();
+    assert_eq!(replay, live);
+}

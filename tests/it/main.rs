@@ -17,3 +17,7 @@ mod output_formats;
 mod txn;
 mod txn_grpc;
 mod wal_repair;
+mod watch;
+mod watch_fanout;
+mod watch_grpc;
+mod watch_server;

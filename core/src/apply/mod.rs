@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::cluster::{ClusterState, MemberChange};
 use crate::raft::{RaftHandle, RaftMsg};
+use crate::watch::WatchHub;
 use wait::WaitRegistry;
 
 /// What applying one request produced, for the client that proposed it.
@@ -88,6 +89,8 @@ pub struct Applier {
     pub applied: watch::Sender<u64>,
     pub raft: RaftHandle,
     pub snapshot_count: u64,
+    /// gets the events of every committed batch, before the waiting clients are woken
+    pub watch_hub: Arc<WatchHub>,
     last_snapshot_index: u64,
     last_durable_index: u64,
     last_durable_at: Instant,
@@ -101,6 +104,7 @@ impl Applier {
         applied: watch::Sender<u64>,
         raft: RaftHandle,
         snapshot_count: u64,
+        watch_hub: Arc<WatchHub>,
     ) -> Self {
         let index = store.applied_index();
         Applier {
@@ -110,6 +114,7 @@ impl Applier {
             applied,
             raft,
             snapshot_count: snapshot_count.max(1),
+            watch_hub,
             last_snapshot_index: index,
             last_durable_index: index,
             last_durable_at: Instant::now(),
@@ -230,7 +235,11 @@ impl Applier {
         let durable = last - self.last_durable_index >= DURABLE_EVERY_ENTRIES
             || self.last_durable_at.elapsed() >= DURABLE_EVERY
             || last - self.last_snapshot_index >= self.snapshot_count;
-        let _events = wb.commit(durable)?;
+        let revision = wb.revision();
+        let events = wb.commit(durable)?;
+        // Watchers first: a client that sees its put acknowledged finds the event already
+        // queued for its watches. Notify never blocks on a client.
+        self.watch_hub.notify(&events, revision);
         if durable {
             self.last_durable_index = last;
             self.last_durable_at = Instant::now();
@@ -270,6 +279,7 @@ impl Applier {
                 Err(e) => error!(target: "etcdserver", "snapshot's member list is unreadable: {e}"),
             }
         }
+        self.watch_hub.restored(self.store.current_revision());
         info!(target: "etcdserver", "applied snapshot at index {restored}");
         self.last_snapshot_index = restored;
         self.last_durable_index = restored;

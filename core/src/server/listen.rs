@@ -11,6 +11,7 @@ use std::time::Duration;
 use ketch_api::etcdserverpb::cluster_server::ClusterServer;
 use ketch_api::etcdserverpb::kv_server::KvServer;
 use ketch_api::etcdserverpb::maintenance_server::MaintenanceServer;
+use ketch_api::etcdserverpb::watch_server::WatchServer;
 use ketch_gateway::health::{self, HealthSource};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,6 +25,7 @@ use url::Url;
 use super::cluster::ClusterService;
 use super::kv::KvService;
 use super::maintenance::MaintenanceService;
+use super::watch::WatchService;
 use super::{Server, SharedServer};
 use crate::member::StartError;
 
@@ -133,7 +135,15 @@ pub fn serve_clients(
     for (url, listener) in listeners {
         let routes = Routes::new(KvServer::new(KvService(server.clone())).max_decoding_message_size(max_recv))
             .add_service(ClusterServer::new(ClusterService(server.clone())).max_decoding_message_size(max_recv))
-            .add_service(MaintenanceServer::new(MaintenanceService(server.clone())).max_decoding_message_size(max_recv));
+            .add_service(MaintenanceServer::new(MaintenanceService(server.clone())).max_decoding_message_size(max_recv))
+            .add_service(
+                WatchServer::new(WatchService {
+                    server: server.clone(),
+                    shutdown: shutdown.clone(),
+                    max_response_bytes: max_recv,
+                })
+                .max_decoding_message_size(max_recv),
+            );
         let health_source: Arc<dyn HealthSource> = server.clone();
         let router = routes
             .into_axum_router()
