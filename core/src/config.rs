@@ -95,7 +95,7 @@ impl Default for MemberConfig {
             enable_v2: false,
             strict_reconfig_check: true,
             force_new_cluster: false,
-            pre_vote: false,
+            pre_vote: true,
             enable_pprof: false,
             cors: vec![],
             watch_progress_notify_interval: Duration::from_secs(600),

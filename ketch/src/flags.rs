@@ -249,8 +249,8 @@ flag_table! {
             "Suffix for the SRV names looked up with --discovery-srv.";
         strict_reconfig_check: Bool = "strict-reconfig-check", "true", Y::Same, Member,
             "Refuse membership changes that would lose quorum.";
-        pre_vote: Bool = "pre-vote", "false", Y::Same, Member,
-            "Run Raft's pre-vote phase before an election.";
+        pre_vote: Bool = "pre-vote", "true", Y::Same, Member,
+            "Run Raft's pre-vote phase before an election (default true as in etcd 3.5; etcd 3.4 defaulted to false).";
         auto_compaction_retention: Str = "auto-compaction-retention", "0", Y::Same, Member,
             "History kept by auto compaction: a duration ('5m', or hours as a number) or revisions; 0 disables.";
         auto_compaction_mode: Str = "auto-compaction-mode", "periodic", Y::Same, Member,
@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(c.grpc_keepalive_interval, 7_200_000_000_000);
         assert_eq!(c.grpc_keepalive_timeout, 20_000_000_000);
         assert_eq!(c.discovery_fallback, "proxy");
-        assert!(c.strict_reconfig_check && !c.pre_vote && !c.enable_v2);
+        assert!(c.strict_reconfig_check && c.pre_vote && !c.enable_v2);
         assert_eq!(
             (
                 c.auto_compaction_retention.as_str(),

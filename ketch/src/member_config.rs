@@ -245,7 +245,8 @@ mod tests {
                 m.pre_vote,
                 m.enable_pprof
             ),
-            (false, true, false, false, false)
+            // pre-vote on, as etcd 3.5 (etcd 3.4 defaulted to off)
+            (false, true, false, true, false)
         );
         assert_eq!(m.cors, vec!["*"]);
         m.validate().unwrap();

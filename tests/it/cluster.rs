@@ -316,3 +316,100 @@ fn slow_disks_do_not_cause_elections() {
         "leadership changed while disks were slow"
     );
 }
+
+fn refuses(c: &Cluster, i: usize, args: &[&str]) {
+    let mut full = args.to_vec();
+    full.push("--command-timeout=3s");
+    let out = c.members[i]
+        .etcdctl()
+        .timeout(Duration::from_secs(10))
+        .run(&full);
+    assert!(
+        !out.success(),
+        "a cut-off member served {args:?}:\n{}",
+        out.transcript()
+    );
+    let err = out.stderr_str();
+    assert!(
+        [
+            "etcdserver: no leader",
+            "etcdserver: request timed out",
+            "context deadline exceeded"
+        ]
+        .iter()
+        .any(|e| err.contains(e)),
+        "{err}"
+    );
+}
+
+/// Network partitions through relays on the peer links: a member nothing can reach (first a
+/// follower, then the leader) refuses linearizable reads and writes while the others carry on,
+/// and after healing the cluster converges, the cut-off follower not disturbing the leader
+/// (pre-vote). Ketch only: a relay cuts the connections made *to* a member, which isolates a
+/// ketch member (each side dials to send), but not an etcd member, which receives over
+/// streams it dials itself.
+#[test]
+fn partitioned_members_refuse_service_and_converge_after_healing() {
+    if ketch_tests::ketch_is_substituted() {
+        return;
+    }
+    let mut c = Cluster::start_relayed(Kind::Ketch, 3);
+    let (leader, term) = c.wait_leader(ELECTION);
+
+    let follower = (leader + 1) % 3;
+    c.relays[follower].cut();
+    assert!(put(&c, leader, "p1", "during-follower-cut"));
+    std::thread::sleep(Duration::from_secs(2)); // longer than the election timeout
+    refuses(&c, follower, &["get", "p1"]);
+    refuses(&c, follower, &["put", "p1", "from-the-cut-follower"]);
+    c.relays[follower].heal();
+    let deadline = Instant::now() + ELECTION;
+    while get_value(&c, follower, "p1", true).as_deref() != Some("during-follower-cut") {
+        assert!(
+            Instant::now() < deadline,
+            "healed follower did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (same, same_term) = c.wait_leader(ELECTION);
+    assert_eq!(
+        (same, same_term),
+        (leader, term),
+        "a cut-off follower disturbed the leader"
+    );
+
+    c.relays[leader].cut();
+    let other = (leader + 2) % 3;
+    let deadline = Instant::now() + ELECTION;
+    while !put(&c, other, "p2", "after-leader-cut") {
+        assert!(
+            Instant::now() < deadline,
+            "the majority did not elect a new leader"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    refuses(&c, leader, &["get", "p2"]);
+    refuses(&c, leader, &["put", "p2", "from-the-old-leader"]);
+    c.relays[leader].heal();
+    let deadline = Instant::now() + ELECTION;
+    while get_value(&c, leader, "p2", true).as_deref() != Some("after-leader-cut") {
+        assert!(
+            Instant::now() < deadline,
+            "healed old leader did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (new_leader, new_term) = c.wait_leader(ELECTION);
+    assert_ne!(new_leader, leader);
+    assert!(new_term > term);
+    for i in 0..3 {
+        assert_eq!(
+            get_value(&c, i, "p1", false).as_deref(),
+            Some("during-follower-cut")
+        );
+        assert_eq!(
+            get_value(&c, i, "p2", false).as_deref(),
+            Some("after-leader-cut")
+        );
+    }
+}

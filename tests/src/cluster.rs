@@ -9,6 +9,8 @@ use crate::server::{two_free_ports, Server};
 /// all are killed when the cluster is dropped.
 pub struct Cluster {
     pub members: Vec<Server>,
+    /// With [`Cluster::start_relayed`], the relay in front of each member's peer port.
+    pub relays: Vec<crate::relay::Relay>,
 }
 
 impl Cluster {
@@ -49,6 +51,38 @@ impl Cluster {
             .collect();
         Cluster {
             members: Server::start_all(builders),
+            relays: Vec::new(),
+        }
+    }
+
+    /// Starts `n` members whose peer traffic reaches them through relays, so that a test can
+    /// cut a member off (`relays[i].cut()`: nothing reaches member i) and heal it again.
+    pub fn start_relayed(kind: Kind, n: usize) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| two_free_ports()).collect();
+        let relays: Vec<crate::relay::Relay> = ports
+            .iter()
+            .map(|(_, peer)| crate::relay::Relay::start(([127, 0, 0, 1], *peer).into()))
+            .collect();
+        let initial = relays
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("m{}=http://127.0.0.1:{}", i + 1, r.port()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let builders = ports
+            .iter()
+            .zip(&relays)
+            .enumerate()
+            .map(|(i, (p, r))| {
+                Server::builder(kind)
+                    .name(&format!("m{}", i + 1))
+                    .cluster_member(*p, &initial)
+                    .advertise_peer_port(r.port())
+            })
+            .collect();
+        Cluster {
+            members: Server::start_all(builders),
+            relays,
         }
     }
 

@@ -24,6 +24,7 @@ pub mod etcdctl;
 pub mod grpc;
 pub mod http;
 pub mod normalize;
+pub mod relay;
 pub mod server;
 
 pub use background::BackgroundCtl;

@@ -40,6 +40,8 @@ pub struct ServerBuilder {
     joins: bool,
     /// extra environment of the process
     env: Vec<(String, String)>,
+    /// the peer port advertised when it differs from the one listened on (a relay's)
+    advertised_peer_port: Option<u16>,
 }
 
 impl ServerBuilder {
@@ -47,6 +49,12 @@ impl ServerBuilder {
     /// Such a member is not moved to other ports when one is taken (its peers know them).
     pub fn cluster_member(mut self, ports: (u16, u16), initial_cluster: &str) -> Self {
         self.member_of = Some((ports, initial_cluster.to_string()));
+        self
+    }
+
+    /// Advertises this peer port (a [`crate::relay::Relay`] in front of the real one).
+    pub fn advertise_peer_port(mut self, port: u16) -> Self {
+        self.advertised_peer_port = Some(port);
         self
     }
 
@@ -117,6 +125,7 @@ impl ServerBuilder {
             initial_cluster: self.member_of.map(|(_, c)| c),
             joins: self.joins,
             env: self.env,
+            advertised_peer_port: self.advertised_peer_port,
         };
         server.spawn();
         server
@@ -146,6 +155,7 @@ pub struct Server {
     initial_cluster: Option<String>,
     joins: bool,
     env: Vec<(String, String)>,
+    advertised_peer_port: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -179,6 +189,7 @@ impl Server {
             member_of: None,
             joins: false,
             env: Vec::new(),
+            advertised_peer_port: None,
         }
     }
 
@@ -243,8 +254,9 @@ impl Server {
         self.peer_port
     }
 
+    /// The peer URL other members use (a relay's, when the member is behind one).
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://127.0.0.1:{}", self.advertised_peer_port.unwrap_or(self.peer_port))
     }
 
     fn root(&self) -> &Path {
@@ -274,12 +286,13 @@ impl Server {
     pub fn args(&self) -> Vec<String> {
         let client = self.client_url();
         let peer = self.peer_url();
+        let listen_peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut args = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir().display()),
             format!("--listen-client-urls={client}"),
             format!("--advertise-client-urls={client}"),
-            format!("--listen-peer-urls={peer}"),
+            format!("--listen-peer-urls={listen_peer}"),
             format!("--initial-advertise-peer-urls={peer}"),
             match &self.initial_cluster {
                 Some(c) => format!("--initial-cluster={c}"),

@@ -163,7 +163,7 @@ pub fn serve_clients(
             Ok(s) => {
                 // gRPC replies are small and latency-bound: never wait for Nagle.
                 let _ = s.set_nodelay(true);
-                Some(Ok::<_, std::io::Error>(s))
+                Some(Ok::<_, std::io::Error>(super::authority::AuthorityFix::new(s)))
             }
             Err(e) => {
                 warn!(target: "embed", "accept error: {e}");

@@ -2,6 +2,7 @@
 //! maintenance.rs), the propose-and-wait path (propose.rs) and the listener that serves gRPC
 //! and HTTP on each client URL (listen.rs). Every service holds an `Arc<Server>`.
 
+pub mod authority;
 pub mod cluster;
 pub mod kv;
 pub mod listen;
