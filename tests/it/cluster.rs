@@ -413,3 +413,54 @@ fn partitioned_members_refuse_service_and_converge_after_healing() {
         );
     }
 }
+
+/// `--force-new-cluster`: after losing the other members for good, one member restarts as a
+/// cluster of its own with all the data (as etcd's disaster recovery). Runs on etcd too.
+#[test]
+fn force_new_cluster_recovers_one_member_with_its_data() {
+    let mut c = Cluster::start(Kind::Ketch, 3);
+    let (leader, _) = c.wait_leader(ELECTION);
+    let mut want = String::new();
+    for n in 0..10 {
+        assert!(put(&c, leader, &format!("k{n}"), &format!("v{n}")));
+        want.push_str(&format!("k{n}\nv{n}\n"));
+    }
+    let survivor = (leader + 1) % 3;
+    // make sure the survivor has applied everything before the disaster
+    let deadline = Instant::now() + ELECTION;
+    while get_value(&c, survivor, "k9", true).as_deref() != Some("v9") {
+        assert!(Instant::now() < deadline, "survivor did not catch up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // the others are lost for good; the survivor stops cleanly (after a kill -9 its last
+    // commit index may not be on disk yet, and etcd then drops those entries too)
+    for (i, m) in c.members.iter_mut().enumerate() {
+        if i == survivor {
+            m.stop();
+        } else {
+            m.kill9();
+        }
+    }
+    c.members[survivor].add_arg("--force-new-cluster");
+    c.members[survivor].restart();
+    let ctl = c.members[survivor]
+        .etcdctl()
+        .timeout(Duration::from_secs(15));
+    let list = ctl.run(&["member", "list"]);
+    list.assert_success();
+    assert_eq!(
+        list.stdout_str().lines().count(),
+        1,
+        "{}",
+        list.stdout_str()
+    );
+    assert_eq!(ctl.run(&["get", "k", "--prefix"]).stdout_str(), want);
+    ctl.run(&["put", "after", "recovery"]).assert_success();
+    // and keeps it across another restart
+    c.members[survivor].stop();
+    c.members[survivor].restart();
+    let out = c.members[survivor]
+        .etcdctl()
+        .run(&["get", "after", "--print-value-only"]);
+    assert_eq!(out.stdout_str(), "recovery\n", "{}", out.transcript());
+}

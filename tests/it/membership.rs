@@ -69,15 +69,17 @@ fn add_join_promote_update_and_remove() {
         .etcdctl()
         .run(&["get", "before-join", "--print-value-only"]);
     assert_eq!(got.stdout_str(), "1\n", "{}", got.transcript());
-    let list = ctl.run(&["member", "list"]);
-    assert!(
-        list.stdout_str().contains(&format!(
-            ", started, m4, {peer}, {}, false",
-            m4.client_url()
-        )),
-        "{}",
-        list.stdout_str()
-    );
+    // m4 publishes its name once it serves clients; that reaches m1 through the log
+    let want = format!(", started, m4, {peer}, {}, false", m4.client_url());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = ctl.run(&["member", "list"]).stdout_str();
+        if list.contains(&want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     c.members.push(m4);
 
     // a learner that never starts cannot be promoted; a second learner is refused

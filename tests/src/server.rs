@@ -425,6 +425,11 @@ impl Server {
         }
     }
 
+    /// Adds a flag for the next starts (e.g. `--force-new-cluster` before a restart).
+    pub fn add_arg(&mut self, arg: impl Into<String>) {
+        self.extra_args.push(arg.into());
+    }
+
     /// Starts the process again on the same ports and data dir (stopping it with SIGTERM first
     /// if it is running) and waits until it is ready.
     pub fn restart(&mut self) {

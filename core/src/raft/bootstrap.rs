@@ -77,7 +77,7 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
         };
         applied.saturating_sub(if peers { cfg.snapshot_catchup_entries } else { 0 })
     };
-    let (mut wal, recovered, member_id, cluster_id, members) = if Wal::exists(&wal_dir) {
+    let (mut wal, recovered, member_id, cluster_id, mut members) = if Wal::exists(&wal_dir) {
         let (wal, rec) = Wal::open_hollow(&wal_dir, opts, hollow_upto)
             .map_err(|e| StartError::Other(format!("open wal: {e}")))?;
         let (member_id, cluster_id) = decode_metadata(&rec.metadata)?;
@@ -191,7 +191,60 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
             if applied > hs.commit && applied <= last_index {
                 hs.commit = applied;
             }
+            let (commit, term) = (hs.commit, hs.term);
             core.set_hardstate(hs);
+            if cfg.force_new_cluster {
+                // etcd's disaster recovery: keep the data and everything committed, drop what
+                // was not, and become the only member of the cluster (same cluster id).
+                warn!(
+                    target: "etcdserver",
+                    "forcing restart of member {member_id:x} in cluster {cluster_id:x} at commit index {commit}"
+                );
+                let me = members.iter().find(|m| m.id == member_id).cloned().ok_or_else(|| {
+                    StartError::Other(format!("member {member_id:x} is not in its own member list"))
+                })?;
+                members = vec![MemberRecord { is_learner: false, ..me }];
+                // raft-rs's log again, from the WAL's snapshot marker, committed entries only,
+                // with this member as the only voter
+                let (base, base_term) = rec.snapshot.as_ref().map_or((0, 0), |m| (m.index, m.term));
+                let committed: Vec<_> =
+                    rec.entries.iter().filter(|e| e.index > base && e.index <= commit).cloned().collect();
+                *core = raft::storage::MemStorageCore::default();
+                if base > 0 {
+                    let mut snap = Snapshot::default();
+                    snap.mut_metadata().index = base;
+                    snap.mut_metadata().term = base_term;
+                    snap.mut_metadata().set_conf_state(conf_state_of(&members));
+                    core.apply_snapshot(snap).map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
+                } else {
+                    core.set_conf_state(conf_state_of(&members));
+                }
+                if !committed.is_empty() {
+                    core.append(&committed).map_err(|e| StartError::Other(format!("raft log: {e}")))?;
+                }
+                let mut hs = raft::eraftpb::HardState::default();
+                hs.term = term;
+                hs.commit = commit;
+                core.set_hardstate(hs);
+                // The next start must see the new membership in the WAL too: a marker at the
+                // applied index carries it (the store already holds everything up to there).
+                let applied_term = committed
+                    .iter()
+                    .find(|e| e.index == applied)
+                    .map(|e| e.term)
+                    .or((applied == base).then_some(base_term));
+                if let (true, Some(t)) = (applied > 0, applied_term) {
+                    let mut meta = raft::eraftpb::SnapshotMetadata::default();
+                    meta.index = applied;
+                    meta.term = t;
+                    meta.set_conf_state(conf_state_of(&members));
+                    wal.save_snapshot(&meta)
+                        .map_err(|e| StartError::Other(format!("record snapshot in wal: {e}")))?;
+                }
+                let mut wb = store.write().map_err(|e| StartError::Other(e.to_string()))?;
+                wb.meta_put(MEMBERS_META_KEY, &cluster::encode_members(&members));
+                wb.commit(true).map_err(|e| StartError::Other(e.to_string()))?;
+            }
         }
     }
 
