@@ -464,3 +464,53 @@ fn force_new_cluster_recovers_one_member_with_its_data() {
         .run(&["get", "after", "--print-value-only"]);
     assert_eq!(out.stdout_str(), "recovery\n", "{}", out.transcript());
 }
+
+/// Five members survive losing two (the leader first, then the next leader): writes continue
+/// with three, and nothing acknowledged is lost. Runs on etcd too.
+#[test]
+fn five_members_survive_losing_two_leaders() {
+    let mut c = Cluster::start(Kind::Ketch, 5);
+    let mut want = String::new();
+    let mut n = 0;
+    for round in 0..2 {
+        let (leader, term) = c.wait_leader(ELECTION);
+        for _ in 0..5 {
+            let via = (leader + 1 + n) % 5;
+            let via = if c.members[via].is_running() {
+                via
+            } else {
+                leader
+            };
+            assert!(put(&c, via, &format!("f{n:02}"), &format!("r{round}")));
+            want.push_str(&format!("f{n:02}\nr{round}\n"));
+            n += 1;
+        }
+        c.members[leader].kill9();
+        let (next, next_term) = c.wait_leader(ELECTION);
+        assert_ne!(next, leader);
+        assert!(next_term > term);
+    }
+    let (leader, _) = c.wait_leader(ELECTION);
+    assert!(put(&c, leader, "f99", "last"));
+    want.push_str("f99\nlast\n");
+    for i in 0..5 {
+        if !c.members[i].is_running() {
+            continue;
+        }
+        let deadline = Instant::now() + ELECTION;
+        loop {
+            let out = c.members[i]
+                .etcdctl()
+                .run(&["get", "f", "--prefix", "--consistency=s"]);
+            if out.stdout_str() == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {i} has:\n{}",
+                out.stdout_str()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -20,11 +20,16 @@ fn member_id_of(list: &str, peer_url: &str) -> String {
 /// `member add`, retried while etcd's rule refuses it: a peer counts as healthy only once
 /// connected for 5 s, so right after a start or join an add answers "unhealthy cluster".
 fn member_add(ctl: &ketch_tests::Etcdctl, args: &[&str]) -> ketch_tests::CtlOutput {
-    let deadline = Instant::now() + WAIT;
     let mut full = vec!["member", "add"];
     full.extend_from_slice(args);
+    retry_unhealthy(ctl, &full)
+}
+
+/// Runs a membership command until etcd's 5-second health rule lets it through.
+fn retry_unhealthy(ctl: &ketch_tests::Etcdctl, full: &[&str]) -> ketch_tests::CtlOutput {
+    let deadline = Instant::now() + WAIT;
     loop {
-        let out = ctl.run(&full);
+        let out = ctl.run(full);
         if out.success() || !out.stderr_str().contains("etcdserver: unhealthy cluster") {
             return out;
         }
@@ -186,5 +191,102 @@ fn a_learner_serves_only_serializable_reads_and_status_until_promoted() {
             "promoted member still refuses writes"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Membership changes while clients write: a member is removed and a new one joins during a
+/// steady stream of puts; every acknowledged put is on every member afterwards.
+#[test]
+fn membership_changes_under_load_lose_no_acknowledged_write() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let mut c = Cluster::start(Kind::Ketch, 3);
+    let (leader, _) = c.wait_leader(WAIT);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    // the writer talks to the leader and one other member, which both stay
+    let keep = (leader + 1) % 3;
+    let eps = format!(
+        "{},{}",
+        c.members[leader].endpoint(),
+        c.members[keep].endpoint()
+    );
+    let writer = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        let ctl = ketch_tests::Etcdctl::new(&eps).timeout(Duration::from_secs(10));
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Acquire) {
+                let key = format!("load/{n:05}");
+                if ctl
+                    .run(&["put", &key, "v", "--command-timeout=5s"])
+                    .success()
+                {
+                    acked.lock().unwrap().push(key);
+                }
+                n += 1;
+            }
+        })
+    };
+    let ctl = c.members[leader].etcdctl().timeout(Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(500));
+    // remove the third member
+    let gone = (leader + 2) % 3;
+    let list = ctl.run(&["member", "list"]).stdout_str();
+    let gone_id = member_id_of(&list, &c.members[gone].peer_url());
+    retry_unhealthy(&ctl, &["member", "remove", &gone_id]).assert_success();
+    c.members[gone].kill9();
+    // and add a new one, which joins
+    let ports = two_free_ports();
+    let peer = format!("http://127.0.0.1:{}", ports.1);
+    member_add(&ctl, &["m4", &format!("--peer-urls={peer}")]).assert_success();
+    let initial = format!(
+        "m{}={},m{}={},m4={peer}",
+        leader + 1,
+        c.members[leader].peer_url(),
+        keep + 1,
+        c.members[keep].peer_url()
+    );
+    let m4 = Server::builder(Kind::Ketch)
+        .name("m4")
+        .cluster_member(ports, &initial)
+        .joining()
+        .start();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Release);
+    writer.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 5,
+        "too few writes went through: {}",
+        acked.len()
+    );
+    for (name, s) in [
+        ("leader", &c.members[leader]),
+        ("kept", &c.members[keep]),
+        ("m4", &m4),
+    ] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let out =
+                s.etcdctl()
+                    .run(&["get", "load/", "--prefix", "--keys-only", "--consistency=s"]);
+            let have: std::collections::HashSet<String> = out
+                .stdout_str()
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            let missing: Vec<&String> = acked.iter().filter(|k| !have.contains(*k)).collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} lacks acknowledged puts {missing:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
