@@ -83,7 +83,7 @@ pub use batch::{LeaseChange, WriteBatch};
 pub use error::StoreError;
 pub use history::{in_range, EventPage};
 pub use revision::Revision;
-pub use store::Store;
+pub use store::{is_read_only_txn, is_serializable_txn, Store};
 
 #[cfg(test)]
 mod tests;

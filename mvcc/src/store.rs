@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use ketch_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use ketch_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse};
 use ketch_api::status::EtcdError;
 use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -264,6 +264,75 @@ impl Store {
         }
     }
 
+    /// etcd's Txn for a read-only request (compares and ranges only, nested too; see
+    /// [`is_read_only_txn`]) over the committed state, without the Raft log. Every compare
+    /// and range sees one snapshot, as in the write path.
+    pub fn txn_read(&self, req: &TxnRequest) -> Result<TxnResponse, EtcdError> {
+        loop {
+            let snap = self.snapshot();
+            match self.txn_read_at(&snap, req) {
+                Ok(mut resp) => {
+                    resp.header = Some(ResponseHeader {
+                        revision: snap.rev,
+                        ..Default::default()
+                    });
+                    return Ok(resp);
+                }
+                Err(Failure::Retry) => continue,
+                Err(Failure::Etcd(e)) => return Err(e),
+                Err(Failure::Store(e)) => return Err(fatal_read(e)),
+            }
+        }
+    }
+
+    fn txn_read_at(&self, snap: &Snapshot, req: &TxnRequest) -> Result<TxnResponse, Failure> {
+        use ketch_api::etcdserverpb::{request_op::Request, response_op::Response, ResponseOp};
+        let mut succeeded = true;
+        for c in &req.compare {
+            if !range::compare_holds(&self.index, &snap.kv, c, snap.rev)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { &req.success } else { &req.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(Request::RequestRange(r)) => {
+                    if r.revision > snap.rev {
+                        return Err(EtcdError::FutureRev.into());
+                    }
+                    let at = if r.revision <= 0 { snap.rev } else { r.revision };
+                    if at < snap.compact_rev {
+                        return Err(EtcdError::Compacted.into());
+                    }
+                    let out = range::range(&self.index, true, &snap.kv, r, at)?;
+                    Response::ResponseRange(RangeResponse {
+                        header: Some(ResponseHeader {
+                            revision: snap.rev,
+                            ..Default::default()
+                        }),
+                        kvs: range::materialize(&snap.kv, out.picked, r.keys_only)?,
+                        more: out.more,
+                        count: out.count,
+                        ..Default::default()
+                    })
+                }
+                Some(Request::RequestTxn(t)) => Response::ResponseTxn(self.txn_read_at(snap, t)?),
+                _ => return Err(EtcdError::NotCapable.into()),
+            };
+            responses.push(ResponseOp {
+                response: Some(response),
+            });
+        }
+        // a nested txn's response carries an empty header, as etcd's does
+        Ok(TxnResponse {
+            header: Some(ResponseHeader::default()),
+            succeeded,
+            responses,
+        })
+    }
+
     /// A record of the layers above, as of the last commit.
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let snap = self.snapshot();
@@ -485,6 +554,27 @@ fn load_state(db: &Database) -> Result<(i64, u64, BTreeMap<Bytes, KeyIndex>, i64
     // the compact revision.
     let rev = last_rev.max(compact_rev).max(1);
     Ok((compact_rev, applied_index, map, rev, live_bytes))
+}
+
+/// Whether a txn only reads (etcd's isTxnReadonly): every op on both branches, nested txns
+/// included, is a range.
+pub fn is_read_only_txn(req: &TxnRequest) -> bool {
+    use ketch_api::etcdserverpb::request_op::Request;
+    req.success.iter().chain(&req.failure).all(|op| match &op.request {
+        Some(Request::RequestRange(_)) => true,
+        Some(Request::RequestTxn(t)) => is_read_only_txn(t),
+        _ => false,
+    })
+}
+
+/// Whether every op of a read-only txn is a serializable range (etcd's isTxnSerializable: a
+/// nested txn makes it linearizable).
+pub fn is_serializable_txn(req: &TxnRequest) -> bool {
+    use ketch_api::etcdserverpb::request_op::Request;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| matches!(&op.request, Some(Request::RequestRange(r)) if r.serializable))
 }
 
 /// A backend failure while reading: logged, and reported to the client as etcd's generic

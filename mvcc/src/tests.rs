@@ -1433,7 +1433,17 @@ fn restore_from_a_peer_snapshot_replaces_everything() {
     assert_eq!(s.compact_revision(), a.compact_revision());
     let all = |st: &Store| {
         let r = st.range(&range_req("\0", "\0")).unwrap();
-        r.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone(), kv.mod_revision, kv.version)).collect::<Vec<_>>()
+        r.kvs
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key.clone(),
+                    kv.value.clone(),
+                    kv.mod_revision,
+                    kv.version,
+                )
+            })
+            .collect::<Vec<_>>()
     };
     assert_eq!(all(&s), all(&a));
     assert!(get(&s, "zzz").is_none());
@@ -1451,7 +1461,11 @@ fn ev_summary(evs: &[ketch_api::mvccpb::Event]) -> Vec<(String, &'static str, i6
             let kv = e.kv.as_ref().unwrap();
             (
                 String::from_utf8(kv.key.to_vec()).unwrap(),
-                if e.r#type == EventType::Put as i32 { "PUT" } else { "DELETE" },
+                if e.r#type == EventType::Put as i32 {
+                    "PUT"
+                } else {
+                    "DELETE"
+                },
                 kv.mod_revision,
                 value(kv),
             )
@@ -1478,7 +1492,10 @@ fn history_gives_puts_and_tombstones_in_revision_order_for_a_key_range() {
         ]
     );
     let only_a = s.history(b"a", b"", 3, 4, false).unwrap();
-    assert_eq!(ev_summary(&only_a), vec![("a".into(), "PUT", 4, "2".into())]);
+    assert_eq!(
+        ev_summary(&only_a),
+        vec![("a".into(), "PUT", 4, "2".into())]
+    );
     let from_key = s.history(b"b", b"\0", 1, i64::MAX, false).unwrap();
     assert_eq!(from_key.len(), 2);
     let put4 = all[2].kv.as_ref().unwrap();
@@ -1507,11 +1524,17 @@ fn history_below_the_compact_revision_is_compacted() {
     let mut b = s.write().unwrap();
     b.compact(4).unwrap();
     b.commit(false).unwrap();
-    assert_eq!(s.events(3, 100, usize::MAX, &|_| true).unwrap_err(), EtcdError::Compacted);
+    assert_eq!(
+        s.events(3, 100, usize::MAX, &|_| true).unwrap_err(),
+        EtcdError::Compacted
+    );
     let page = s.events(4, 100, usize::MAX, &|_| true).unwrap();
     assert_eq!(page.compact_revision, 4);
     assert_eq!(
-        ev_summary(&page.events).iter().map(|e| e.2).collect::<Vec<_>>(),
+        ev_summary(&page.events)
+            .iter()
+            .map(|e| e.2)
+            .collect::<Vec<_>>(),
         vec![4, 5, 6],
         "the compaction keeps each key's newest revision at the compact revision"
     );
@@ -1564,4 +1587,66 @@ fn history_equals_the_events_a_batch_commit_returned() {
     }
     let replay = s.history(b"p/", b"p0", 1, i64::MAX, false).unwrap();
     assert_eq!(replay, live);
+}
+
+#[test]
+fn read_only_txn_over_a_snapshot_answers_as_the_write_path() {
+    use prost::Message;
+    let (_d, s) = sort_fixture();
+    let range_op = |k: &str, end: &str, rev: i64| {
+        txn_op(Request::RequestRange(RangeRequest {
+            revision: rev,
+            ..range_req(k, end)
+        }))
+    };
+    let reqs = vec![
+        TxnRequest {
+            compare: vec![cmp(
+                CompareTarget::Version,
+                CompareResult::Equal,
+                "a",
+                "",
+                Some(TargetUnion::Version(2)),
+            )],
+            success: vec![range_op("a", "c", 0), range_op("c", "", 3)],
+            failure: vec![range_op("e", "", 0)],
+        },
+        TxnRequest {
+            compare: vec![cmp(
+                CompareTarget::Create,
+                CompareResult::Greater,
+                "zz",
+                "",
+                Some(TargetUnion::CreateRevision(0)),
+            )],
+            success: vec![],
+            failure: vec![
+                txn_op(Request::RequestTxn(TxnRequest {
+                    compare: vec![],
+                    success: vec![range_op("b", "", 0)],
+                    failure: vec![],
+                })),
+                range_op("a", "z", 0),
+            ],
+        },
+        TxnRequest {
+            compare: vec![],
+            success: vec![],
+            failure: vec![],
+        },
+    ];
+    for (i, req) in reqs.iter().enumerate() {
+        assert!(crate::is_read_only_txn(req));
+        let read = s.txn_read(req).unwrap();
+        let mut b = s.write().unwrap();
+        let written = b.txn(req).unwrap();
+        drop(b);
+        assert_eq!(read.encode_to_vec(), written.encode_to_vec(), "txn {i}");
+    }
+    let bad = TxnRequest {
+        compare: vec![],
+        success: vec![range_op("a", "", 1000)],
+        failure: vec![],
+    };
+    assert_eq!(s.txn_read(&bad).unwrap_err(), EtcdError::FutureRev);
 }

@@ -53,6 +53,16 @@ impl Kv for KvService {
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = req.into_inner();
         validate::check_txn(&req, self.0.max_txn_ops)?;
+        // A txn that only reads needs no log entry: a read barrier (unless every range is
+        // serializable) and one snapshot of the local store, as etcd's read-only txn path.
+        if ketch_mvcc::is_read_only_txn(&req) {
+            if !ketch_mvcc::is_serializable_txn(&req) {
+                self.0.linearizable_barrier().await?;
+            }
+            let mut resp = self.0.store.txn_read(&req)?;
+            self.0.fill_header(&mut resp.header);
+            return Ok(Response::new(resp));
+        }
         let mut resp = expect_applied!(self.0.propose(Proposal::Txn(req)).await, Txn)?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
