@@ -182,7 +182,7 @@ fn svg(plan: &Plan, docs: &[Vec<Option<Value>>]) -> String {
     const W: f64 = 460.0;
     const H: f64 = 300.0;
     const ML: f64 = 64.0;
-    const MR: f64 = 16.0;
+    const MR: f64 = 30.0;
     const MT: f64 = 36.0;
     const MB: f64 = 44.0;
     let cols = 2usize;
@@ -212,6 +212,21 @@ fn svg(plan: &Plan, docs: &[Vec<Option<Value>>]) -> String {
             .collect();
         let _ = writeln!(s, r#"<text x="{}" y="{}" font-size="13" font-weight="bold">{}</text>"#, ox + ML, oy + 20.0, esc(label));
         let _ = writeln!(s, r##"<rect x="{}" y="{}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>"##, ox + ML, oy + MT);
+        // Say in the panel which servers have no curve here, and why.
+        let absent: Vec<String> = plan
+            .targets
+            .iter()
+            .zip(docs)
+            .zip(&curves)
+            .filter(|(_, c)| c.is_empty())
+            .map(|(((_, label), d), _)| match metric(&d[si], "/summary/requests_per_sec") {
+                Cell::Missing(why) => format!("{label}: {why}"),
+                Cell::Value(_) => format!("{label}: no samples"),
+            })
+            .collect();
+        if !absent.is_empty() {
+            let _ = writeln!(s, r##"<text x="{}" y="{}" fill="#555">{}</text>"##, ox + ML + 8.0, oy + MT + 14.0, esc(&absent.join("; ")));
+        }
         let all: Vec<f64> = curves.iter().flatten().map(|p| p.1).collect();
         if all.is_empty() {
             let _ = writeln!(s, r##"<text x="{}" y="{}" fill="#888">no measurements</text>"##, ox + ML + 10.0, oy + MT + 20.0);
@@ -227,7 +242,7 @@ fn svg(plan: &Plan, docs: &[Vec<Option<Value>>]) -> String {
             let y = py(v);
             let _ = writeln!(s, r##"<line x1="{}" x2="{}" y1="{y}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{}</text>"##, ox + ML, ox + ML + pw, ox + ML - 4.0, y + 4.0, fmt_ms(v));
         }
-        for p in [0.0, 50.0, 90.0, 99.0, 99.9, 99.99] {
+        for p in [0.0, 90.0, 99.0, 99.9, 99.99] {
             let x = px(p);
             let _ = writeln!(s, r##"<line x1="{x}" x2="{x}" y1="{}" y2="{}" stroke="#eee"/><text x="{x}" y="{}" text-anchor="middle">{p}%</text>"##, oy + MT, oy + MT + ph, oy + MT + ph + 14.0);
         }

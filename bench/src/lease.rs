@@ -37,11 +37,19 @@ pub async fn keepalive(target: &Target, flags: &Flags) -> Result<Outcome, String
     for c in 0..target.clients {
         let mut client = LeaseClient::new(channels[c % channels.len()].clone());
         let (tx, rx) = mpsc::channel(4);
-        let inbound = client
+        // grpc-go servers send response headers only with the first message, and tonic's call
+        // returns only after the headers: one keep-alive must be in flight before the call.
+        tx.send(LeaseKeepAliveRequest { id }).await.map_err(|_| "keep-alive stream closed".to_string())?;
+        let mut inbound = client
             .lease_keep_alive(ReceiverStream::new(rx))
             .await
             .map_err(|s| format!("lease keep-alive stream: {}", status_text(&s)))?
             .into_inner();
+        inbound
+            .message()
+            .await
+            .map_err(|s| format!("lease keep-alive: {}", status_text(&s)))?
+            .ok_or("lease keep-alive stream closed by the server")?;
         // Each client owns its stream; the mutex only satisfies the shared closure.
         streams.push(std::sync::Arc::new(Mutex::new((tx, inbound) as KeepAliveStream)));
     }

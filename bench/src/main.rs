@@ -109,6 +109,8 @@ impl Outcome {
         match (&self.skipped, self.failed) {
             (Some(_), _) => ExitCode::from(3),
             (None, true) => ExitCode::from(4),
+            // Every request failed: nothing was measured, and a script must not read it as a result.
+            (None, false) if self.summary.as_ref().is_some_and(|s| s.count == 0 && !s.errors.is_empty()) => ExitCode::from(1),
             (None, false) => ExitCode::SUCCESS,
         }
     }

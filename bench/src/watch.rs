@@ -119,6 +119,7 @@ async fn run(name: &'static str, target: &Target, plan: Plan) -> Result<Outcome,
     let go = Arc::new(Barrier::new(plan.streams + 1));
     let expected_total = Arc::new(AtomicU64::new(u64::MAX));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let creating = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..plan.streams {
         let client = WatchClient::new(channels[s % channels.len()].clone());
@@ -131,6 +132,7 @@ async fn run(name: &'static str, target: &Target, plan: Plan) -> Result<Outcome,
         }));
     }
     ready.wait().await;
+    let create_elapsed = creating.elapsed();
 
     // Phase 2: the puts, paced by --put-rate, each carrying its index in the value.
     let failed_puts = Arc::new(Mutex::new(Vec::new()));
@@ -224,7 +226,7 @@ async fn run(name: &'static str, target: &Target, plan: Plan) -> Result<Outcome,
         if rate > 0.0 { format!("{rate}/s") } else { "full speed".into() }
     ));
     outcome.notes.push(format!("Verification: {verdict}"));
-    outcome.sections.push(("Watcher creation".into(), creates.summary(Duration::ZERO)));
+    outcome.sections.push(("Watcher creation".into(), creates.summary(create_elapsed)));
     outcome.sections.push(("Puts".into(), puts.summary(put_elapsed)));
     outcome.extra = json!({
         "watchers": watchers,
