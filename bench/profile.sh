@@ -36,9 +36,10 @@ sleep 0.5
 "$BENCH" --endpoints="$EP" "$@" | tee "$OUT/bench.txt" | sed -n '1,9p'
 kill -INT "$PERF"
 wait "$PERF" || true
+set +o pipefail # `head` closes the pipes early on purpose
 echo "== self time (top 25) =="
 perf report -i "$OUT/perf.data" --no-children --stdio --sort symbol 2>/dev/null | grep -E '^ +[0-9]' | head -25
-echo "== by thread (comm) =="
+echo "== by thread =="
 perf report -i "$OUT/perf.data" --no-children --stdio --sort comm 2>/dev/null | grep -E '^ +[0-9]' | head -10
 echo "== inclusive time (top 25) =="
 perf report -i "$OUT/perf.data" --children --stdio --sort symbol 2>/dev/null | grep -E '^ +[0-9]' | head -25
