@@ -48,12 +48,12 @@ say() { printf '    %s\n' "$*" >&2; }
 if [ "$MODE" = quick ]; then
     PUT1_TOTAL=3000; PUT_TOTAL=40000; RANGE_TOTAL=50000; TXN_TOTAL=30000
     WATCH_STREAMS=10; WATCH_PER_STREAM=100; WATCH_PUTS=500
-    WLAT_PUTS=500; LEASE_TOTAL=30000
+    WLAT_PUTS=500; LEASE_TOTAL=30000; MIXED_TOTAL=30000
     : "${KEYS:=100000}"
 else
     PUT1_TOTAL=5000; PUT_TOTAL=100000; RANGE_TOTAL=100000; TXN_TOTAL=50000
     WATCH_STREAMS=100; WATCH_PER_STREAM=100; WATCH_PUTS=200
-    WLAT_PUTS=1000; LEASE_TOTAL=100000
+    WLAT_PUTS=1000; LEASE_TOTAL=100000; MIXED_TOTAL=100000
     : "${KEYS:=1000000}"
 fi
 
@@ -115,6 +115,7 @@ SCENARIOS=(
     "range-l-100|range linearizable, 100 clients|--conns=10 --clients=100 range bench-range-key --consistency=l --total=$RANGE_TOTAL"
     "range-s-100|range serializable, 100 clients|--conns=10 --clients=100 range bench-range-key --consistency=s --total=$RANGE_TOTAL"
     "txn-put-100|txn-put, 100 clients, 256 B|--conns=10 --clients=100 txn-put --total=$TXN_TOTAL --key-size=8 --val-size=256 --key-space-size=100000"
+    "mixed-100|mixed 90% range / 10% put, 100 clients|--conns=10 --clients=100 mixed --total=$MIXED_TOTAL --read-ratio=0.9 --key-size=8 --val-size=256 --key-space-size=10000"
     "watch|watch $((WATCH_STREAMS * WATCH_PER_STREAM)) watchers, put-to-event|--conns=10 watch --streams=$WATCH_STREAMS --watch-per-stream=$WATCH_PER_STREAM --watched-key-total=10 --put-total=$WATCH_PUTS"
     "watch-latency|watch-latency, 10 watchers, 100 puts/s|--conns=1 --clients=10 watch-latency --put-total=$WLAT_PUTS --put-rate=100"
     "lease-keepalive|lease-keepalive, 10 clients|--conns=1 --clients=10 lease-keepalive --total=$LEASE_TOTAL"

@@ -102,3 +102,63 @@ pub async fn txn_put(target: &Target, flags: &Flags) -> Result<Outcome, String> 
     .await;
     Ok(Outcome::measured("txn-put", rec.summary(elapsed)))
 }
+
+pub const MIXED_FLAGS: &[&str] = &["total", "key-size", "val-size", "key-space-size", "read-ratio", "consistency"];
+
+/// `mixed`: reads and writes of random keys in one closed loop (`--read-ratio` of them
+/// ranges), the shape of an application's traffic rather than one operation in isolation.
+/// The keys are put once before the clock starts, so every read finds its key.
+pub async fn mixed(target: &Target, flags: &Flags) -> Result<Outcome, String> {
+    flags.allow(MIXED_FLAGS)?;
+    let total: u64 = flags.get("total", 10_000)?;
+    let key_size: usize = flags.get("key-size", 8)?;
+    let val_size: usize = flags.get("val-size", 8)?;
+    let space: u64 = flags.get::<u64>("key-space-size", 1000)?.max(1);
+    let read_ratio: f64 = flags.get("read-ratio", 0.9)?;
+    if !(0.0..=1.0).contains(&read_ratio) {
+        return Err("--read-ratio must be between 0 and 1".into());
+    }
+    let serializable = match flags.string("consistency", "l").as_str() {
+        "l" => false,
+        "s" => true,
+        other => return Err(format!("--consistency must be l or s, not {other:?}")),
+    };
+    let channels = target.connect().await?;
+    let clients: Vec<KvClient<_>> = channels.into_iter().map(KvClient::new).collect();
+    let value = Bytes::from(SplitMix::new(45).bytes(val_size));
+    let seed_clients = clients.clone();
+    let seed_value = value.clone();
+    let (seeded, _) = closed_loop(target.clients, space, move |c, n| {
+        let mut kv = seed_clients[c % seed_clients.len()].clone();
+        let req = PutRequest { key: varint_key(n, key_size).into(), value: seed_value.clone(), ..Default::default() };
+        async move { kv.put(req).await.map(|_| ()) }
+    })
+    .await;
+    if seeded.summary(std::time::Duration::ZERO).errors.values().sum::<u64>() > 0 {
+        return Err("mixed: putting the key space before the run failed".into());
+    }
+    let threshold = (read_ratio * u64::MAX as f64) as u64;
+    let (rec, elapsed) = closed_loop(target.clients, total, move |c, n| {
+        let mut kv = clients[c % clients.len()].clone();
+        let mut rng = SplitMix::new(n.wrapping_mul(0x9E37_79B9) ^ 0x5EED);
+        let key: Bytes = varint_key(rng.below(space), key_size).into();
+        let read = rng.next_u64() < threshold;
+        let value = value.clone();
+        async move {
+            if read {
+                kv.range(RangeRequest { key, serializable, ..Default::default() }).await.map(|_| ())
+            } else {
+                kv.put(PutRequest { key, value, ..Default::default() }).await.map(|_| ())
+            }
+        }
+    })
+    .await;
+    let mut outcome = Outcome::measured("mixed", rec.summary(elapsed));
+    outcome.notes.push(format!(
+        "{:.0}% {} ranges, {:.0}% puts over {space} keys; latency of both together",
+        read_ratio * 100.0,
+        if serializable { "serializable" } else { "linearizable" },
+        (1.0 - read_ratio) * 100.0
+    ));
+    Ok(outcome)
+}

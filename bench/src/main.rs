@@ -43,6 +43,8 @@ Scenarios:
                    --put-rate=0 (0: full speed) --put-clients=1 --key-size=32 --val-size=32
   watch-latency    --put-total=1000 --put-rate=100 --key-size=32 --val-size=32 (one watcher per client)
   lease-keepalive  --total=10000
+  mixed            --total=10000 --read-ratio=0.9 --consistency=l|s --key-size=8 --val-size=8
+                   --key-space-size=1000 (random keys, all put once before the clock starts)
   compare-report <results-dir> [--svg=FILE]   the table and plot of bench/compare.sh
 
 Exit status: 0 measured, 1 error, 2 usage, 3 skipped (server lacks the service),
@@ -157,6 +159,7 @@ fn main() -> ExitCode {
             "watch" => watch::watch(&target, &flags).await,
             "watch-latency" => watch::watch_latency(&target, &flags).await,
             "lease-keepalive" => lease::keepalive(&target, &flags).await,
+            "mixed" => kv::mixed(&target, &flags).await,
             other => Err(format!("unknown scenario {other:?}\n\n{USAGE}")),
         }
     });
