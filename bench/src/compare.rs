@@ -129,6 +129,8 @@ fn table(plan: &Plan, docs: &[Vec<Option<Value>>], resources: &[Option<Value>]) 
         ("peak RSS MiB (lower is better)", "/peak_rss_kib", 1.0 / 1024.0, 1),
         ("RSS after restart MiB", "/rss_after_restart_kib", 1.0 / 1024.0, 1),
         ("restart secs (lower is better)", "/restart_secs", 1.0, 2),
+        ("load secs, 100 clients (lower is better)", "/load_secs", 1.0, 1),
+        ("data dir MiB (lower is better)", "/data_dir_kib", 1.0 / 1024.0, 1),
     ];
     let keys = resources.iter().flatten().find_map(|r| r.get("keys").and_then(Value::as_u64)).unwrap_or(0);
     for (mi, (mlabel, pointer, scale, digits)) in resource_metrics.iter().enumerate() {
