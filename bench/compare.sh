@@ -116,7 +116,7 @@ SCENARIOS=(
     "range-s-100|range serializable, 100 clients|--conns=10 --clients=100 range bench-range-key --consistency=s --total=$RANGE_TOTAL"
     "txn-put-100|txn-put, 100 clients, 256 B|--conns=10 --clients=100 txn-put --total=$TXN_TOTAL --key-size=8 --val-size=256 --key-space-size=100000"
     "mixed-100|mixed 90% range / 10% put, 100 clients|--conns=10 --clients=100 mixed --total=$MIXED_TOTAL --read-ratio=0.9 --key-size=8 --val-size=256 --key-space-size=10000"
-    "watch|watch $((WATCH_STREAMS * WATCH_PER_STREAM)) watchers, put-to-event|--conns=10 watch --streams=$WATCH_STREAMS --watch-per-stream=$WATCH_PER_STREAM --watched-key-total=10 --put-total=$WATCH_PUTS"
+    "watch|watch $((WATCH_STREAMS * WATCH_PER_STREAM)) watchers, put-to-event (req/s: events/s)|--conns=10 watch --streams=$WATCH_STREAMS --watch-per-stream=$WATCH_PER_STREAM --watched-key-total=10 --put-total=$WATCH_PUTS"
     "watch-latency|watch-latency, 10 watchers, 100 puts/s|--conns=1 --clients=10 watch-latency --put-total=$WLAT_PUTS --put-rate=100"
     "lease-keepalive|lease-keepalive, 10 clients|--conns=1 --clients=10 lease-keepalive --total=$LEASE_TOTAL"
 )
@@ -124,6 +124,7 @@ SCENARIOS=(
 {
     for t in "${TARGETS[@]}"; do IFS='|' read -r name label _ <<<"$t"; printf 'target\t%s\t%s\n' "$name" "$label"; done
     for s in "${SCENARIOS[@]}"; do IFS='|' read -r id label _ <<<"$s"; printf 'scenario\t%s\t%s\n' "$id" "$label"; done
+    printf 'floor\tput-1\n'
     printf 'na\t3-member clusters (all scenarios)\tn/a: not built yet (Ketch has no peer transport)\n'
     printf 'na\tKetch proxy vs etcd grpc-proxy (cached range, 10k-watcher fan-out)\tn/a: not built yet (no ketch proxy)\n'
 } >"$OUT/plan.tsv"
@@ -213,6 +214,16 @@ for s in "${SCENARIOS[@]}"; do
         esac
     done
 done
+
+# ---------------------------------------------------------------- the floor
+# Issue 5 holds the 1-client put against one fdatasync on the data disk plus one loopback
+# round trip (here: a 1-client serializable range on Ketch, which touches no disk).
+step "floor: fdatasync on the data disk, loopback round trip"
+mkdir -p "$OUT/floor"
+"$BENCH" --json fsync --dir="$DATA" --total=2000 --size=512 >"$OUT/floor/fsync.json" 2>"$OUT/floor/fsync.err" \
+    || say "fsync floor failed: $(tail -1 "$OUT/floor/fsync.err")"
+"$BENCH" --endpoints="${EPS[0]}" --json --conns=1 --clients=1 range bench-range-key --consistency=s --total=5000 \
+    >"$OUT/floor/rtt.json" 2>"$OUT/floor/rtt.err" || say "round-trip floor failed: $(tail -1 "$OUT/floor/rtt.err")"
 
 # ---------------------------------------------------------------- memory and restart
 # One server at a time, the others stopped: restart it on its scenario data, load $KEYS keys

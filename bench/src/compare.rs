@@ -6,6 +6,8 @@
 //!   `target  <dir-name>  <label>`   the first target is the subject (Ketch), the rest references
 //!   `scenario  <id>  <label>`        `<dir>/<target>/<id>.json` is ketch-bench's `--json` output
 //!   `na  <label>  <reason>`          a row that could not be measured, printed as is
+//!   `floor  <id>`                    compare scenario `<id>`'s p50 with `<dir>/floor/fsync.json`
+//!                                    (write + fdatasync) plus `<dir>/floor/rtt.json` (round trip)
 //! `<dir>/<target>/resources.json` holds `peak_rss_kib`, `restart_secs`, `keys`, `rss_after_restart_kib`.
 
 use std::fmt::Write as _;
@@ -16,6 +18,8 @@ use serde_json::Value;
 use crate::flags::Flags;
 
 struct Plan {
+    /// The scenario id whose p50 is held against the disk + round-trip floor, if any.
+    floor: Option<String>,
     targets: Vec<(String, String)>,
     scenarios: Vec<(String, String)>,
     na: Vec<(String, String)>,
@@ -24,7 +28,7 @@ struct Plan {
 fn read_plan(dir: &Path) -> Result<Plan, String> {
     let path = dir.join("plan.tsv");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut plan = Plan { targets: Vec::new(), scenarios: Vec::new(), na: Vec::new() };
+    let mut plan = Plan { floor: None, targets: Vec::new(), scenarios: Vec::new(), na: Vec::new() };
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split('\t').collect();
         let pair = (cols.get(1).unwrap_or(&"").to_string(), cols.get(2).unwrap_or(&"").to_string());
@@ -32,6 +36,7 @@ fn read_plan(dir: &Path) -> Result<Plan, String> {
             "target" => plan.targets.push(pair),
             "scenario" => plan.scenarios.push(pair),
             "na" => plan.na.push(pair),
+            "floor" => plan.floor = Some(pair.0),
             other => return Err(format!("{}: unknown row kind {other:?}", path.display())),
         }
     }
@@ -79,6 +84,9 @@ pub fn run(flags: &Flags) -> Result<(), String> {
     let resources: Vec<Option<Value>> = plan.targets.iter().map(|(t, _)| load(dir.join(t).join("resources.json"))).collect();
 
     print!("{}", table(&plan, &docs, &resources));
+    if let Some(text) = floor(&plan, &dir, &docs) {
+        print!("{text}");
+    }
     let svg_path = flags.opt("svg").map(PathBuf::from).unwrap_or_else(|| dir.join("latency.svg"));
     std::fs::write(&svg_path, svg(&plan, &docs)).map_err(|e| format!("{}: {e}", svg_path.display()))?;
     println!("\nLatency distributions: {}", svg_path.display());
@@ -163,6 +171,45 @@ fn table(plan: &Plan, docs: &[Vec<Option<Value>>], resources: &[Option<Value>]) 
         let _ = writeln!(out, "| {label}: {reason}");
     }
     out
+}
+
+/// Issue 5's floor for a 1-client put: one fdatasync on the data disk plus one loopback round
+/// trip; each server's p50 as a multiple of it.
+fn floor(plan: &Plan, dir: &Path, docs: &[Vec<Option<Value>>]) -> Option<String> {
+    let id = plan.floor.as_ref()?;
+    let si = plan.scenarios.iter().position(|(s, _)| s == id)?;
+    let p50 = |doc: &Option<Value>| match metric(doc, "/summary/percentiles/50") {
+        Cell::Value(v) => Some(v),
+        Cell::Missing(_) => None,
+    };
+    let fsync = p50(&load(dir.join("floor").join("fsync.json")));
+    let rtt = p50(&load(dir.join("floor").join("rtt.json")));
+    let mut out = String::new();
+    let _ = writeln!(out, "\nFloor for {} (issue 5: p50 within 1.25x of one fsync plus one loopback round trip):", plan.scenarios[si].1);
+    let (Some(fsync), Some(rtt)) = (fsync, rtt) else {
+        let _ = writeln!(out, "  not measured (floor/fsync.json or floor/rtt.json missing)");
+        return Some(out);
+    };
+    let sum = fsync + rtt;
+    let _ = writeln!(
+        out,
+        "  fdatasync p50 {:.3} ms + round trip p50 {:.3} ms (1-client serializable range on {}) = {:.3} ms",
+        fsync * 1e3,
+        rtt * 1e3,
+        plan.targets[0].1,
+        sum * 1e3
+    );
+    for ((_, label), d) in plan.targets.iter().zip(docs) {
+        match p50(&d[si]) {
+            Some(v) => {
+                let _ = writeln!(out, "  {label}: p50 {:.3} ms = {:.2}x the floor", v * 1e3, v / sum);
+            }
+            None => {
+                let _ = writeln!(out, "  {label}: not measured");
+            }
+        }
+    }
+    Some(out)
 }
 
 fn metric_plain(doc: &Option<Value>, pointer: &str) -> Cell {
@@ -279,7 +326,10 @@ mod tests {
         for t in ["ketch", "etcd"] {
             std::fs::create_dir_all(dir.join(t)).unwrap();
         }
-        std::fs::write(dir.join("plan.tsv"), "target\tketch\tKetch\ntarget\tetcd\tetcd 3.5.1\nscenario\tput\tput, 1 client\nscenario\twatch\twatch\nna\t3-member put\tn/a: not built yet\n").unwrap();
+        std::fs::write(dir.join("plan.tsv"), "target\tketch\tKetch\ntarget\tetcd\tetcd 3.5.1\nscenario\tput\tput, 1 client\nscenario\twatch\twatch\nna\t3-member put\tn/a: not built yet\nfloor\tput\n").unwrap();
+        std::fs::create_dir_all(dir.join("floor")).unwrap();
+        std::fs::write(dir.join("floor/fsync.json"), r#"{"summary":{"percentiles":{"50":0.0005}}}"#).unwrap();
+        std::fs::write(dir.join("floor/rtt.json"), r#"{"summary":{"percentiles":{"50":0.0005}}}"#).unwrap();
         let doc = |rps: f64, p50: f64| {
             format!(r#"{{"scenario":"put","summary":{{"requests_per_sec":{rps},"percentiles":{{"50":{p50},"99":0.01}},"curve":[[0,0.001],[50,{p50}],[99.9,0.02],[100,0.03]]}}}}"#)
         };
@@ -297,6 +347,8 @@ mod tests {
         assert!(t.contains("0.25x"), "{t}");
         assert!(t.contains("skip: unimplemented"), "{t}");
         assert!(t.contains("3-member put: n/a: not built yet"), "{t}");
+        let f = floor(&plan, &dir, &docs).unwrap();
+        assert!(f.contains("= 1.000 ms") && f.contains("Ketch: p50 2.000 ms = 2.00x the floor"), "{f}");
         let svg = svg(&plan, &docs);
         assert!(svg.starts_with("<svg") && svg.contains("polyline") && svg.trim_end().ends_with("</svg>"));
         std::fs::remove_dir_all(&dir).ok();

@@ -7,6 +7,7 @@
 
 mod client;
 mod compare;
+mod disk;
 mod flags;
 mod kv;
 mod lease;
@@ -45,6 +46,7 @@ Scenarios:
   lease-keepalive  --total=10000
   mixed            --total=10000 --read-ratio=0.9 --consistency=l|s --key-size=8 --val-size=8
                    --key-space-size=1000 (random keys, all put once before the clock starts)
+  fsync            --dir=. --total=1000 --size=512 (the disk's floor: write + fdatasync)
   compare-report <results-dir> [--svg=FILE]   the table and plot of bench/compare.sh
 
 Exit status: 0 measured, 1 error, 2 usage, 3 skipped (server lacks the service),
@@ -160,6 +162,7 @@ fn main() -> ExitCode {
             "watch-latency" => watch::watch_latency(&target, &flags).await,
             "lease-keepalive" => lease::keepalive(&target, &flags).await,
             "mixed" => kv::mixed(&target, &flags).await,
+            "fsync" => disk::fsync(&flags),
             other => Err(format!("unknown scenario {other:?}\n\n{USAGE}")),
         }
     });
