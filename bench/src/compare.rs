@@ -167,8 +167,11 @@ fn table(plan: &Plan, docs: &[Vec<Option<Value>>], resources: &[Option<Value>]) 
     for row in &rows {
         line(row, &mut out);
     }
+    if !plan.na.is_empty() {
+        out.push('\n');
+    }
     for (label, reason) in &plan.na {
-        let _ = writeln!(out, "| {label}: {reason}");
+        let _ = writeln!(out, "- {label}: {reason}");
     }
     out
 }
