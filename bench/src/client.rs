@@ -54,7 +54,12 @@ impl Target {
         } else {
             None
         };
-        Ok(Target { endpoints, conns, clients, tls })
+        Ok(Target {
+            endpoints,
+            conns,
+            clients,
+            tls,
+        })
     }
 
     /// Opens `--conns` connections now, so that connection setup is not measured.
@@ -70,7 +75,8 @@ impl Target {
     async fn open(&self, raw: &str) -> Result<Channel, String> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let url = if raw.contains("://") {
-            raw.replacen("unixs://", "https://", 1).replacen("unix://", "http://", 1)
+            raw.replacen("unixs://", "https://", 1)
+                .replacen("unix://", "http://", 1)
         } else {
             format!("{scheme}://{raw}")
         };
@@ -79,9 +85,14 @@ impl Target {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| format!("TLS for {raw}: {e}"))?;
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("TLS for {raw}: {e}"))?;
         }
-        endpoint.connect().await.map_err(|e| format!("cannot connect to {url}: {e}"))
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {url}: {e}"))
     }
 }
 

@@ -19,9 +19,15 @@ pub fn fsync(flags: &Flags) -> Result<Outcome, String> {
     let dir = flags.string("dir", ".");
     let total: u64 = flags.get("total", 1000)?;
     let size: usize = flags.get::<usize>("size", 512)?.max(1);
-    let path = std::path::Path::new(&dir).join(format!("ketch-bench-fsync-{}.tmp", std::process::id()));
+    let path =
+        std::path::Path::new(&dir).join(format!("ketch-bench-fsync-{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<(Recorder, Duration)> {
-        let mut file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
         // Written and synced once up front, as a WAL segment is preallocated: the measured
         // syncs then carry data only, no block allocation.
         let zeros = vec![0u8; 1 << 20];
@@ -47,6 +53,8 @@ pub fn fsync(flags: &Flags) -> Result<Outcome, String> {
     let _ = std::fs::remove_file(&path);
     let (rec, elapsed) = result.map_err(|e| format!("fsync in {dir}: {e}"))?;
     let mut outcome = Outcome::measured("fsync", rec.summary(elapsed));
-    outcome.notes.push(format!("{total} writes of {size} B, each followed by fdatasync, in {dir}"));
+    outcome.notes.push(format!(
+        "{total} writes of {size} B, each followed by fdatasync, in {dir}"
+    ));
     Ok(outcome)
 }

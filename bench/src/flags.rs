@@ -43,7 +43,10 @@ impl Flags {
         let mut flags = Flags::default();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
-            let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-').filter(|b| b.len() > 1 && !b.starts_with(|c: char| c.is_ascii_digit()))) else {
+            let Some(body) = arg.strip_prefix("--").or_else(|| {
+                arg.strip_prefix('-')
+                    .filter(|b| b.len() > 1 && !b.starts_with(|c: char| c.is_ascii_digit()))
+            }) else {
                 flags.positionals.push(arg);
                 continue;
             };
@@ -55,7 +58,9 @@ impl Flags {
                 Some((n, v)) => (n.to_string(), v.to_string()),
                 None if BOOLEAN_FLAGS.contains(&body) => (body.to_string(), "true".to_string()),
                 None => {
-                    let v = args.next().ok_or_else(|| format!("flag needs an argument: --{body}"))?;
+                    let v = args
+                        .next()
+                        .ok_or_else(|| format!("flag needs an argument: --{body}"))?;
                     (body.to_string(), v)
                 }
             };
@@ -80,12 +85,17 @@ impl Flags {
     {
         match self.values.get(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|e| format!("invalid value {v:?} for --{name}: {e}")),
+            Some(v) => v
+                .parse()
+                .map_err(|e| format!("invalid value {v:?} for --{name}: {e}")),
         }
     }
 
     pub fn string(&self, name: &str, default: &str) -> String {
-        self.values.get(name).cloned().unwrap_or_else(|| default.to_string())
+        self.values
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
     }
 
     pub fn opt(&self, name: &str) -> Option<String> {

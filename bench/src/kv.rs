@@ -11,13 +11,23 @@ use crate::flags::Flags;
 use crate::runner::{closed_loop, varint_key, SplitMix};
 use crate::Outcome;
 
-pub const PUT_FLAGS: &[&str] = &["total", "key-size", "val-size", "key-space-size", "sequential-keys"];
+pub const PUT_FLAGS: &[&str] = &[
+    "total",
+    "key-size",
+    "val-size",
+    "key-space-size",
+    "sequential-keys",
+];
 pub const RANGE_FLAGS: &[&str] = &["total", "consistency", "count-only", "limit"];
 pub const TXN_PUT_FLAGS: &[&str] = &["total", "key-size", "val-size", "key-space-size", "txn-ops"];
 
 /// Which key request `n` writes: `n mod space` in order, or a uniformly random one.
 fn key_for(n: u64, space: u64, sequential: bool, size: usize, seed: u64) -> Vec<u8> {
-    let k = if sequential { n % space } else { SplitMix::new(seed ^ n.wrapping_mul(0x2545_F491)).below(space) };
+    let k = if sequential {
+        n % space
+    } else {
+        SplitMix::new(seed ^ n.wrapping_mul(0x2545_F491)).below(space)
+    };
     varint_key(k, size)
 }
 
@@ -33,7 +43,11 @@ pub async fn put(target: &Target, flags: &Flags) -> Result<Outcome, String> {
     let value = Bytes::from(SplitMix::new(42).bytes(val_size));
     let (rec, elapsed) = closed_loop(target.clients, total, move |c, n| {
         let mut kv = clients[c % clients.len()].clone();
-        let req = PutRequest { key: key_for(n, space, sequential, key_size, 7).into(), value: value.clone(), ..Default::default() };
+        let req = PutRequest {
+            key: key_for(n, space, sequential, key_size, 7).into(),
+            value: value.clone(),
+            ..Default::default()
+        };
         async move { kv.put(req).await.map(|_| ()) }
     })
     .await;
@@ -42,7 +56,11 @@ pub async fn put(target: &Target, flags: &Flags) -> Result<Outcome, String> {
 
 pub async fn range(target: &Target, flags: &Flags) -> Result<Outcome, String> {
     flags.allow(RANGE_FLAGS)?;
-    let key = flags.positionals.get(1).cloned().ok_or("range: the key is required: range <key> [end]")?;
+    let key = flags
+        .positionals
+        .get(1)
+        .cloned()
+        .ok_or("range: the key is required: range <key> [end]")?;
     let end = flags.positionals.get(2).cloned().unwrap_or_default();
     let total: u64 = flags.get("total", 10_000)?;
     let serializable = match flags.string("consistency", "l").as_str() {
@@ -96,14 +114,24 @@ pub async fn txn_put(target: &Target, flags: &Flags) -> Result<Outcome, String> 
                 })),
             })
             .collect();
-        let req = TxnRequest { success, ..Default::default() };
+        let req = TxnRequest {
+            success,
+            ..Default::default()
+        };
         async move { kv.txn(req).await.map(|_| ()) }
     })
     .await;
     Ok(Outcome::measured("txn-put", rec.summary(elapsed)))
 }
 
-pub const MIXED_FLAGS: &[&str] = &["total", "key-size", "val-size", "key-space-size", "read-ratio", "consistency"];
+pub const MIXED_FLAGS: &[&str] = &[
+    "total",
+    "key-size",
+    "val-size",
+    "key-space-size",
+    "read-ratio",
+    "consistency",
+];
 
 /// `mixed`: reads and writes of random keys in one closed loop (`--read-ratio` of them
 /// ranges), the shape of an application's traffic rather than one operation in isolation.
@@ -130,11 +158,21 @@ pub async fn mixed(target: &Target, flags: &Flags) -> Result<Outcome, String> {
     let seed_value = value.clone();
     let (seeded, _) = closed_loop(target.clients, space, move |c, n| {
         let mut kv = seed_clients[c % seed_clients.len()].clone();
-        let req = PutRequest { key: varint_key(n, key_size).into(), value: seed_value.clone(), ..Default::default() };
+        let req = PutRequest {
+            key: varint_key(n, key_size).into(),
+            value: seed_value.clone(),
+            ..Default::default()
+        };
         async move { kv.put(req).await.map(|_| ()) }
     })
     .await;
-    if seeded.summary(std::time::Duration::ZERO).errors.values().sum::<u64>() > 0 {
+    if seeded
+        .summary(std::time::Duration::ZERO)
+        .errors
+        .values()
+        .sum::<u64>()
+        > 0
+    {
         return Err("mixed: putting the key space before the run failed".into());
     }
     let threshold = (read_ratio * u64::MAX as f64) as u64;
@@ -146,9 +184,21 @@ pub async fn mixed(target: &Target, flags: &Flags) -> Result<Outcome, String> {
         let value = value.clone();
         async move {
             if read {
-                kv.range(RangeRequest { key, serializable, ..Default::default() }).await.map(|_| ())
+                kv.range(RangeRequest {
+                    key,
+                    serializable,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
             } else {
-                kv.put(PutRequest { key, value, ..Default::default() }).await.map(|_| ())
+                kv.put(PutRequest {
+                    key,
+                    value,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
             }
         }
     })
@@ -157,7 +207,11 @@ pub async fn mixed(target: &Target, flags: &Flags) -> Result<Outcome, String> {
     outcome.notes.push(format!(
         "{:.0}% {} ranges, {:.0}% puts over {space} keys; latency of both together",
         read_ratio * 100.0,
-        if serializable { "serializable" } else { "linearizable" },
+        if serializable {
+            "serializable"
+        } else {
+            "linearizable"
+        },
         (1.0 - read_ratio) * 100.0
     ));
     Ok(outcome)

@@ -67,11 +67,27 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn measured(scenario: &'static str, summary: Summary) -> Outcome {
-        Outcome { scenario, summary: Some(summary), skipped: None, notes: Vec::new(), sections: Vec::new(), extra: Value::Null, failed: false }
+        Outcome {
+            scenario,
+            summary: Some(summary),
+            skipped: None,
+            notes: Vec::new(),
+            sections: Vec::new(),
+            extra: Value::Null,
+            failed: false,
+        }
     }
 
     pub fn skipped(scenario: &'static str, reason: String) -> Outcome {
-        Outcome { scenario, summary: None, skipped: Some(reason), notes: Vec::new(), sections: Vec::new(), extra: Value::Null, failed: false }
+        Outcome {
+            scenario,
+            summary: None,
+            skipped: Some(reason),
+            notes: Vec::new(),
+            sections: Vec::new(),
+            extra: Value::Null,
+            failed: false,
+        }
     }
 
     fn print(&self, flags: &Flags, target: &Target) {
@@ -114,7 +130,14 @@ impl Outcome {
             (Some(_), _) => ExitCode::from(3),
             (None, true) => ExitCode::from(4),
             // Every request failed: nothing was measured, and a script must not read it as a result.
-            (None, false) if self.summary.as_ref().is_some_and(|s| s.count == 0 && !s.errors.is_empty()) => ExitCode::from(1),
+            (None, false)
+                if self
+                    .summary
+                    .as_ref()
+                    .is_some_and(|s| s.count == 0 && !s.errors.is_empty()) =>
+            {
+                ExitCode::from(1)
+            }
             (None, false) => ExitCode::SUCCESS,
         }
     }
@@ -152,7 +175,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = runtime.block_on(async {
         match scenario.as_str() {
             "put" => kv::put(&target, &flags).await,
@@ -173,7 +199,10 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             if flags.bool("json") {
-                println!("{}", json!({ "scenario": scenario, "target": flags.opt("target-name"), "error": e }));
+                println!(
+                    "{}",
+                    json!({ "scenario": scenario, "target": flags.opt("target-name"), "error": e })
+                );
             }
             eprintln!("Error: {e}");
             ExitCode::from(1)

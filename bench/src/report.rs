@@ -63,7 +63,9 @@ impl Recorder {
     }
 
     pub fn merge(&mut self, other: &Recorder) {
-        self.hist.add(&other.hist).expect("auto-resizing histograms always merge");
+        self.hist
+            .add(&other.hist)
+            .expect("auto-resizing histograms always merge");
         self.count += other.count;
         self.sum_secs += other.sum_secs;
         self.sum_sq_secs += other.sum_sq_secs;
@@ -89,9 +91,17 @@ impl Recorder {
     /// The run's statistics, given its wall-clock duration.
     pub fn summary(&self, total: Duration) -> Summary {
         let n = self.count as f64;
-        let average = if self.count > 0 { self.sum_secs / n } else { 0.0 };
+        let average = if self.count > 0 {
+            self.sum_secs / n
+        } else {
+            0.0
+        };
         // Population standard deviation, as etcd (sqrt of the mean squared deviation).
-        let variance = if self.count > 0 { (self.sum_sq_secs / n - average * average).max(0.0) } else { 0.0 };
+        let variance = if self.count > 0 {
+            (self.sum_sq_secs / n - average * average).max(0.0)
+        } else {
+            0.0
+        };
         let fastest = self.fastest.map_or(0.0, |d| d.as_secs_f64());
         let slowest = self.slowest.map_or(0.0, |d| d.as_secs_f64());
         Summary {
@@ -101,9 +111,16 @@ impl Recorder {
             slowest,
             average,
             stddev: variance.sqrt(),
-            rps: if total.is_zero() { 0.0 } else { n / total.as_secs_f64() },
+            rps: if total.is_zero() {
+                0.0
+            } else {
+                n / total.as_secs_f64()
+            },
             histogram: self.buckets(fastest, slowest),
-            percentiles: PERCENTILES.iter().map(|&p| (p, self.quantile_secs(p / 100.0))).collect(),
+            percentiles: PERCENTILES
+                .iter()
+                .map(|&p| (p, self.quantile_secs(p / 100.0)))
+                .collect(),
             curve: self.curve(),
             errors: self.errors.clone(),
         }
@@ -132,7 +149,8 @@ impl Recorder {
         bounds.push(slowest);
         let mut counts = vec![0u64; bounds.len()];
         for v in self.hist.iter_recorded() {
-            let secs = (self.hist.median_equivalent(v.value_iterated_to()) as f64 / 1e9).clamp(fastest, slowest);
+            let secs = (self.hist.median_equivalent(v.value_iterated_to()) as f64 / 1e9)
+                .clamp(fastest, slowest);
             let i = bounds.iter().position(|&b| secs <= b).unwrap_or(BUCKETS);
             counts[i] += v.count_at_value();
         }
@@ -150,7 +168,10 @@ impl Recorder {
             points.push(p as f64);
         }
         points.extend([92.5, 95.0, 97.5, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0]);
-        points.into_iter().map(|p| (p, self.quantile_secs(p / 100.0))).collect()
+        points
+            .into_iter()
+            .map(|p| (p, self.quantile_secs(p / 100.0)))
+            .collect()
     }
 }
 
@@ -255,7 +276,11 @@ mod tests {
 
     #[test]
     fn merge_equals_recording_together() {
-        let (mut a, mut b, mut all) = (Recorder::default(), Recorder::default(), Recorder::default());
+        let (mut a, mut b, mut all) = (
+            Recorder::default(),
+            Recorder::default(),
+            Recorder::default(),
+        );
         for v in 1..=50 {
             a.record(ms(v));
             all.record(ms(v));
@@ -280,7 +305,16 @@ mod tests {
         r.record(ms(3));
         r.error("rpc error: code = Unavailable".into());
         let t = r.summary(ms(10)).text();
-        for needle in ["Summary:", "Requests/sec:\t100.0000", "Response time histogram:", "Latency distribution:", "  50% in 0.0030 secs.", "99.9% in", "Error distribution:", "[1]\trpc error"] {
+        for needle in [
+            "Summary:",
+            "Requests/sec:\t100.0000",
+            "Response time histogram:",
+            "Latency distribution:",
+            "  50% in 0.0030 secs.",
+            "99.9% in",
+            "Error distribution:",
+            "[1]\trpc error",
+        ] {
             assert!(t.contains(needle), "missing {needle:?} in\n{t}");
         }
     }

@@ -64,7 +64,7 @@ impl Progress {
         let task = tokio::spawn(async move {
             loop {
                 let n = done.load(Ordering::Relaxed).min(total);
-                let pct = if total == 0 { 100 } else { n * 100 / total };
+                let pct = (n * 100).checked_div(total).unwrap_or(100);
                 let bar = "#".repeat((pct / 4) as usize);
                 eprint!("\r {n:>9}/{total} {what} [{bar:<25}] {pct:>3}%");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -99,7 +99,11 @@ impl SplitMix {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        if n <= 1 { 0 } else { self.next_u64() % n }
+        if n <= 1 {
+            0
+        } else {
+            self.next_u64() % n
+        }
     }
 
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
@@ -132,7 +136,8 @@ mod tests {
 
     #[test]
     fn varint_keys_are_distinct_and_sized() {
-        let keys: std::collections::HashSet<Vec<u8>> = (0..100_000).map(|n| varint_key(n, 8)).collect();
+        let keys: std::collections::HashSet<Vec<u8>> =
+            (0..100_000).map(|n| varint_key(n, 8)).collect();
         assert_eq!(keys.len(), 100_000);
         assert!(keys.iter().all(|k| k.len() == 8));
         assert_eq!(varint_key(1, 4), vec![2, 0, 0, 0]);
@@ -146,7 +151,11 @@ mod tests {
             let s = s.clone();
             async move {
                 s.fetch_add(1, Ordering::Relaxed);
-                if n % 100 == 0 { Err(tonic::Status::unavailable("x")) } else { Ok(()) }
+                if n % 100 == 0 {
+                    Err(tonic::Status::unavailable("x"))
+                } else {
+                    Ok(())
+                }
             }
         })
         .await;

@@ -24,8 +24,16 @@ use crate::report::Recorder;
 use crate::runner::{closed_loop, SplitMix};
 use crate::Outcome;
 
-pub const WATCH_FLAGS: &[&str] =
-    &["streams", "watch-per-stream", "watched-key-total", "put-total", "put-rate", "key-size", "val-size", "put-clients"];
+pub const WATCH_FLAGS: &[&str] = &[
+    "streams",
+    "watch-per-stream",
+    "watched-key-total",
+    "put-total",
+    "put-rate",
+    "key-size",
+    "val-size",
+    "put-clients",
+];
 pub const WATCH_LATENCY_FLAGS: &[&str] = &["put-total", "put-rate", "key-size", "val-size"];
 
 struct Plan {
@@ -110,7 +118,13 @@ async fn run(name: &'static str, target: &Target, plan: Plan) -> Result<Outcome,
     // Probe first: one create on one stream tells us whether the service exists at all.
     if let Err(status) = open_stream(WatchClient::new(channels[0].clone())).await {
         if status.code() == Code::Unimplemented {
-            return Ok(Outcome::skipped(name, format!("the server does not implement Watch ({})", status_text(&status))));
+            return Ok(Outcome::skipped(
+                name,
+                format!(
+                    "the server does not implement Watch ({})",
+                    status_text(&status)
+                ),
+            ));
         }
         return Err(format!("watch: {}", status_text(&status)));
     }
@@ -124,12 +138,27 @@ async fn run(name: &'static str, target: &Target, plan: Plan) -> Result<Outcome,
     let mut tasks = Vec::new();
     for s in 0..plan.streams {
         let client = WatchClient::new(channels[s % channels.len()].clone());
-        let (ready, go, shared, expected_total) = (ready.clone(), go.clone(), shared.clone(), expected_total.clone());
+        let (ready, go, shared, expected_total) = (
+            ready.clone(),
+            go.clone(),
+            shared.clone(),
+            expected_total.clone(),
+        );
         let stopped = stopped.clone();
-        let keys: Vec<u64> = (0..plan.per_stream).map(|w| ((s * plan.per_stream + w) as u64) % plan.keys).collect();
+        let keys: Vec<u64> = (0..plan.per_stream)
+            .map(|w| ((s * plan.per_stream + w) as u64) % plan.keys)
+            .collect();
         let key_size = plan.key_size;
         tasks.push(tokio::spawn(async move {
-            stream_task(client, keys, key_size, Sync3 { ready, go, stopped }, shared, expected_total).await
+            stream_task(
+                client,
+                keys,
+                key_size,
+                Sync3 { ready, go, stopped },
+                shared,
+                expected_total,
+            )
+            .await
         }));
     }
     ready.wait().await;
@@ -139,7 +168,8 @@ async fn run(name: &'static str, target: &Target, plan: Plan) -> Result<Outcome,
     let failed_puts = Arc::new(Mutex::new(Vec::new()));
     let kvs: Vec<KvClient<_>> = channels.iter().cloned().map(KvClient::new).collect();
     let padding = SplitMix::new(44).bytes(plan.val_size.saturating_sub(8));
-    let (put_total, keys, key_size, rate) = (plan.put_total, plan.keys, plan.key_size, plan.put_rate);
+    let (put_total, keys, key_size, rate) =
+        (plan.put_total, plan.keys, plan.key_size, plan.put_rate);
     go.wait().await;
     let put_started = Instant::now();
     let (put_shared, put_failed) = (shared.clone(), failed_puts.clone());
@@ -147,11 +177,18 @@ async fn run(name: &'static str, target: &Target, plan: Plan) -> Result<Outcome,
         let mut kv = kvs[c % kvs.len()].clone();
         let mut value = n.to_be_bytes().to_vec();
         value.extend_from_slice(&padding);
-        let req = PutRequest { key: watched_key(n % keys, key_size).into(), value: value.into(), ..Default::default() };
+        let req = PutRequest {
+            key: watched_key(n % keys, key_size).into(),
+            value: value.into(),
+            ..Default::default()
+        };
         let (shared, failed) = (put_shared.clone(), put_failed.clone());
         async move {
             if rate > 0.0 {
-                tokio::time::sleep_until((put_started + Duration::from_secs_f64(n as f64 / rate)).into()).await;
+                tokio::time::sleep_until(
+                    (put_started + Duration::from_secs_f64(n as f64 / rate)).into(),
+                )
+                .await;
             }
             let sent = shared.started.elapsed().as_nanos() as u64;
             shared.put_sent[n as usize].store(sent.max(1), Ordering::Release);
@@ -170,7 +207,9 @@ async fn run(name: &'static str, target: &Target, plan: Plan) -> Result<Outcome,
         let all = put_total / keys + u64::from(k < put_total % keys);
         all - failed.iter().filter(|&&n| n % keys == k).count() as u64
     };
-    let expected: u64 = (0..watchers as u64).map(|w| expected_per_key(w % keys)).sum();
+    let expected: u64 = (0..watchers as u64)
+        .map(|w| expected_per_key(w % keys))
+        .sum();
     expected_total.store(expected, Ordering::Release);
     let grace = Duration::from_secs(10) + put_elapsed / 2;
     let deadline = Instant::now() + grace;
@@ -179,7 +218,10 @@ async fn run(name: &'static str, target: &Target, plan: Plan) -> Result<Outcome,
         if shared.received.load(Ordering::Acquire) >= expected {
             break;
         }
-        if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+        if tokio::time::timeout_at(deadline.into(), notified)
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -227,8 +269,12 @@ async fn run(name: &'static str, target: &Target, plan: Plan) -> Result<Outcome,
         if rate > 0.0 { format!("{rate}/s") } else { "full speed".into() }
     ));
     outcome.notes.push(format!("Verification: {verdict}"));
-    outcome.sections.push(("Watcher creation".into(), creates.summary(create_elapsed)));
-    outcome.sections.push(("Puts".into(), puts.summary(put_elapsed)));
+    outcome
+        .sections
+        .push(("Watcher creation".into(), creates.summary(create_elapsed)));
+    outcome
+        .sections
+        .push(("Puts".into(), puts.summary(put_elapsed)));
     outcome.extra = json!({
         "watchers": watchers,
         "events_expected": expected,
@@ -258,22 +304,36 @@ struct Sync3 {
     stopped: tokio::sync::watch::Receiver<bool>,
 }
 
-type Streaming = (mpsc::Sender<WatchRequest>, tonic::Streaming<ketch_api::etcdserverpb::WatchResponse>);
+type Streaming = (
+    mpsc::Sender<WatchRequest>,
+    tonic::Streaming<ketch_api::etcdserverpb::WatchResponse>,
+);
 
-async fn open_stream(mut client: WatchClient<tonic::transport::Channel>) -> Result<Streaming, tonic::Status> {
+async fn open_stream(
+    mut client: WatchClient<tonic::transport::Channel>,
+) -> Result<Streaming, tonic::Status> {
     let (tx, rx) = mpsc::channel(1024);
     // A create on a key nobody writes: an unimplemented service fails here or on first read.
     tx.send(create(b"/ketch-bench/probe".to_vec())).await.ok();
     let mut inbound = client.watch(ReceiverStream::new(rx)).await?.into_inner();
     match inbound.message().await? {
         Some(r) if r.created => Ok((tx, inbound)),
-        Some(r) => Err(tonic::Status::internal(format!("unexpected first watch response: {r:?}"))),
-        None => Err(tonic::Status::unavailable("watch stream closed before the create was answered")),
+        Some(r) => Err(tonic::Status::internal(format!(
+            "unexpected first watch response: {r:?}"
+        ))),
+        None => Err(tonic::Status::unavailable(
+            "watch stream closed before the create was answered",
+        )),
     }
 }
 
 fn create(key: Vec<u8>) -> WatchRequest {
-    WatchRequest { request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest { key: key.into(), ..Default::default() })) }
+    WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: key.into(),
+            ..Default::default()
+        })),
+    }
 }
 
 async fn stream_task(
@@ -302,12 +362,17 @@ async fn stream_task(
             },
         };
         let now = shared.started.elapsed().as_nanos() as u64;
-        let Some(&w) = inbound.2.get(&resp.watch_id) else { continue };
+        let Some(&w) = inbound.2.get(&resp.watch_id) else {
+            continue;
+        };
         let mut got = 0;
         for ev in &resp.events {
             let Some(kv) = &ev.kv else { continue };
             let log = &mut logs[w];
-            let idx = kv.value.get(..8).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+            let idx = kv
+                .value
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
             let Some(idx) = idx.filter(|&i| (i as usize) < shared.put_sent.len()) else {
                 log.foreign += 1;
                 continue;
@@ -323,7 +388,9 @@ async fn stream_task(
             got += 1;
             let sent = shared.put_sent[idx as usize].load(Ordering::Acquire);
             if sent > 0 {
-                state.events.record(Duration::from_nanos(now.saturating_sub(sent)));
+                state
+                    .events
+                    .record(Duration::from_nanos(now.saturating_sub(sent)));
             }
         }
         if got > 0 {
@@ -346,7 +413,11 @@ async fn create_all(
     keys: &[u64],
     key_size: usize,
     state: &mut StreamState,
-) -> Option<(mpsc::Sender<WatchRequest>, tonic::Streaming<ketch_api::etcdserverpb::WatchResponse>, HashMap<i64, usize>)> {
+) -> Option<(
+    mpsc::Sender<WatchRequest>,
+    tonic::Streaming<ketch_api::etcdserverpb::WatchResponse>,
+    HashMap<i64, usize>,
+)> {
     let (tx, mut inbound) = match open_stream(client).await {
         Ok(s) => s,
         Err(e) => {
