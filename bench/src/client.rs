@@ -92,8 +92,20 @@ impl Target {
         endpoint
             .connect()
             .await
-            .map_err(|e| format!("cannot connect to {url}: {e}"))
+            .map_err(|e| format!("cannot connect to {url}: {}", chain(&e)))
     }
+}
+
+/// An error with its causes (tonic's transport error alone says only "transport error").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// etcd's error text shape, so the error distribution reads like etcd's.
