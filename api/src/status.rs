@@ -101,6 +101,8 @@ pub enum EtcdError {
     TimeoutDueToConnectionLost,
     #[error("etcdserver: request timed out, waiting for the applied index took too long")]
     TimeoutWaitAppliedIndex,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    TimeoutLeaderTransfer,
     #[error("etcdserver: unhealthy cluster")]
     Unhealthy,
     #[error("etcdserver: corrupt cluster")]
@@ -133,7 +135,7 @@ impl EtcdError {
             InvalidAuthToken => Code::Unauthenticated,
             NoLeader | LeaderChanged | NotCapable | Stopped | Timeout
             | TimeoutDueToLeaderFail | TimeoutDueToConnectionLost | TimeoutWaitAppliedIndex
-            | Unhealthy | NotSupportedForLearner => Code::Unavailable,
+            | TimeoutLeaderTransfer | Unhealthy | NotSupportedForLearner => Code::Unavailable,
             Corrupt => Code::DataLoss,
             WatchCanceled => Code::Cancelled,
         }

@@ -7,6 +7,7 @@ use std::sync::RwLock;
 
 use ketch_api::etcdserverpb::Member as PbMember;
 use ketch_api::ketchpb::MemberRecord;
+use ketch_api::status::EtcdError;
 use prost::Message as _;
 use sha1::{Digest, Sha1};
 
@@ -74,7 +75,22 @@ pub struct ClusterState {
     term: AtomicU64,
     commit_index: AtomicU64,
     members: RwLock<Vec<MemberRecord>>,
+    /// Turns true once a membership change removing this member is applied.
+    removed: tokio::sync::watch::Sender<bool>,
 }
+
+/// A membership change as the Raft log carries it (a `ConfChange` and its member record).
+#[derive(Clone, Debug)]
+pub enum MemberChange {
+    Add(MemberRecord),
+    /// Learner to voter.
+    Promote(u64),
+    Remove(u64),
+    UpdatePeerUrls(u64, Vec<String>),
+}
+
+/// etcd 3.4 allows one learner at a time.
+pub const MAX_LEARNERS: usize = 1;
 
 impl ClusterState {
     pub fn new(cluster_id: u64, member_id: u64, members: Vec<MemberRecord>) -> Self {
@@ -85,7 +101,80 @@ impl ClusterState {
             term: AtomicU64::new(0),
             commit_index: AtomicU64::new(0),
             members: RwLock::new(members),
+            removed: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Applies a committed membership change, with etcd's checks (the same on every member,
+    /// since all apply the same log): adding an id or a peer URL that exists, a second learner,
+    /// or changing a member that does not exist is refused and changes nothing.
+    pub fn apply_change(&self, change: &MemberChange) -> Result<(), EtcdError> {
+        let mut members = self.members.write().expect("members lock");
+        let find = |members: &[MemberRecord], id: u64| members.iter().position(|m| m.id == id);
+        match change {
+            MemberChange::Add(m) => {
+                if find(&members, m.id).is_some() {
+                    return Err(EtcdError::MemberExist);
+                }
+                if members.iter().any(|x| x.peer_urls.iter().any(|u| m.peer_urls.contains(u))) {
+                    return Err(EtcdError::PeerUrlExist);
+                }
+                if m.is_learner && members.iter().filter(|x| x.is_learner).count() >= MAX_LEARNERS {
+                    return Err(EtcdError::TooManyLearners);
+                }
+                members.push(m.clone());
+            }
+            MemberChange::Promote(id) => {
+                let i = find(&members, *id).ok_or(EtcdError::MemberNotFound)?;
+                if !members[i].is_learner {
+                    return Err(EtcdError::MemberNotLearner);
+                }
+                members[i].is_learner = false;
+            }
+            MemberChange::Remove(id) => {
+                let i = find(&members, *id).ok_or(EtcdError::MemberNotFound)?;
+                members.remove(i);
+                if *id == self.member_id {
+                    self.removed.send_replace(true);
+                }
+            }
+            MemberChange::UpdatePeerUrls(id, urls) => {
+                let i = find(&members, *id).ok_or(EtcdError::MemberNotFound)?;
+                if members.iter().any(|x| x.id != *id && x.peer_urls.iter().any(|u| urls.contains(u))) {
+                    return Err(EtcdError::PeerUrlExist);
+                }
+                members[i].peer_urls = urls.clone();
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this member is a learner (which serves almost no client requests).
+    pub fn local_is_learner(&self) -> bool {
+        self.members
+            .read()
+            .expect("members lock")
+            .iter()
+            .any(|m| m.id == self.member_id && m.is_learner)
+    }
+
+    /// Takes the member list of a restored snapshot.
+    pub fn replace_members(&self, members: Vec<MemberRecord>) {
+        let removed = !members.iter().any(|m| m.id == self.member_id);
+        *self.members.write().expect("members lock") = members;
+        if removed {
+            self.removed.send_replace(true);
+        }
+    }
+
+    /// Resolves once this member has been removed from the cluster.
+    pub async fn wait_removed(&self) {
+        let mut rx = self.removed.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    pub fn is_removed(&self) -> bool {
+        *self.removed.borrow()
     }
 
     pub fn leader(&self) -> u64 {

@@ -37,6 +37,9 @@ pub struct MemberConfig {
     pub initial_cluster_state: ClusterState,
     /// Applied entries between two Raft snapshots (`--snapshot-count`, etcd default 100000).
     pub snapshot_count: u64,
+    /// Applied entries kept in memory for peers that fall behind; a peer further behind gets
+    /// a snapshot (etcd's 5000, `--experimental-snapshot-catchup-entries` in etcd 3.5).
+    pub snapshot_catchup_entries: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub max_snapshots: u32,
@@ -57,6 +60,9 @@ pub struct MemberConfig {
     pub enable_pprof: bool,
     /// `--cors` origins for the HTTP side.
     pub cors: Vec<String>,
+    /// `--experimental-watch-progress-notify-interval`: how often watches that asked for
+    /// progress notifications get one (etcd's 10 minutes; at least 100 ms).
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl Default for MemberConfig {
@@ -80,6 +86,7 @@ impl Default for MemberConfig {
             election_timeout: Duration::from_millis(1000),
             max_snapshots: 5,
             max_wals: 5,
+            snapshot_catchup_entries: 5000,
             quota_backend_bytes: 0,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
@@ -88,9 +95,10 @@ impl Default for MemberConfig {
             enable_v2: false,
             strict_reconfig_check: true,
             force_new_cluster: false,
-            pre_vote: false,
+            pre_vote: true,
             enable_pprof: false,
             cors: vec![],
+            watch_progress_notify_interval: Duration::from_secs(600),
         }
     }
 }
@@ -117,7 +125,12 @@ impl MemberConfig {
     }
 
     pub fn backend_path(&self) -> PathBuf {
-        self.data_dir.join("member").join("snap").join("db")
+        self.snap_dir().join("db")
+    }
+
+    /// etcd's `member/snap`: the backend, and snapshots on their way to or from a peer.
+    pub fn snap_dir(&self) -> PathBuf {
+        self.data_dir.join("member").join("snap")
     }
 
     pub fn quota_bytes(&self) -> u64 {

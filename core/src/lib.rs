@@ -12,5 +12,7 @@ mod logging;
 pub mod member;
 pub mod raft;
 pub mod server;
+pub mod transport;
+pub mod watch;
 
 pub use member::{Member, StartError};

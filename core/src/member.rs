@@ -23,6 +23,11 @@ use crate::raft::node::RaftNode;
 use crate::raft::{RaftHandle, RaftMsg};
 use crate::server::propose::IdGenerator;
 use crate::server::{listen, Server};
+use crate::transport::{self, PeerService, Transport};
+
+/// How long a member waits for a TCP connection to a peer (etcd's dial timeout is 1 s).
+const PEER_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::watch::WatchHub;
 
 /// Why a member could not start. The message is for the operator's log.
 #[derive(Debug, thiserror::Error)]
@@ -38,14 +43,18 @@ pub struct Member {
     client_addrs: Vec<std::net::SocketAddr>,
     shutdown: watch::Sender<bool>,
     serve_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Peer listeners: not drained gracefully (peers hold their streams open for good).
+    peer_tasks: Vec<tokio::task::JoinHandle<()>>,
     raft_thread: Option<JoinHandle<()>>,
     apply_thread: Option<JoinHandle<()>>,
+    watch_sync_thread: Option<JoinHandle<()>>,
 }
 
 impl Member {
     /// Starts the member and returns once its client listeners are bound and serving.
     pub async fn start(config: MemberConfig) -> Result<Member, StartError> {
         config.validate()?;
+        let joined = join_existing(&config).await?;
         let cfg = config.clone();
         // Opening the store and replaying the WAL block on disk: keep them off async workers.
         let (store, booted) = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
@@ -55,7 +64,7 @@ impl Member {
             }
             create_private_dir(&cfg.data_dir)?;
             let store = Store::open(&backend).map_err(|e| StartError::Other(format!("open backend {}: {e}", backend.display())))?;
-            let booted = bootstrap::boot(&cfg, &store)?;
+            let booted = bootstrap::boot(&cfg, &store, joined)?;
             Ok((Arc::new(store), booted))
         })
         .await
@@ -66,6 +75,10 @@ impl Member {
         let (applied_tx, applied_rx) = watch::channel(store.applied_index());
         let (raft_tx, raft_rx) = std::sync::mpsc::channel();
         let raft = RaftHandle::new(raft_tx);
+        let watch_hub = WatchHub::new(store.clone());
+        let watch_sync_thread = watch_hub
+            .start_sync_thread()
+            .map_err(|e| StartError::Other(format!("spawn watch sync thread: {e}")))?;
         let (apply_task, apply_rx) = Applier::channel(waits.clone());
         let applier = Applier::new(
             store.clone(),
@@ -74,12 +87,38 @@ impl Member {
             applied_tx,
             raft.clone(),
             config.snapshot_count,
+            watch_hub.clone(),
         );
         let apply_thread = std::thread::Builder::new()
             .name("ketch-apply".into())
             .spawn(move || applier.run(apply_rx))
             .map_err(|e| StartError::Other(format!("spawn apply thread: {e}")))?;
-        let node = RaftNode::new(booted.raw, booted.wal, cluster.clone(), apply_task, config.heartbeat_interval);
+        // Peers first: a member must accept Raft traffic before it starts sending any.
+        let peer_listeners = listen::bind_clients(&config.listen_peer_urls).await?;
+        let snap_dir = config.snap_dir();
+        let transport = Transport::new(
+            cluster.cluster_id,
+            cluster.member_id,
+            PEER_DIAL_TIMEOUT,
+            raft.clone(),
+            tokio::runtime::Handle::current(),
+            transport::SnapshotSource {
+                store: store.clone(),
+                log: booted.raw.store().clone(),
+                dir: snap_dir.clone(),
+            },
+        );
+        transport.set_peers(&cluster.members());
+        let node = RaftNode::new(
+            booted.raw,
+            booted.wal,
+            raft.clone(),
+            cluster.clone(),
+            apply_task,
+            transport.clone(),
+            config.heartbeat_interval,
+            config.snapshot_catchup_entries,
+        );
         let raft_thread = std::thread::Builder::new()
             .name("ketch-raft".into())
             .spawn(move || node.run(raft_rx))
@@ -95,11 +134,32 @@ impl Member {
             max_request_bytes: config.max_request_bytes,
             max_txn_ops: config.max_txn_ops,
             request_timeout: Duration::from_secs(5) + 2 * config.election_timeout,
+            transport,
+            strict_reconfig_check: config.strict_reconfig_check,
+            initial_cluster_token: config.initial_cluster_token.clone(),
+            watch_hub,
+            watch_progress_interval: config.watch_progress_notify_interval,
         });
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let serve_tasks = listen::serve_clients(server.clone(), listeners, shutdown_rx.clone());
+        let peer_service = {
+            let (cluster, raft) = (cluster.clone(), server.raft.clone());
+            move || {
+                PeerService {
+                    cluster: cluster.clone(),
+                    raft: raft.clone(),
+                    snap_dir: snap_dir.clone(),
+                }
+                .into_server()
+            }
+        };
+        let peer_tasks = transport::serve_peers(
+            peer_service,
+            peer_listeners.into_iter().map(|(_, l)| l).collect(),
+            shutdown_rx.clone(),
+        );
         let retention = crate::compactor::parse_retention(config.auto_compaction_mode, &config.auto_compaction_retention)
             .map_err(StartError::Other)?;
         tokio::spawn(crate::compactor::run(server.clone(), retention, shutdown_rx.clone()));
@@ -109,14 +169,25 @@ impl Member {
             client_addrs,
             shutdown,
             serve_tasks,
+            peer_tasks,
             raft_thread: Some(raft_thread),
             apply_thread: Some(apply_thread),
+            watch_sync_thread: Some(watch_sync_thread),
         })
     }
 
     /// The addresses the client listeners are bound to (useful with port 0 in tests).
     pub fn client_addrs(&self) -> &[std::net::SocketAddr] {
         &self.client_addrs
+    }
+
+    /// Resolves a second after a membership change removed this member (etcd stops then).
+    pub fn removed(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let cluster = self.server.cluster.clone();
+        async move {
+            cluster.wait_removed().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     pub fn member_id(&self) -> u64 {
@@ -130,9 +201,14 @@ impl Member {
         for t in self.serve_tasks.drain(..) {
             let _ = t.await;
         }
+        for t in self.peer_tasks.drain(..) {
+            t.abort();
+        }
         let _ = self.server.raft.send(RaftMsg::Stop);
         let raft_thread = self.raft_thread.take();
         let apply_thread = self.apply_thread.take();
+        self.server.watch_hub.stop();
+        let watch_sync_thread = self.watch_sync_thread.take();
         let _ = tokio::task::spawn_blocking(move || {
             // The raft thread owns the apply task handle; when it ends, the apply channel
             // closes and the apply thread finishes after its final durable commit.
@@ -142,10 +218,36 @@ impl Member {
             if let Some(t) = apply_thread {
                 let _ = t.join();
             }
+            if let Some(t) = watch_sync_thread {
+                let _ = t.join();
+            }
         })
         .await;
         info!(target: "etcdserver", "stopped member {:x}", self.server.cluster.member_id);
     }
+}
+
+/// A first start with `--initial-cluster-state existing` asks the other members listed in
+/// `--initial-cluster` for the cluster (as etcd's GetClusterFromRemotePeers). Later starts
+/// have a WAL and ignore the `--initial-*` flags.
+async fn join_existing(cfg: &MemberConfig) -> Result<Option<(u64, Vec<ketch_api::ketchpb::MemberRecord>)>, StartError> {
+    if cfg.initial_cluster_state != crate::config::ClusterState::Existing || ketch_wal::Wal::exists(&cfg.wal_dir()) {
+        return Ok(None);
+    }
+    let mine: Vec<String> = cfg.initial_advertise_peer_urls.iter().map(url_text).collect();
+    let others: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .map(|(_, u)| url_text(u))
+        .filter(|u| !mine.contains(u))
+        .collect();
+    if others.is_empty() {
+        return Err(StartError::Other(
+            "--initial-cluster-state=existing: --initial-cluster names no other member to join".into(),
+        ));
+    }
+    let found = transport::fetch_cluster(&others, PEER_DIAL_TIMEOUT).await.map_err(StartError::Other)?;
+    Ok(Some(found))
 }
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), StartError> {

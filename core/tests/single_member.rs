@@ -19,7 +19,9 @@ fn config(dir: &std::path::Path) -> MemberConfig {
     MemberConfig {
         data_dir: dir.join("default.etcd"),
         listen_client_urls: vec![client.clone()],
-        advertise_client_urls: vec![client],
+        advertise_client_urls: vec![client.clone()],
+        // a single member talks to no peer, but binds its peer URL: keep off 2380
+        listen_peer_urls: vec![client],
         ..Default::default()
     }
 }

@@ -191,6 +191,8 @@ flag_table! {
             "Directory for the write-ahead log, when it should not live under the data directory.";
         snapshot_count: Uint = "snapshot-count", "100000", Y::Same, Member,
             "Applied entries between two snapshots.";
+        experimental_snapshot_catchup_entries: Uint = "experimental-snapshot-catchup-entries", "5000", Y::Same, Member,
+            "Applied entries kept for slow followers; one further behind gets a snapshot (etcd 3.5's flag).";
         heartbeat_interval: Uint = "heartbeat-interval", "100", Y::Same, Member,
             "Leader heartbeat period, in milliseconds.";
         election_timeout: Uint = "election-timeout", "1000", Y::Same, Member,
@@ -247,8 +249,8 @@ flag_table! {
             "Suffix for the SRV names looked up with --discovery-srv.";
         strict_reconfig_check: Bool = "strict-reconfig-check", "true", Y::Same, Member,
             "Refuse membership changes that would lose quorum.";
-        pre_vote: Bool = "pre-vote", "false", Y::Same, Member,
-            "Run Raft's pre-vote phase before an election.";
+        pre_vote: Bool = "pre-vote", "true", Y::Same, Member,
+            "Run Raft's pre-vote phase before an election (default true as in etcd 3.5; etcd 3.4 defaulted to false).";
         auto_compaction_retention: Str = "auto-compaction-retention", "0", Y::Same, Member,
             "History kept by auto compaction: a duration ('5m', or hours as a number) or revisions; 0 disables.";
         auto_compaction_mode: Str = "auto-compaction-mode", "periodic", Y::Same, Member,
@@ -349,7 +351,7 @@ flag_table! {
             "Persist lease checkpoints; needs --experimental-enable-lease-checkpoint.";
         experimental_compaction_batch_limit: Int = "experimental-compaction-batch-limit", "0", Y::Same, Later,
             "Most revisions deleted in one compaction batch; 0 means the built-in limit.";
-        experimental_watch_progress_notify_interval: Dur = "experimental-watch-progress-notify-interval", "0s", Y::Same, Later,
+        experimental_watch_progress_notify_interval: Dur = "experimental-watch-progress-notify-interval", "0s", Y::Same, Member,
             "Period of watch progress notifications; 0 means 10m.";
         experimental_warning_apply_duration: Dur = "experimental-warning-apply-duration", "100ms", Y::Same, Later,
             "Warn when applying one request takes longer than this.";
@@ -426,7 +428,7 @@ mod tests {
         assert_eq!(c.grpc_keepalive_interval, 7_200_000_000_000);
         assert_eq!(c.grpc_keepalive_timeout, 20_000_000_000);
         assert_eq!(c.discovery_fallback, "proxy");
-        assert!(c.strict_reconfig_check && !c.pre_vote && !c.enable_v2);
+        assert!(c.strict_reconfig_check && c.pre_vote && !c.enable_v2);
         assert_eq!(
             (
                 c.auto_compaction_retention.as_str(),

@@ -160,6 +160,7 @@ pub fn member_config(c: &EtcdConfig) -> Result<MemberConfig, String> {
             _ => ClusterState::New,
         },
         snapshot_count: c.snapshot_count,
+        snapshot_catchup_entries: c.experimental_snapshot_catchup_entries,
         heartbeat_interval: Duration::from_millis(c.heartbeat_interval),
         election_timeout: Duration::from_millis(c.election_timeout),
         max_snapshots: u32::try_from(c.max_snapshots).unwrap_or(u32::MAX),
@@ -180,6 +181,12 @@ pub fn member_config(c: &EtcdConfig) -> Result<MemberConfig, String> {
         pre_vote: c.pre_vote,
         enable_pprof: c.enable_pprof,
         cors: c.cors.clone(),
+        // etcd: 0 keeps the 10-minute default
+        watch_progress_notify_interval: if c.experimental_watch_progress_notify_interval <= 0 {
+            MemberConfig::default().watch_progress_notify_interval
+        } else {
+            Duration::from_nanos(c.experimental_watch_progress_notify_interval as u64)
+        },
     })
 }
 
@@ -221,6 +228,10 @@ mod tests {
         assert_eq!(m.quota_backend_bytes, core_default.quota_backend_bytes);
         assert_eq!(m.max_request_bytes, core_default.max_request_bytes);
         assert_eq!(m.max_txn_ops, core_default.max_txn_ops);
+        assert_eq!(
+            m.watch_progress_notify_interval,
+            core_default.watch_progress_notify_interval
+        );
         assert_eq!(m.auto_compaction_mode, core_default.auto_compaction_mode);
         assert_eq!(
             m.auto_compaction_retention,
@@ -234,7 +245,8 @@ mod tests {
                 m.pre_vote,
                 m.enable_pprof
             ),
-            (false, true, false, false, false)
+            // pre-vote on, as etcd 3.5 (etcd 3.4 defaulted to off)
+            (false, true, false, true, false)
         );
         assert_eq!(m.cors, vec!["*"]);
         m.validate().unwrap();
@@ -314,6 +326,7 @@ mod tests {
             ("initial-cluster-state", "existing"),
             ("cors", "http://a.example:80,http://b.example:80"),
             ("pre-vote", "true"),
+            ("experimental-watch-progress-notify-interval", "250ms"),
         ] {
             set(&mut c, name, value);
         }
@@ -327,6 +340,7 @@ mod tests {
         assert_eq!(m.auto_compaction_retention, "1000");
         assert_eq!(m.initial_cluster_state, ClusterState::Existing);
         assert_eq!(m.cors.len(), 2);
+        assert_eq!(m.watch_progress_notify_interval, Duration::from_millis(250));
         assert!(m.pre_vote);
     }
 

@@ -64,16 +64,19 @@ pub async fn serve(config: MemberConfig, settings: &crate::flags::EtcdConfig) ->
             startup::initial_cluster_hints(settings, &message);
         })
     };
-    run_until_signal(started, Member::stop).await
+    run_until_signal(started, Member::removed, Member::stop).await
 }
 
-/// The life of a started service: `start`, readiness to systemd, the first SIGINT/SIGTERM,
-/// `stop`. A second signal while stopping exits without waiting.
-async fn run_until_signal<M, Stop, Stopped>(
+/// The life of a started service: `start`, readiness to systemd, the first SIGINT/SIGTERM (or
+/// `ended`: the cluster removed this member), `stop`. A second signal while stopping exits
+/// without waiting.
+async fn run_until_signal<M, Ended, Stop, Stopped>(
     start: impl Future<Output = Result<M, ()>>,
+    ended: impl FnOnce(&M) -> Ended,
     stop: Stop,
 ) -> u8
 where
+    Ended: Future<Output = ()>,
     Stop: FnOnce(M) -> Stopped,
     Stopped: Future<Output = ()>,
 {
@@ -97,8 +100,10 @@ where
     if let Err(e) = notify_systemd_ready() {
         error!(target: "etcdmain", "failed to notify systemd for readiness: {e}");
     }
-    let (name, _) = signals.next().await;
-    startup::shutting_down(name);
+    tokio::select! {
+        (name, _) = signals.next() => startup::shutting_down(name),
+        _ = ended(&member) => {}
+    }
     tokio::select! {
         _ = stop(member) => 0,
         (again, number) = signals.next() => {
@@ -138,7 +143,7 @@ mod tests {
                 });
                 Ok::<_, ()>("member")
             };
-            run_until_signal(started, |member| async move {
+            run_until_signal(started, |_| std::future::pending(), |member| async move {
                 assert_eq!(member, "member");
                 flag.store(true, Ordering::SeqCst);
             })
@@ -148,7 +153,7 @@ mod tests {
         assert!(stopped.load(Ordering::SeqCst));
 
         // A start error ends with status 1 and no stop.
-        let status = runtime.block_on(run_until_signal(async { Err::<(), ()>(()) }, |_| async {
+        let status = runtime.block_on(run_until_signal(async { Err::<(), ()>(()) }, |_| std::future::pending(), |_| async {
             panic!("stop after a failed start")
         }));
         assert_eq!(status, 1);

@@ -512,12 +512,13 @@ impl Writer<'_> {
             value,
             lease,
         };
+        let value_len = u32::try_from(kv.value.len()).unwrap_or(u32::MAX);
         self.write_row(rev, false, &kv)?;
         self.store
             .index
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .put(&key, rev, lease);
+            .put(&key, rev, lease, value_len);
         op.sub += 1;
         let old_lease = prev.map_or(0, |m| m.lease);
         if old_lease != lease {
@@ -622,9 +623,10 @@ impl Writer<'_> {
         let out = range::range(&self.store.index, false, &self.table, req, at)?;
         Ok(RangeResponse {
             header: header(current),
-            kvs: out.kvs,
+            kvs: range::materialize(&self.table, out.picked, req.keys_only)?,
             more: out.more,
             count: out.count,
+            deferred: None,
         })
     }
 

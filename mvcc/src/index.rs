@@ -99,12 +99,12 @@ impl Index {
 
     /// Records a put. `key` should be a buffer of its own (not a slice of a larger request),
     /// since the index keeps it for as long as the key has history.
-    pub(crate) fn put(&mut self, key: &Bytes, rev: Revision, lease: i64) {
+    pub(crate) fn put(&mut self, key: &Bytes, rev: Revision, lease: i64, value_len: u32) {
         if let Some(ki) = self.map.get_mut(key.as_ref()) {
-            ki.put(rev, lease);
+            ki.put(rev, lease, value_len);
         } else {
             let mut ki = KeyIndex::default();
-            ki.put(rev, lease);
+            ki.put(rev, lease, value_len);
             self.map.insert(key.clone(), ki);
         }
     }
@@ -342,6 +342,7 @@ mod tests {
             ix.put(
                 &Bytes::copy_from_slice(k.as_bytes()),
                 Revision::new(i as i64 + 2, 0),
+                0,
                 0,
             );
         }

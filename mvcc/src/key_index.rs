@@ -21,12 +21,15 @@ pub(crate) struct KeyMeta {
     pub create: i64,
     pub version: i64,
     pub lease: i64,
+    /// Length of the value stored at `rev`, so a range can size its answer before reading it.
+    pub value_len: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PutEntry {
     rev: Revision,
     lease: i64,
+    value_len: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +61,7 @@ impl Generation {
             create: self.created,
             version: self.version - (self.puts.len() - 1 - i) as i64,
             lease: p.lease,
+            value_len: p.value_len,
         }
     }
 
@@ -125,7 +129,7 @@ impl KeyIndex {
     }
 
     /// Records a put at `rev`, which must be newer than anything recorded.
-    pub(crate) fn put(&mut self, rev: Revision, lease: i64) {
+    pub(crate) fn put(&mut self, rev: Revision, lease: i64, value_len: u32) {
         debug_assert!(
             self.newest().is_none_or(|n| n < rev),
             "put at {rev:?} not after {:?}",
@@ -133,13 +137,13 @@ impl KeyIndex {
         );
         match self.gens.last_mut() {
             Some(g) if g.tombstone.is_none() => {
-                g.puts.push(PutEntry { rev, lease });
+                g.puts.push(PutEntry { rev, lease, value_len });
                 g.version += 1;
             }
             _ => self.gens.push(Generation {
                 created: rev.main,
                 version: 1,
-                puts: vec![PutEntry { rev, lease }],
+                puts: vec![PutEntry { rev, lease, value_len }],
                 tombstone: None,
             }),
         }
@@ -148,16 +152,23 @@ impl KeyIndex {
 
     /// Records a put read back from the backend, trusting the row's create revision and version
     /// (its earlier puts may have been compacted away).
-    pub(crate) fn restore_put(&mut self, rev: Revision, lease: i64, created: i64, version: i64) {
+    pub(crate) fn restore_put(
+        &mut self,
+        rev: Revision,
+        lease: i64,
+        value_len: u32,
+        created: i64,
+        version: i64,
+    ) {
         match self.gens.last_mut() {
             Some(g) if g.tombstone.is_none() => {
-                g.puts.push(PutEntry { rev, lease });
+                g.puts.push(PutEntry { rev, lease, value_len });
                 g.version = version;
             }
             _ => self.gens.push(Generation {
                 created,
                 version,
-                puts: vec![PutEntry { rev, lease }],
+                puts: vec![PutEntry { rev, lease, value_len }],
                 tombstone: None,
             }),
         }
@@ -258,13 +269,13 @@ mod tests {
     /// put@2 put@4 del@6 put@8 put@10 del@12 put@14
     fn history() -> KeyIndex {
         let mut ki = KeyIndex::default();
-        ki.put(r(2), 0);
-        ki.put(r(4), 7);
+        ki.put(r(2), 0, 0);
+        ki.put(r(4), 7, 0);
         assert!(ki.tombstone(r(6)));
-        ki.put(r(8), 0);
-        ki.put(r(10), 0);
+        ki.put(r(8), 0, 0);
+        ki.put(r(10), 0, 0);
         assert!(ki.tombstone(r(12)));
-        ki.put(r(14), 5);
+        ki.put(r(14), 5, 0);
         ki
     }
 
@@ -302,7 +313,7 @@ mod tests {
     fn tombstone_needs_a_live_key() {
         let mut ki = KeyIndex::default();
         assert!(!ki.tombstone(r(1)));
-        ki.put(r(1), 0);
+        ki.put(r(1), 0, 0);
         assert!(ki.tombstone(r(2)));
         assert!(!ki.tombstone(r(3)));
     }
@@ -379,7 +390,7 @@ mod tests {
     #[test]
     fn compacting_a_deleted_key_empties_it() {
         let mut ki = KeyIndex::default();
-        ki.put(r(2), 0);
+        ki.put(r(2), 0, 0);
         ki.tombstone(r(3));
         assert_eq!(ki.keep(3), None);
         assert!(ki.compact(3));
@@ -408,7 +419,7 @@ mod tests {
                 if alive {
                     assert!(ki.tombstone(r(after + 1)));
                 } else {
-                    ki.put(r(after + 1), 0);
+                    ki.put(r(after + 1), 0, 0);
                 }
             }
         }
@@ -418,14 +429,14 @@ mod tests {
     fn versions_survive_compaction_and_restore() {
         let mut ki = KeyIndex::default();
         for main in 1..=5 {
-            ki.put(r(main), 0);
+            ki.put(r(main), 0, 0);
         }
         ki.compact(4);
         assert_eq!(ki.get(5).unwrap().version, 5);
         assert_eq!(ki.get(4).unwrap().version, 4);
         let mut restored = KeyIndex::default();
-        restored.restore_put(r(4), 0, 1, 4);
-        restored.restore_put(r(5), 0, 1, 5);
+        restored.restore_put(r(4), 0, 0, 1, 4);
+        restored.restore_put(r(5), 0, 0, 1, 5);
         assert_eq!(restored.get(5), ki.get(5));
         assert_eq!(restored.get(4), ki.get(4));
     }

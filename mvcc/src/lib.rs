@@ -17,6 +17,12 @@
 //! # let _ = events; Ok(()) }
 //! ```
 //!
+//! # History as events
+//! [`Store::events`] reads the events of a revision range back from the `key` table (a put row
+//! is a PUT event, a tombstone row a DELETE), in bounded pages that never split a revision:
+//! what a watcher that starts in the past or falls behind replays (see ketch-core's watch hub).
+//! [`Store::fill_prev_kv`] adds the key as it was before an event, as etcd's watch server does.
+//!
 //! # Backend layout
 //! One redb file with three tables:
 //! - `key`: revision → `mvccpb.KeyValue`. Row key is etcd's: `main` (8 bytes big-endian), `'_'`,
@@ -64,7 +70,9 @@
 
 mod batch;
 mod codec;
+mod deferred;
 mod error;
+mod history;
 mod index;
 mod key_index;
 mod range;
@@ -73,6 +81,7 @@ mod store;
 
 pub use batch::{LeaseChange, WriteBatch};
 pub use error::StoreError;
+pub use history::{in_range, EventPage};
 pub use revision::Revision;
 pub use store::Store;
 

@@ -81,9 +81,39 @@ pub(crate) fn key_value(
 /// The part of a `RangeResponse` a range computes; the header is the caller's.
 #[derive(Debug, Default)]
 pub(crate) struct RangeOut {
-    pub kvs: Vec<KeyValue>,
+    pub picked: Picked,
     pub count: i64,
     pub more: bool,
+}
+
+/// The key-values a range answers with, in answer order.
+#[derive(Debug)]
+pub(crate) enum Picked {
+    /// Keys and index positions; values not read yet (see [`materialize`]).
+    Metas(Vec<(Bytes, KeyMeta)>),
+    /// Complete key-values (a sort by value had to read them).
+    Kvs(Vec<KeyValue>),
+}
+
+impl Default for Picked {
+    fn default() -> Self {
+        Picked::Kvs(Vec::new())
+    }
+}
+
+/// The key-values of `picked`, values read from `rows` (each copied once out of its page).
+pub(crate) fn materialize(
+    rows: &impl Rows,
+    picked: Picked,
+    keys_only: bool,
+) -> Result<Vec<KeyValue>, Failure> {
+    match picked {
+        Picked::Kvs(kvs) => Ok(kvs),
+        Picked::Metas(metas) => metas
+            .into_iter()
+            .map(|(k, m)| key_value(rows, k, &m, keys_only))
+            .collect(),
+    }
 }
 
 struct Filters {
@@ -134,7 +164,7 @@ pub(crate) fn range(
     if req.count_only {
         let count = Scan::new(index, span, at, guard).count_rest()?;
         return Ok(RangeOut {
-            kvs: Vec::new(),
+            picked: Picked::Kvs(Vec::new()),
             count,
             more: false,
         });
@@ -156,8 +186,6 @@ pub(crate) fn range(
         return range_in_key_order(
             index,
             guard,
-            rows,
-            req,
             at,
             span,
             &filters,
@@ -186,7 +214,11 @@ pub(crate) fn range(
 
     if target == SortTarget::Value {
         let kvs = sort_by_value(rows, cands, dir, limit, req.keys_only)?;
-        return Ok(RangeOut { kvs, count, more });
+        return Ok(RangeOut {
+            picked: Picked::Kvs(kvs),
+            count,
+            more,
+        });
     }
 
     let field = |m: &KeyMeta| match target {
@@ -201,21 +233,19 @@ pub(crate) fn range(
     if limit > 0 {
         cands.truncate(limit);
     }
-    let mut kvs = Vec::with_capacity(cands.len());
-    for (k, m) in cands {
-        kvs.push(key_value(rows, k, &m, req.keys_only)?);
-    }
-    Ok(RangeOut { kvs, count, more })
+    Ok(RangeOut {
+        picked: Picked::Metas(cands),
+        count,
+        more,
+    })
 }
 
-/// Key order (either way): stream the index a chunk at a time and read each chunk's values
-/// before taking the next, so nothing but the answer is ever held.
+/// Key order (either way): stream the index a chunk at a time, keeping the positions of the
+/// keys that make the answer; values are read later, by whoever builds the answer.
 #[allow(clippy::too_many_arguments)]
 fn range_in_key_order(
     index: &RwLock<Index>,
     guard: bool,
-    rows: &impl Rows,
-    req: &RangeRequest,
     at: i64,
     span: Span<'_>,
     filters: &Filters,
@@ -225,8 +255,7 @@ fn range_in_key_order(
     let take = if limit > 0 { limit } else { usize::MAX };
     let mut count = 0i64;
     let mut passed = 0usize;
-    let mut pending: Vec<(Bytes, KeyMeta)> = Vec::new();
-    let mut kvs = Vec::new();
+    let mut picked: Vec<(Bytes, KeyMeta)> = Vec::new();
     let mut scan = Scan::new(index, span, at, guard).reverse(reverse);
     loop {
         let more_chunks = scan.next_chunk(|k, m| {
@@ -234,7 +263,7 @@ fn range_in_key_order(
             if filters.pass(m) {
                 passed += 1;
                 if passed <= take {
-                    pending.push((k.clone(), *m));
+                    picked.push((k.clone(), *m));
                 } else {
                     // one past the limit settles `more`; the rest only counts
                     return Visit::Stop;
@@ -242,9 +271,6 @@ fn range_in_key_order(
             }
             Visit::Continue
         })?;
-        for (k, m) in pending.drain(..) {
-            kvs.push(key_value(rows, k, &m, req.keys_only)?);
-        }
         if !more_chunks {
             break;
         }
@@ -253,7 +279,11 @@ fn range_in_key_order(
     if more {
         count += scan.count_rest()?;
     }
-    Ok(RangeOut { kvs, count, more })
+    Ok(RangeOut {
+        picked: Picked::Metas(picked),
+        count,
+        more,
+    })
 }
 
 /// A candidate of a VALUE sort; `Ord` puts the better one first (smaller in `Asc`, larger in

@@ -18,7 +18,8 @@ use crate::codec::{self, Crc32c};
 use crate::error::{Failure, StoreError};
 use crate::index::{Index, Scan, Span, Visit};
 use crate::key_index::KeyIndex;
-use crate::range;
+use crate::deferred::DeferredRange;
+use crate::range::{self, Picked};
 use crate::revision::Revision;
 
 /// Every revision of every key: row key = revision (see [`crate::revision`]), row value = the
@@ -29,6 +30,11 @@ pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("key")
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Small records of the layers above (members, cluster id, ...), through `meta_get/meta_put`.
 pub(crate) const APP_META: TableDefinition<&str, &[u8]> = TableDefinition::new("ketch_meta");
+
+/// The backend's own page cache. Pages it does not hold are read with `pread` from the kernel's
+/// page cache, which is cheap; this bounds what the process itself keeps (redb's default is
+/// 1 GiB, which a large range would fill and keep).
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 pub(crate) const CONSISTENT_INDEX: &str = "consistent_index";
 pub(crate) const FINISHED_COMPACT_REV: &str = "finishedCompactRev";
@@ -103,8 +109,13 @@ impl Store {
     /// index from the backend. After a crash the backend comes back at its last durable commit
     /// (see the crate docs); data and `applied_index` always come from the same commit.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_bytes` (reads and not-yet-written pages).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         let started = Instant::now();
-        let db = Database::create(path)?;
+        let db = redb::Builder::new().set_cache_size(cache_bytes).create(path)?;
         {
             let mut txn = db.begin_write()?;
             txn.open_table(KV)?;
@@ -113,33 +124,7 @@ impl Store {
             txn.set_durability(Durability::Immediate)?;
             txn.commit()?;
         }
-        let txn = db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let compact_rev = match meta.get(FINISHED_COMPACT_REV)? {
-            Some(g) => {
-                Revision::from_key(g.value())
-                    .ok_or_else(|| {
-                        StoreError::Corrupt("finishedCompactRev is not a revision".into())
-                    })?
-                    .0
-                    .main
-            }
-            None => -1,
-        };
-        let applied_index = match meta.get(CONSISTENT_INDEX)? {
-            Some(g) => u64::from_be_bytes(
-                g.value()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("consistent_index is not 8 bytes".into()))?,
-            ),
-            None => 0,
-        };
-        let (map, last_rev, live_bytes) = restore_index(&txn.open_table(KV)?)?;
-        drop(meta);
-        drop(txn);
-        // An empty store is at revision 1, as etcd's; compaction may have removed every row
-        // up to the compact revision.
-        let rev = last_rev.max(compact_rev).max(1);
+        let (compact_rev, applied_index, map, rev, live_bytes) = load_state(&db)?;
         let snapshot = Snapshot::open(&db, rev, compact_rev, applied_index)?;
         tracing::info!(
             path = %path.display(),
@@ -212,12 +197,23 @@ impl Store {
         WriteBatch::begin(self)
     }
 
-    /// etcd's Range over the committed state. The header carries only the revision: the store
-    /// revision at the time of the read, whatever revision was asked for (as etcd).
-    ///
-    /// Memory: the response holds each value once (a copy out of the backend page). When tonic
-    /// encodes the response it copies every key and value once more into its send buffer.
+    /// etcd's Range over the committed state, with every key-value in memory. The header
+    /// carries only the revision: the store revision at the time of the read, whatever revision
+    /// was asked for (as etcd).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+        self.range_as(req, false)
+    }
+
+    /// The same answer as [`Store::range`], for sending: the values stay in the backend until
+    /// the response is encoded, and are then written straight into the encoder's buffer (see
+    /// [`ketch_api::range_response`]). The response holds the keys (shared with the index) and
+    /// the read snapshot, so the answer exists once, on its way out. (A sort by value reads the
+    /// values to sort them; that answer is held in memory as usual.)
+    pub fn range_for_wire(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+        self.range_as(req, true)
+    }
+
+    fn range_as(&self, req: &RangeRequest, deferred: bool) -> Result<RangeResponse, EtcdError> {
         loop {
             let snap = self.snapshot();
             if req.revision > snap.rev {
@@ -231,23 +227,40 @@ impl Store {
             if at < snap.compact_rev {
                 return Err(EtcdError::Compacted);
             }
-            match range::range(&self.index, true, &snap.kv, req, at) {
-                Ok(out) => {
-                    return Ok(RangeResponse {
-                        header: Some(ResponseHeader {
-                            revision: snap.rev,
-                            ..Default::default()
-                        }),
-                        kvs: out.kvs,
-                        more: out.more,
-                        count: out.count,
-                    })
-                }
+            let out = match range::range(&self.index, true, &snap.kv, req, at) {
+                Ok(out) => out,
                 // a compaction committed under us: start over from the newer snapshot
                 Err(Failure::Retry) => continue,
                 Err(Failure::Etcd(e)) => return Err(e),
                 Err(Failure::Store(e)) => return Err(fatal_read(e)),
+            };
+            let mut resp = RangeResponse {
+                header: Some(ResponseHeader {
+                    revision: snap.rev,
+                    ..Default::default()
+                }),
+                more: out.more,
+                count: out.count,
+                ..Default::default()
+            };
+            match out.picked {
+                Picked::Metas(metas) if deferred => {
+                    resp.deferred = Some(Arc::new(DeferredRange::new(
+                        Arc::clone(&snap),
+                        metas,
+                        req.keys_only,
+                    )));
+                }
+                picked => {
+                    resp.kvs = match range::materialize(&snap.kv, picked, req.keys_only) {
+                        Ok(kvs) => kvs,
+                        Err(Failure::Store(e)) => return Err(fatal_read(e)),
+                        Err(Failure::Etcd(e)) => return Err(e),
+                        Err(Failure::Retry) => continue,
+                    };
+                }
             }
+            return Ok(resp);
         }
     }
 
@@ -298,7 +311,6 @@ impl Store {
     /// the store's (so it is compact) and then streamed; the writer is never held up. Returns
     /// the number of bytes written.
     pub fn snapshot_to(&self, w: &mut impl Write) -> Result<u64, StoreError> {
-        let snap = self.snapshot();
         static COPIES: AtomicU64 = AtomicU64::new(0);
         let tmp = self.path.with_file_name(format!(
             "{}.snapshot-{}-{}.tmp",
@@ -311,35 +323,118 @@ impl Store {
         ));
         let _ = std::fs::remove_file(&tmp);
         let result = (|| {
-            {
-                let copy = Database::create(&tmp)?;
-                let mut txn = copy.begin_write()?;
-                {
-                    let mut kv = txn.open_table(KV)?;
-                    for row in snap.kv.iter()? {
-                        let (k, v) = row?;
-                        kv.insert(k.value(), v.value())?;
-                    }
-                    let mut meta = txn.open_table(META)?;
-                    for row in snap.meta.iter()? {
-                        let (k, v) = row?;
-                        meta.insert(k.value(), v.value())?;
-                    }
-                    let mut app = txn.open_table(APP_META)?;
-                    for row in snap.app_meta.iter()? {
-                        let (k, v) = row?;
-                        app.insert(k.value(), v.value())?;
-                    }
-                }
-                txn.set_durability(Durability::Immediate)?;
-                txn.commit()?;
-                copy.close()?;
-            }
+            self.snapshot_file(&tmp)?;
             let mut f = File::open(&tmp)?;
             Ok(std::io::copy(&mut f, w)?)
         })();
         let _ = std::fs::remove_file(&tmp);
         result
+    }
+
+    /// Writes the committed state as a new backend file at `dest` (fsynced) and returns the
+    /// applied index it holds: what a member sends a peer that is too far behind for the log.
+    pub fn snapshot_file(&self, dest: &Path) -> Result<u64, StoreError> {
+        self.snapshot_file_with_meta(dest, "").map(|(index, _)| index)
+    }
+
+    /// [`Store::snapshot_file`], also returning the record `meta_key` (see `meta_get`) as of
+    /// the same state.
+    pub fn snapshot_file_with_meta(
+        &self,
+        dest: &Path,
+        meta_key: &str,
+    ) -> Result<(u64, Option<Vec<u8>>), StoreError> {
+        let snap = self.snapshot();
+        let record = if meta_key.is_empty() {
+            None
+        } else {
+            snap.app_meta.get(meta_key)?.map(|g| g.value().to_vec())
+        };
+        let copy = Database::create(dest)?;
+        let mut txn = copy.begin_write()?;
+        {
+            let mut kv = txn.open_table(KV)?;
+            for row in snap.kv.iter()? {
+                let (k, v) = row?;
+                kv.insert(k.value(), v.value())?;
+            }
+            let mut meta = txn.open_table(META)?;
+            for row in snap.meta.iter()? {
+                let (k, v) = row?;
+                meta.insert(k.value(), v.value())?;
+            }
+            let mut app = txn.open_table(APP_META)?;
+            for row in snap.app_meta.iter()? {
+                let (k, v) = row?;
+                app.insert(k.value(), v.value())?;
+            }
+        }
+        txn.set_durability(Durability::Immediate)?;
+        txn.commit()?;
+        copy.close()?;
+        Ok((snap.applied_index, record))
+    }
+
+    /// Replaces the whole state with the backend file at `src` (made by [`Store::snapshot_file`]
+    /// on a peer), durably, and rebuilds the key index: how a member that fell too far behind
+    /// catches up. Returns the applied index the new state holds. Waits for no one: fails with
+    /// [`StoreError::WriterBusy`] while a batch is open. Reads running meanwhile may fail once.
+    pub fn restore_from(&self, src: &Path) -> Result<u64, StoreError> {
+        if self
+            .writer_busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(StoreError::WriterBusy);
+        }
+        let result = self.restore_locked(src);
+        self.writer_busy.store(false, Ordering::Release);
+        result
+    }
+
+    fn restore_locked(&self, src: &Path) -> Result<u64, StoreError> {
+        {
+            let source = Database::open(src)?;
+            let from = source.begin_read()?;
+            let mut txn = self.db.begin_write()?;
+            txn.delete_table(KV)?;
+            txn.delete_table(META)?;
+            txn.delete_table(APP_META)?;
+            {
+                let mut kv = txn.open_table(KV)?;
+                for row in from.open_table(KV)?.iter()? {
+                    let (k, v) = row?;
+                    kv.insert(k.value(), v.value())?;
+                }
+                let mut meta = txn.open_table(META)?;
+                for row in from.open_table(META)?.iter()? {
+                    let (k, v) = row?;
+                    meta.insert(k.value(), v.value())?;
+                }
+                let mut app = txn.open_table(APP_META)?;
+                for row in from.open_table(APP_META)?.iter()? {
+                    let (k, v) = row?;
+                    app.insert(k.value(), v.value())?;
+                }
+            }
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+        }
+        let (compact_rev, applied_index, map, rev, live_bytes) = load_state(&self.db)?;
+        let state = WriterState {
+            rev,
+            compact_rev,
+            applied_index,
+        };
+        *self.writer_state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Index {
+            map,
+            compacted: compact_rev,
+        };
+        self.live_bytes.store(live_bytes, Ordering::Relaxed);
+        self.publish(self.open_snapshot(&state)?);
+        tracing::info!(revision = rev, applied_index, "mvcc store restored from a snapshot");
+        Ok(applied_index)
     }
 
     /// Every key alive in the committed state that has a lease, as `(lease, key)`: what a lessor
@@ -360,6 +455,36 @@ impl Store {
             }
         }
     }
+}
+
+/// Reads what a store keeps about itself back from the backend and rebuilds the key index:
+/// (compact revision, applied index, index, current revision, live bytes).
+#[allow(clippy::type_complexity)]
+fn load_state(db: &Database) -> Result<(i64, u64, BTreeMap<Bytes, KeyIndex>, i64, i64), StoreError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let compact_rev = match meta.get(FINISHED_COMPACT_REV)? {
+        Some(g) => {
+            Revision::from_key(g.value())
+                .ok_or_else(|| StoreError::Corrupt("finishedCompactRev is not a revision".into()))?
+                .0
+                .main
+        }
+        None => -1,
+    };
+    let applied_index = match meta.get(CONSISTENT_INDEX)? {
+        Some(g) => u64::from_be_bytes(
+            g.value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("consistent_index is not 8 bytes".into()))?,
+        ),
+        None => 0,
+    };
+    let (map, last_rev, live_bytes) = restore_index(&txn.open_table(KV)?)?;
+    // An empty store is at revision 1, as etcd's; compaction may have removed every row up to
+    // the compact revision.
+    let rev = last_rev.max(compact_rev).max(1);
+    Ok((compact_rev, applied_index, map, rev, live_bytes))
 }
 
 /// A backend failure while reading: logged, and reported to the client as etcd's generic
@@ -389,11 +514,12 @@ fn restore_index(kv: &KvReadTable) -> Result<(BTreeMap<Bytes, KeyIndex>, i64, i6
             }
             continue;
         }
+        let value_len = |v: &[u8]| u32::try_from(v.len()).unwrap_or(u32::MAX);
         match map.get_mut(row.key) {
-            Some(ki) => ki.restore_put(rev, row.lease, row.create_revision, row.version),
+            Some(ki) => ki.restore_put(rev, row.lease, value_len(row.value), row.create_revision, row.version),
             None => {
                 let mut ki = KeyIndex::default();
-                ki.restore_put(rev, row.lease, row.create_revision, row.version);
+                ki.restore_put(rev, row.lease, value_len(row.value), row.create_revision, row.version);
                 map.insert(Bytes::copy_from_slice(row.key), ki);
             }
         }

@@ -331,6 +331,57 @@ fn ranged(s: &Store, f: impl FnOnce(&mut RangeRequest)) -> (Vec<String>, i64, bo
     (keys(&r.kvs), r.count, r.more)
 }
 
+/// What goes on the wire for a range is the same whether the values are held or read while
+/// encoding, for every shape of request.
+#[test]
+fn range_for_wire_encodes_exactly_as_range() {
+    use prost::Message;
+    let (_d, s) = sort_fixture();
+    let mut b = s.write().unwrap();
+    let mut leased = put_req("f", &"v".repeat(200));
+    leased.lease = 0x7fff_0000_0001;
+    b.put(&leased).unwrap();
+    b.put(&put_req("g", "")).unwrap();
+    b.commit(false).unwrap();
+    let shapes: Vec<Box<dyn Fn(&mut RangeRequest)>> = vec![
+        Box::new(|_| {}),
+        Box::new(|r| r.limit = 2),
+        Box::new(|r| r.keys_only = true),
+        Box::new(|r| r.count_only = true),
+        Box::new(|r| r.revision = 5),
+        Box::new(|r| r.sort_order = SortOrder::Descend as i32),
+        Box::new(|r| {
+            r.sort_target = SortTarget::Value as i32;
+            r.limit = 3;
+        }),
+        Box::new(|r| {
+            r.sort_target = SortTarget::Mod as i32;
+            r.sort_order = SortOrder::Descend as i32;
+        }),
+        Box::new(|r| r.min_mod_revision = 6),
+        Box::new(|r| r.range_end = Bytes::new()),
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        let mut req = range_req("a", "z");
+        shape(&mut req);
+        let held = s.range(&req).unwrap();
+        let wire = s.range_for_wire(&req).unwrap();
+        assert_eq!(wire.kv_count(), held.kvs.len(), "shape {i}");
+        let encoded = wire.encode_to_vec();
+        assert_eq!(encoded, held.encode_to_vec(), "shape {i}");
+        assert_eq!(encoded.len(), wire.encoded_len(), "shape {i}");
+    }
+    // the deferred answer reads its own snapshot, untouched by later writes and compaction
+    let req = range_req("a", "z");
+    let before = s.range(&req).unwrap().encode_to_vec();
+    let wire = s.range_for_wire(&req).unwrap();
+    put(&s, "a", "changed");
+    let mut b = s.write().unwrap();
+    b.compact(s.current_revision()).unwrap();
+    b.commit(true).unwrap();
+    assert_eq!(wire.encode_to_vec(), before);
+}
+
 #[test]
 fn range_sorts_by_every_target_both_ways() {
     let (_d, s) = sort_fixture();
@@ -1357,4 +1408,160 @@ fn hash_kv_equals_etcd_for_the_same_history() {
     assert_eq!(s.hash_kv(6).unwrap(), (1482338735, 4));
     put(&s, "f", "6"); // 8
     assert_eq!(s.hash_kv(0).unwrap(), (892254824, 4));
+}
+
+#[test]
+fn restore_from_a_peer_snapshot_replaces_everything() {
+    let (dir, a) = open_tmp();
+    put(&a, "a", "1");
+    put(&a, "b", "2");
+    delete(&a, "a", "");
+    put(&a, "c", "3");
+    let mut b = a.write().unwrap();
+    b.compact(3).unwrap();
+    b.set_applied_index(42);
+    b.commit(false).unwrap();
+    let file = dir.path().join("snap.db");
+    assert_eq!(a.snapshot_file(&file).unwrap(), 42);
+
+    let (_d2, s) = open_tmp();
+    put(&s, "zzz", "other history");
+    put(&s, "b", "other");
+    assert_eq!(s.restore_from(&file).unwrap(), 42);
+    assert_eq!(s.applied_index(), 42);
+    assert_eq!(s.current_revision(), a.current_revision());
+    assert_eq!(s.compact_revision(), a.compact_revision());
+    let all = |st: &Store| {
+        let r = st.range(&range_req("\0", "\0")).unwrap();
+        r.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone(), kv.mod_revision, kv.version)).collect::<Vec<_>>()
+    };
+    assert_eq!(all(&s), all(&a));
+    assert!(get(&s, "zzz").is_none());
+    // writes continue after the restored revision, on a rebuilt index
+    let rev = put(&s, "b", "3");
+    assert_eq!(rev, a.current_revision() + 1);
+    assert_eq!(get(&s, "b").unwrap().version, 2);
+}
+
+// ---- history as events (what watchers replay) ----
+
+fn ev_summary(evs: &[ketch_api::mvccpb::Event]) -> Vec<(String, &'static str, i64, String)> {
+    evs.iter()
+        .map(|e| {
+            let kv = e.kv.as_ref().unwrap();
+            (
+                String::from_utf8(kv.key.to_vec()).unwrap(),
+                if e.r#type == EventType::Put as i32 { "PUT" } else { "DELETE" },
+                kv.mod_revision,
+                value(kv),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn history_gives_puts_and_tombstones_in_revision_order_for_a_key_range() {
+    let (_d, s) = open_tmp();
+    put(&s, "a", "1"); // 2
+    put(&s, "b", "1"); // 3
+    put(&s, "a", "2"); // 4
+    delete(&s, "a", ""); // 5
+    put(&s, "c", "1"); // 6
+    let all = s.history(b"a", b"c", 1, i64::MAX, false).unwrap();
+    assert_eq!(
+        ev_summary(&all),
+        vec![
+            ("a".into(), "PUT", 2, "1".into()),
+            ("b".into(), "PUT", 3, "1".into()),
+            ("a".into(), "PUT", 4, "2".into()),
+            ("a".into(), "DELETE", 5, "".into()),
+        ]
+    );
+    let only_a = s.history(b"a", b"", 3, 4, false).unwrap();
+    assert_eq!(ev_summary(&only_a), vec![("a".into(), "PUT", 4, "2".into())]);
+    let from_key = s.history(b"b", b"\0", 1, i64::MAX, false).unwrap();
+    assert_eq!(from_key.len(), 2);
+    let put4 = all[2].kv.as_ref().unwrap();
+    assert_eq!((put4.create_revision, put4.version), (2, 2));
+}
+
+#[test]
+fn history_fills_prev_kv_except_for_creations() {
+    let (_d, s) = open_tmp();
+    put(&s, "a", "1"); // 2
+    put(&s, "a", "2"); // 3
+    delete(&s, "a", ""); // 4
+    let evs = s.history(b"a", b"", 1, i64::MAX, true).unwrap();
+    assert!(evs[0].prev_kv.is_none());
+    assert_eq!(value(evs[1].prev_kv.as_ref().unwrap()), "1");
+    assert_eq!(value(evs[2].prev_kv.as_ref().unwrap()), "2");
+    assert_eq!(evs[2].prev_kv.as_ref().unwrap().mod_revision, 3);
+}
+
+#[test]
+fn history_below_the_compact_revision_is_compacted() {
+    let (_d, s) = open_tmp();
+    for i in 0..5 {
+        put(&s, "k", &i.to_string()); // 2..=6
+    }
+    let mut b = s.write().unwrap();
+    b.compact(4).unwrap();
+    b.commit(false).unwrap();
+    assert_eq!(s.events(3, 100, usize::MAX, &|_| true).unwrap_err(), EtcdError::Compacted);
+    let page = s.events(4, 100, usize::MAX, &|_| true).unwrap();
+    assert_eq!(page.compact_revision, 4);
+    assert_eq!(
+        ev_summary(&page.events).iter().map(|e| e.2).collect::<Vec<_>>(),
+        vec![4, 5, 6],
+        "the compaction keeps each key's newest revision at the compact revision"
+    );
+}
+
+#[test]
+fn history_pages_stop_at_revision_boundaries() {
+    let (_d, s) = open_tmp();
+    // one txn writing three keys at revision 2, then single puts
+    let mut b = s.write().unwrap();
+    b.txn(&TxnRequest {
+        success: ["x", "y", "z"]
+            .iter()
+            .map(|k| txn_op(Request::RequestPut(put_req(k, "t"))))
+            .collect(),
+        ..Default::default()
+    })
+    .unwrap();
+    b.commit(false).unwrap();
+    put(&s, "x", "2"); // 3
+    put(&s, "x", "3"); // 4
+    let p1 = s.events(1, 1, usize::MAX, &|_| true).unwrap();
+    assert_eq!(p1.events.len(), 3, "a revision is never split");
+    assert_eq!(p1.next_rev, 3);
+    assert!(!p1.complete());
+    let p2 = s.events(p1.next_rev, 1, usize::MAX, &|_| true).unwrap();
+    assert_eq!((p2.events.len(), p2.next_rev), (1, 4));
+    let p3 = s.events(p2.next_rev, 1, usize::MAX, &|_| true).unwrap();
+    assert!(p3.complete());
+    assert_eq!(p3.upto(), 4);
+    let none = s.events(5, 1, usize::MAX, &|_| true).unwrap();
+    // a byte budget ends pages the same way; only wanted rows count
+    let by_bytes = s.events(1, usize::MAX, 1, &|_| true).unwrap();
+    assert_eq!((by_bytes.events.len(), by_bytes.next_rev), (3, 3));
+    let unwanted = s.events(1, usize::MAX, 1, &|k| k == b"none").unwrap();
+    assert!(unwanted.events.is_empty() && unwanted.complete());
+    assert!(none.events.is_empty() && none.complete());
+}
+
+#[test]
+fn history_equals_the_events_a_batch_commit_returned() {
+    let (_d, s) = open_tmp();
+    let mut live = Vec::new();
+    for round in 0..3 {
+        let mut b = s.write().unwrap();
+        b.put(&put_req("p/a", &format!("v{round}"))).unwrap();
+        b.put(&put_req("p/b", "x")).unwrap();
+        b.delete_range(&del_req("p/b", "")).unwrap();
+        live.extend(b.commit(false).unwrap());
+    }
+    let replay = s.history(b"p/", b"p0", 1, i64::MAX, false).unwrap();
+    assert_eq!(replay, live);
 }

@@ -2,6 +2,7 @@
 //! loopback, and every behaviour is compared with real etcd 3.4.23 (see the `ketch-tests`
 //! library). Modules by feature.
 
+mod cluster;
 mod compaction;
 mod durability;
 mod harness;
@@ -10,7 +11,13 @@ mod kv_del;
 mod kv_get;
 mod kv_put;
 mod limits;
+mod membership;
+mod memory;
 mod output_formats;
 mod txn;
 mod txn_grpc;
 mod wal_repair;
+mod watch;
+mod watch_fanout;
+mod watch_grpc;
+mod watch_server;

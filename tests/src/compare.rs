@@ -233,3 +233,49 @@ fn indent(text: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Runs `scenario` against a fresh ketch and a fresh real etcd (each built by `builder`, in
+/// parallel) and panics, with a diff per disagreeing run, unless the normalised outputs it
+/// returns are equal. For scripts that need more than one etcdctl at a time (a `watch` left
+/// running while other commands write).
+#[track_caller]
+pub fn compare_scenario<B, F>(builder: B, scenario: F) -> Comparison
+where
+    B: Fn(Kind) -> crate::server::ServerBuilder,
+    F: Fn(&Server) -> Vec<CtlOutput> + Sync,
+{
+    let mut servers = Server::start_all(vec![builder(Kind::Ketch), builder(Kind::Etcd)]);
+    let etcd_server = servers.pop().expect("etcd");
+    let ketch_server = servers.pop().expect("ketch");
+    let (ketch, etcd) = std::thread::scope(|s| {
+        let k = s.spawn(|| scenario(&ketch_server));
+        let e = s.spawn(|| scenario(&etcd_server));
+        (join(k), join(e))
+    });
+    assert_eq!(ketch.len(), etcd.len(), "the scenario returned different numbers of runs");
+    let ports = |s: &Server| Ports {
+        client: s.client_port(),
+        peer: s.peer_port(),
+    };
+    let (kp, ep) = (ports(&ketch_server), ports(&etcd_server));
+    let mut report = String::new();
+    for (i, (k, e)) in ketch.iter().zip(&etcd).enumerate() {
+        let (k, e) = (normalize(k, kp), normalize(e, ep));
+        if k != e {
+            report.push_str(&format!(
+                "\n==== run {} of {}\n{}",
+                i + 1,
+                ketch.len(),
+                line_diff(&e.transcript(), &k.transcript())
+            ));
+        }
+    }
+    if !report.is_empty() {
+        panic!(
+            "{} and etcd disagree (diff lines: '-' etcd, '+' {}, ' ' both):{report}",
+            Kind::Ketch.label(),
+            Kind::Ketch.label()
+        );
+    }
+    Comparison { ketch, etcd }
+}

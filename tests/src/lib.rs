@@ -5,6 +5,8 @@
 //! - [`Server`]: one single-member cluster of a [`Kind`] (ketch or etcd, same flags):
 //!   start, wait_ready, kill9, stop (SIGTERM), restart (same dir and ports).
 //! - [`Etcdctl`]: runs `etcdctl --endpoints=… <args>` with optional stdin, bounded.
+//! - [`BackgroundCtl`]: an etcdctl left running (`watch`, `watch -i`), output collected as it
+//!   comes, bounded waits for it.
 //! - [`compare`]: the same etcdctl script against fresh ketch and fresh etcd, outputs equal
 //!   after [`normalize`] (ids, terms, ports, timings — never revisions).
 //! - [`http_get`]: a minimal HTTP/1.1 GET for `/health` and `/version`.
@@ -13,17 +15,22 @@
 //! `KETCH_TESTS_TARGET=etcd` makes [`Kind::Ketch`] run real etcd: a way to check the test
 //! bodies themselves while the ketch server is not ready. CI never sets it.
 
+pub mod background;
 pub mod bins;
+pub mod cluster;
 pub mod compare;
 pub mod diff;
 pub mod etcdctl;
 pub mod grpc;
 pub mod http;
 pub mod normalize;
+pub mod relay;
 pub mod server;
 
+pub use background::BackgroundCtl;
 pub use bins::{ketch_is_substituted, Kind};
-pub use compare::{compare, ctl, run_script, Comparison, Step};
+pub use cluster::Cluster;
+pub use compare::{compare, compare_scenario, ctl, run_script, Comparison, Step};
 pub use etcdctl::{txn_input, CtlOutput, Etcdctl};
 pub use http::{http_get, HttpResponse};
 pub use server::{Server, ServerBuilder};

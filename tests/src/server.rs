@@ -34,9 +34,42 @@ pub struct ServerBuilder {
     name: String,
     extra_args: Vec<String>,
     ready_timeout: Duration,
+    /// Fixed (client, peer) ports and `--initial-cluster`, for a member of a cluster.
+    member_of: Option<((u16, u16), String)>,
+    /// `--initial-cluster-state=existing` instead of `new`.
+    joins: bool,
+    /// extra environment of the process
+    env: Vec<(String, String)>,
+    /// the peer port advertised when it differs from the one listened on (a relay's)
+    advertised_peer_port: Option<u16>,
 }
 
 impl ServerBuilder {
+    /// Makes this a member of a multi-member cluster: these ports, this `--initial-cluster`.
+    /// Such a member is not moved to other ports when one is taken (its peers know them).
+    pub fn cluster_member(mut self, ports: (u16, u16), initial_cluster: &str) -> Self {
+        self.member_of = Some((ports, initial_cluster.to_string()));
+        self
+    }
+
+    /// Advertises this peer port (a [`crate::relay::Relay`] in front of the real one).
+    pub fn advertise_peer_port(mut self, port: u16) -> Self {
+        self.advertised_peer_port = Some(port);
+        self
+    }
+
+    /// Sets an environment variable for the process (not `ETCD*`, which the harness clears).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts with `--initial-cluster-state=existing`: a member added to a running cluster.
+    pub fn joining(mut self) -> Self {
+        self.joins = true;
+        self
+    }
+
     /// The member name (`--name`, and the key in `--initial-cluster`). Default `m1`.
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.to_string();
@@ -72,7 +105,10 @@ impl ServerBuilder {
             ))
             .tempdir()
             .expect("create temp dir");
-        let (client_port, peer_port) = two_free_ports();
+        let (client_port, peer_port) = match &self.member_of {
+            Some((ports, _)) => *ports,
+            None => two_free_ports(),
+        };
         let mut server = Server {
             binary: self.kind.binary(),
             kind: self.kind,
@@ -86,6 +122,10 @@ impl ServerBuilder {
             starts: 0,
             log_offset: 0,
             log_shown: false,
+            initial_cluster: self.member_of.map(|(_, c)| c),
+            joins: self.joins,
+            env: self.env,
+            advertised_peer_port: self.advertised_peer_port,
         };
         server.spawn();
         server
@@ -111,6 +151,11 @@ pub struct Server {
     log_offset: u64,
     /// A panic message already carries the log, so `drop` need not print it again.
     log_shown: bool,
+    /// `--initial-cluster` of a multi-member cluster; `None` for a single member.
+    initial_cluster: Option<String>,
+    joins: bool,
+    env: Vec<(String, String)>,
+    advertised_peer_port: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -141,6 +186,10 @@ impl Server {
             name: "m1".to_string(),
             extra_args: Vec::new(),
             ready_timeout: Duration::from_secs(secs),
+            member_of: None,
+            joins: false,
+            env: Vec::new(),
+            advertised_peer_port: None,
         }
     }
 
@@ -164,7 +213,7 @@ impl Server {
         for attempt in 1..=START_ATTEMPTS {
             match self.try_wait_ready() {
                 Ok(()) => return,
-                Err(NotReady::PortInUse) if attempt < START_ATTEMPTS => {
+                Err(NotReady::PortInUse) if attempt < START_ATTEMPTS && self.initial_cluster.is_none() => {
                     self.kill_child();
                     let _ = std::fs::remove_dir_all(self.data_dir());
                     (self.client_port, self.peer_port) = two_free_ports();
@@ -205,8 +254,9 @@ impl Server {
         self.peer_port
     }
 
+    /// The peer URL other members use (a relay's, when the member is behind one).
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://127.0.0.1:{}", self.advertised_peer_port.unwrap_or(self.peer_port))
     }
 
     fn root(&self) -> &Path {
@@ -236,16 +286,20 @@ impl Server {
     pub fn args(&self) -> Vec<String> {
         let client = self.client_url();
         let peer = self.peer_url();
+        let listen_peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut args = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir().display()),
             format!("--listen-client-urls={client}"),
             format!("--advertise-client-urls={client}"),
-            format!("--listen-peer-urls={peer}"),
+            format!("--listen-peer-urls={listen_peer}"),
             format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster={}={peer}", self.name),
+            match &self.initial_cluster {
+                Some(c) => format!("--initial-cluster={c}"),
+                None => format!("--initial-cluster={}={peer}", self.name),
+            },
             "--initial-cluster-token=ketch-tests".to_string(),
-            "--initial-cluster-state=new".to_string(),
+            format!("--initial-cluster-state={}", if self.joins { "existing" } else { "new" }),
         ];
         args.extend(self.extra_args.iter().cloned());
         args
@@ -283,6 +337,7 @@ impl Server {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -368,6 +423,11 @@ impl Server {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// Adds a flag for the next starts (e.g. `--force-new-cluster` before a restart).
+    pub fn add_arg(&mut self, arg: impl Into<String>) {
+        self.extra_args.push(arg.into());
     }
 
     /// Starts the process again on the same ports and data dir (stopping it with SIGTERM first

@@ -165,4 +165,4 @@ mod tests;
 
 pub use error::WalError;
 pub use segment::Preallocation;
-pub use wal::{Recovered, Wal, WalOptions};
+pub use wal::{Recovered, Wal, WalOptions, FAULT_SYNC_DELAY_MS};

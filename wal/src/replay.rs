@@ -77,6 +77,8 @@ pub(crate) struct Replay {
     log: Vec<Entry>,
     /// Sequence number the next record must carry; `None` before the first segment.
     pub next_seq: Option<u64>,
+    /// Entries at or below this index are kept without their payload (see [`crate::Wal::open_hollow`]).
+    pub hollow_upto: u64,
 }
 
 /// What reading one segment found.
@@ -93,8 +95,12 @@ pub(crate) struct ScannedSegment {
 }
 
 impl Replay {
-    fn entry(&mut self, entry: Entry) -> Result<(), WalError> {
+    fn entry(&mut self, mut entry: Entry) -> Result<(), WalError> {
         self.state.check_entries(std::slice::from_ref(&entry))?;
+        if entry.index <= self.hollow_upto {
+            entry.data = Default::default();
+            entry.context = Default::default();
+        }
         match self.log.first().map(|e| e.index) {
             Some(first) if entry.index >= first => {
                 self.log.truncate((entry.index - first) as usize);

@@ -26,6 +26,10 @@ pub struct WalOptions {
     pub preallocation: Preallocation,
 }
 
+/// Fault injection for tests of slow disks: while non-zero, every fdatasync of every WAL in
+/// the process takes at least this many milliseconds. Zero in production.
+pub static FAULT_SYNC_DELAY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
@@ -160,6 +164,18 @@ impl Wal {
     /// Damage that cannot be a torn final write — in a sealed segment, or followed by a later
     /// write — is [`WalError::Corrupt`]; nothing that was synced is dropped silently.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovered), WalError> {
+        Wal::open_hollow(dir, opts, 0)
+    }
+
+    /// [`Wal::open`], returning the entries at or below `hollow_upto` without their data and
+    /// context (index, term and type intact). A restarting member has already applied those:
+    /// it needs their terms for the log, not their payloads, and replaying a large log should
+    /// not hold every payload in memory at once. Everything is read and checked all the same.
+    pub fn open_hollow(
+        dir: &Path,
+        opts: WalOptions,
+        hollow_upto: u64,
+    ) -> Result<(Wal, Recovered), WalError> {
         if !dir.is_dir() {
             return Err(WalError::NotFound {
                 dir: dir.to_path_buf(),
@@ -186,6 +202,7 @@ impl Wal {
         }
 
         let mut replay = Replay::default();
+        replay.hollow_upto = hollow_upto;
         let mut segments = Vec::with_capacity(names.len());
         let mut last_scan = None;
         for (i, &name) in names.iter().enumerate() {
@@ -420,6 +437,10 @@ impl Wal {
             .at(&self.live_path)?;
         let start = Instant::now();
         self.live.sync_data().at(&self.live_path)?;
+        let fault_ms = FAULT_SYNC_DELAY_MS.load(std::sync::atomic::Ordering::Relaxed);
+        if fault_ms > 0 {
+            std::thread::sleep(Duration::from_millis(fault_ms).saturating_sub(start.elapsed()));
+        }
         let took = start.elapsed();
         if took > SLOW_SYNC {
             tracing::warn!(file = %self.live_path.display(), ?took, "slow WAL fdatasync");

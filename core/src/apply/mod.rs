@@ -11,16 +11,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ketch_api::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse};
-use ketch_api::ketchpb::{raft_request::Request, RaftRequest};
+use ketch_api::ketchpb::{raft_request::Request, MemberRecord, RaftRequest};
 use ketch_api::status::EtcdError;
 use ketch_mvcc::{Store, WriteBatch};
 use prost::Message as _;
-use raft::eraftpb::{Entry, EntryType};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::cluster::ClusterState;
+use crate::cluster::{ClusterState, MemberChange};
 use crate::raft::{RaftHandle, RaftMsg};
+use crate::watch::WatchHub;
 use wait::WaitRegistry;
 
 /// What applying one request produced, for the client that proposed it.
@@ -30,6 +32,8 @@ pub enum Applied {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    /// A membership change: the member list after it.
+    Members(Vec<MemberRecord>),
     /// Requests whose only answer is "done" (publish).
     Done,
 }
@@ -43,6 +47,8 @@ const DURABLE_EVERY: Duration = Duration::from_secs(5);
 
 enum ApplyMsg {
     Entries(Vec<Entry>),
+    /// Replace the store with the snapshot file at `path` (a leader's backend at `index`).
+    Restore { path: std::path::PathBuf, index: u64 },
     Stop,
 }
 
@@ -56,6 +62,12 @@ impl ApplyTask {
     pub fn submit(&self, entries: Vec<Entry>) {
         if self.tx.send(ApplyMsg::Entries(entries)).is_err() {
             error!(target: "etcdserver", "apply thread is gone; committed entries dropped");
+        }
+    }
+
+    pub fn restore(&self, path: std::path::PathBuf, index: u64) {
+        if self.tx.send(ApplyMsg::Restore { path, index }).is_err() {
+            error!(target: "etcdserver", "apply thread is gone; snapshot dropped");
         }
     }
 
@@ -77,6 +89,8 @@ pub struct Applier {
     pub applied: watch::Sender<u64>,
     pub raft: RaftHandle,
     pub snapshot_count: u64,
+    /// gets the events of every committed batch, before the waiting clients are woken
+    pub watch_hub: Arc<WatchHub>,
     last_snapshot_index: u64,
     last_durable_index: u64,
     last_durable_at: Instant,
@@ -90,6 +104,7 @@ impl Applier {
         applied: watch::Sender<u64>,
         raft: RaftHandle,
         snapshot_count: u64,
+        watch_hub: Arc<WatchHub>,
     ) -> Self {
         let index = store.applied_index();
         Applier {
@@ -99,6 +114,7 @@ impl Applier {
             applied,
             raft,
             snapshot_count: snapshot_count.max(1),
+            watch_hub,
             last_snapshot_index: index,
             last_durable_index: index,
             last_durable_at: Instant::now(),
@@ -113,15 +129,35 @@ impl Applier {
 
     pub fn run(mut self, rx: ApplyReceiver) {
         let rx = rx.0;
-        while let Ok(msg) = rx.recv() {
+        let mut pending: Option<ApplyMsg> = None;
+        loop {
+            let msg = match pending.take() {
+                Some(m) => m,
+                None => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
             let mut entries = match msg {
                 ApplyMsg::Entries(e) => e,
+                ApplyMsg::Restore { path, index } => {
+                    if let Err(e) = self.restore(&path, index) {
+                        error!(target: "etcdserver", "fatal: failed to restore the snapshot at {index} from {}: {e}", path.display());
+                        std::process::abort();
+                    }
+                    continue;
+                }
                 ApplyMsg::Stop => break,
             };
+            // everything queued meanwhile goes into the same batch, up to a restore or stop
             let mut stop = false;
             while let Ok(more) = rx.try_recv() {
                 match more {
                     ApplyMsg::Entries(e) => entries.extend(e),
+                    other @ ApplyMsg::Restore { .. } => {
+                        pending = Some(other);
+                        break;
+                    }
                     ApplyMsg::Stop => {
                         stop = true;
                         break;
@@ -147,6 +183,7 @@ impl Applier {
         let already = store.applied_index();
         let mut wb = store.write()?;
         let mut results: Vec<(u64, ApplyResult)> = Vec::new();
+        let mut conf_changes: Vec<Option<ConfChange>> = Vec::new();
         let mut last = already;
         for e in entries {
             if e.index <= already {
@@ -161,7 +198,11 @@ impl Applier {
                     match RaftRequest::decode(&e.data[..]) {
                         Ok(req) => {
                             let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
+                            let updates_members = matches!(req.request, Some(Request::MemberUpdate(_)));
                             let res = self.apply_request(&mut wb, req);
+                            if updates_members && res.is_ok() {
+                                conf_changes.push(None);
+                            }
                             results.push((id, res));
                         }
                         Err(err) => {
@@ -169,8 +210,21 @@ impl Applier {
                         }
                     }
                 }
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    warn!(target: "etcdserver", "membership changes are not applied by this build (entry {})", e.index);
+                EntryType::EntryConfChange => match ConfChange::parse_from_bytes(&e.data) {
+                    Ok(cc) => {
+                        let res = self.apply_conf_change(&mut wb, &cc);
+                        if res.is_ok() {
+                            conf_changes.push(Some(cc.clone()));
+                        }
+                        results.push((cc.id, res));
+                    }
+                    Err(err) => {
+                        error!(target: "etcdserver", "skipping undecodable conf change {}: {err}", e.index);
+                    }
+                },
+                EntryType::EntryConfChangeV2 => {
+                    // Ketch proposes only v1 changes (one member at a time, as etcd 3.4).
+                    warn!(target: "etcdserver", "ignoring a joint-consensus conf change at {}", e.index);
                 }
             }
         }
@@ -181,12 +235,22 @@ impl Applier {
         let durable = last - self.last_durable_index >= DURABLE_EVERY_ENTRIES
             || self.last_durable_at.elapsed() >= DURABLE_EVERY
             || last - self.last_snapshot_index >= self.snapshot_count;
-        let _events = wb.commit(durable)?;
+        let revision = wb.revision();
+        let events = wb.commit(durable)?;
+        // Watchers first: a client that sees its put acknowledged finds the event already
+        // queued for its watches. Notify never blocks on a client.
+        self.watch_hub.notify(&events, revision);
         if durable {
             self.last_durable_index = last;
             self.last_durable_at = Instant::now();
         }
         self.applied.send_replace(last);
+        if !conf_changes.is_empty() {
+            let members = self.cluster.members();
+            for cc in conf_changes {
+                let _ = self.raft.send(RaftMsg::ConfChangeApplied { cc, members: members.clone() });
+            }
+        }
         let _ = self.raft.send(RaftMsg::Applied(last));
         for (id, res) in results {
             self.waits.trigger(id, res);
@@ -197,6 +261,69 @@ impl Applier {
             let _ = self.raft.send(RaftMsg::Compact { index: last });
         }
         Ok(())
+    }
+
+    /// Replaces the store with a leader's snapshot and takes the member list from it.
+    fn restore(&mut self, path: &std::path::Path, index: u64) -> Result<(), ketch_mvcc::StoreError> {
+        if index <= self.store.applied_index() {
+            let _ = std::fs::remove_file(path);
+            return Ok(());
+        }
+        let restored = self.store.restore_from(path)?;
+        if restored != index {
+            warn!(target: "etcdserver", "snapshot file holds index {restored}, its message said {index}");
+        }
+        if let Some(b) = self.store.meta_get(crate::cluster::MEMBERS_META_KEY)? {
+            match crate::cluster::decode_members(&b) {
+                Ok(members) => self.cluster.replace_members(members),
+                Err(e) => error!(target: "etcdserver", "snapshot's member list is unreadable: {e}"),
+            }
+        }
+        self.watch_hub.restored(self.store.current_revision());
+        info!(target: "etcdserver", "applied snapshot at index {restored}");
+        self.last_snapshot_index = restored;
+        self.last_durable_index = restored;
+        self.applied.send_replace(restored);
+        let _ = self.raft.send(RaftMsg::ConfChangeApplied { cc: None, members: self.cluster.members() });
+        let _ = self.raft.send(RaftMsg::Applied(restored));
+        let _ = std::fs::remove_file(path);
+        Ok(())
+    }
+
+    /// A committed membership change: checked and recorded in the member list (kept in the
+    /// backend in the same batch); raft-rs learns of it from the Raft thread afterwards.
+    fn apply_conf_change(&self, wb: &mut WriteBatch<'_>, cc: &ConfChange) -> ApplyResult {
+        let record = || {
+            MemberRecord::decode(&cc.context[..]).map_err(|e| {
+                error!(target: "etcdserver", "conf change for {:x} has no member record: {e}", cc.node_id);
+                EtcdError::MemberBadUrls
+            })
+        };
+        let change = match cc.get_change_type() {
+            ConfChangeType::AddNode => match self.cluster.member(cc.node_id) {
+                Some(m) if m.is_learner => MemberChange::Promote(cc.node_id),
+                _ => MemberChange::Add(MemberRecord { is_learner: false, ..record()? }),
+            },
+            ConfChangeType::AddLearnerNode => MemberChange::Add(MemberRecord { is_learner: true, ..record()? }),
+            ConfChangeType::RemoveNode => MemberChange::Remove(cc.node_id),
+        };
+        self.record_member_change(wb, &change)
+    }
+
+    fn record_member_change(&self, wb: &mut WriteBatch<'_>, change: &MemberChange) -> ApplyResult {
+        self.cluster.apply_change(change)?;
+        let cid = self.cluster.cluster_id;
+        match change {
+            MemberChange::Add(m) => info!(target: "etcdserver/membership", "added member {:x} {:?} to cluster {cid:x}{}", m.id, m.peer_urls, if m.is_learner { " as a learner" } else { "" }),
+            MemberChange::Promote(id) => info!(target: "etcdserver/membership", "promote member {id:x} in cluster {cid:x}"),
+            MemberChange::Remove(id) => info!(target: "etcdserver/membership", "removed member {id:x} from cluster {cid:x}"),
+            MemberChange::UpdatePeerUrls(id, urls) => info!(target: "etcdserver/membership", "updated member {id:x} {urls:?} in cluster {cid:x}"),
+        }
+        if self.cluster.is_removed() {
+            warn!(target: "etcdserver", "the member has been permanently removed from the cluster");
+        }
+        wb.meta_put(crate::cluster::MEMBERS_META_KEY, &self.cluster.encode_members());
+        Ok(Applied::Members(self.cluster.members()))
     }
 
     fn apply_request(&self, wb: &mut WriteBatch<'_>, req: RaftRequest) -> ApplyResult {
@@ -221,6 +348,7 @@ impl Applier {
                 }
                 Ok(Applied::Done)
             }
+            Request::MemberUpdate(m) => self.record_member_change(wb, &MemberChange::UpdatePeerUrls(m.id, m.peer_urls)),
             Request::LeaseGrant(_)
             | Request::LeaseRevoke(_)
             | Request::LeaseCheckpoint(_)

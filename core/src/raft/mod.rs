@@ -3,5 +3,6 @@
 
 pub mod bootstrap;
 pub mod node;
+pub mod persist;
 
 pub use node::{RaftHandle, RaftMsg};

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use ketch_api::status::EtcdError;
 use ketch_wal::Wal;
-use raft::eraftpb::{Entry, Message, Snapshot};
+use ketch_api::ketchpb::MemberRecord;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, Message, Snapshot};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
@@ -23,19 +24,45 @@ use tracing::{error, info, warn};
 
 use crate::apply::ApplyTask;
 use crate::cluster::ClusterState;
+use crate::transport::Transport;
+use super::persist::{PersistHandle, PersistJob, Persister};
 
-/// Applied entries kept in memory for peers that fall behind (etcd's SnapshotCatchUpEntries).
-const CATCH_UP_ENTRIES: u64 = 5000;
+/// Messages a follower may send before its pending writes are durable: they report nothing
+/// about its log or vote.
+fn needs_no_sync(t: raft::eraftpb::MessageType) -> bool {
+    use raft::eraftpb::MessageType::*;
+    matches!(
+        t,
+        MsgHeartbeatResponse | MsgPropose | MsgReadIndex | MsgReadIndexResp | MsgTransferLeader
+    )
+}
+
+/// How long a read-index round may go unanswered before it is asked again (etcd: 500 ms).
+const READ_RETRY: Duration = Duration::from_millis(500);
 
 /// What the rest of the member asks of the Raft thread.
 pub enum RaftMsg {
     /// Append `data` (an encoded `RaftRequest`) to the log. If it cannot be proposed, the
     /// waiter registered under `id` is answered with the error.
     Propose { id: u64, data: Vec<u8> },
+    /// Propose a membership change (`cc.id` is the waiter's id). A promotion is refused here,
+    /// on the leader, unless the learner has caught up (etcd's isLearnerReady).
+    ProposeConfChange { cc: ConfChange },
+    /// The apply thread applied a membership change (`cc` for raft-rs, none for a peer URL
+    /// update); `members` is the list after it.
+    ConfChangeApplied { cc: Option<ConfChange>, members: Vec<MemberRecord> },
+    /// The WAL writer made Readies up to this number durable.
+    Persisted(u64),
+    /// How sending a snapshot to a peer ended.
+    SnapshotStatus(u64, raft::SnapshotStatus),
+    /// Hand leadership to this member (etcd's MoveLeader).
+    TransferLeader(u64),
     /// Confirm leadership and report the commit index a linearizable read must wait for.
     ReadIndex { reply: oneshot::Sender<Result<u64, EtcdError>> },
     /// A message from a peer.
     Step(Message),
+    /// The link to this peer failed; Raft slows down sending to it until it answers again.
+    Unreachable(u64),
     /// The apply thread has applied (and committed to the backend) everything up to here.
     Applied(u64),
     /// Record a snapshot at `index` (already durable in the backend) and release the WAL and
@@ -71,15 +98,23 @@ impl RaftHandle {
 /// Everything the node thread owns.
 pub struct RaftNode {
     pub raw: RawNode<MemStorage>,
-    pub wal: Wal,
+    /// handed to the WAL writer thread when the node runs
+    wal: Option<Wal>,
+    persist: Option<PersistHandle>,
+    /// this thread's own handle, for the WAL writer to report to
+    handle: RaftHandle,
     pub cluster: Arc<ClusterState>,
     pub apply: ApplyTask,
+    pub transport: Arc<Transport>,
     pub heartbeat: Duration,
+    /// applied entries kept in memory for peers (`--experimental-snapshot-catchup-entries`)
+    pub catchup_entries: u64,
     /// read-index requests waiting for the Ready that answers their round, by round id
     pending_reads: Vec<(u64, Vec<oneshot::Sender<Result<u64, EtcdError>>>)>,
     /// read-index requests that arrived since the last round was started
     queued_reads: Vec<oneshot::Sender<Result<u64, EtcdError>>>,
     next_read_round: u64,
+    last_read_round_at: Instant,
     last_role: StateRole,
 }
 
@@ -87,25 +122,41 @@ impl RaftNode {
     pub fn new(
         raw: RawNode<MemStorage>,
         wal: Wal,
+        handle: RaftHandle,
         cluster: Arc<ClusterState>,
         apply: ApplyTask,
+        transport: Arc<Transport>,
         heartbeat: Duration,
+        catchup_entries: u64,
     ) -> Self {
         RaftNode {
             raw,
-            wal,
+            wal: Some(wal),
+            persist: None,
+            handle,
             cluster,
             apply,
+            transport,
             heartbeat,
+            catchup_entries,
             pending_reads: Vec::new(),
             queued_reads: Vec::new(),
             next_read_round: 1,
+            last_read_round_at: Instant::now(),
             last_role: StateRole::Follower,
         }
     }
 
     /// Runs the loop until `Stop` or until every sender is gone.
     pub fn run(mut self, rx: Receiver<RaftMsg>) {
+        let wal = self.wal.take().expect("a WAL to write");
+        let (tx, jobs) = std::sync::mpsc::channel();
+        let persister = Persister::new(wal, self.transport.clone(), self.handle.clone());
+        let thread = std::thread::Builder::new()
+            .name("ketch-wal".into())
+            .spawn(move || persister.run(jobs))
+            .expect("spawn the WAL writer thread");
+        self.persist = Some(PersistHandle { tx, thread: Some(thread) });
         // A lone voter need not wait an election timeout to lead its own cluster.
         let voters = self.raw.raft.prs().conf().voters().ids().len();
         if voters == 1 && self.raw.raft.prs().conf().voters().contains(self.raw.raft.id) {
@@ -141,12 +192,10 @@ impl RaftNode {
                 next_tick = now + self.heartbeat;
             }
             self.start_read_round();
-            if let Err(e) = self.on_ready() {
-                // A WAL that cannot be written leaves this member unable to keep its promises:
-                // stop rather than acknowledge anything more (etcd does the same).
-                error!(target: "raft", "fatal: failed to persist raft state: {e}");
-                std::process::abort();
-            }
+            self.on_ready();
+        }
+        if let Some(mut p) = self.persist.take() {
+            p.stop();
         }
         self.fail_reads(EtcdError::Stopped);
         info!(target: "raft", "raft node stopped");
@@ -170,12 +219,43 @@ impl RaftNode {
                     self.apply.fail_waiter(id, err);
                 }
             }
+            RaftMsg::ProposeConfChange { cc } => {
+                let id = cc.id;
+                if let Err(e) = self.check_promotion(&cc) {
+                    self.apply.fail_waiter(id, e);
+                } else if let Err(e) = self.raw.propose_conf_change(vec![], cc) {
+                    let err = match e {
+                        raft::Error::ProposalDropped if self.raw.raft.leader_id == raft::INVALID_ID => EtcdError::NoLeader,
+                        // another change is still pending: etcd answers such a proposal late
+                        // with a timeout; say so at once
+                        raft::Error::ProposalDropped => EtcdError::Timeout,
+                        _ => EtcdError::Stopped,
+                    };
+                    self.apply.fail_waiter(id, err);
+                }
+            }
+            RaftMsg::ConfChangeApplied { cc, members } => {
+                if let Some(cc) = cc {
+                    match self.raw.apply_conf_change(&cc) {
+                        Ok(cs) => self.raw.mut_store().wl().set_conf_state(cs),
+                        Err(e) => error!(target: "raft", "raft refused an applied conf change: {e}"),
+                    }
+                }
+                self.transport.set_peers(&members);
+            }
+            RaftMsg::Persisted(number) => self.raw.on_persist_ready(number),
+            RaftMsg::SnapshotStatus(to, status) => self.raw.report_snapshot(to, status),
+            RaftMsg::TransferLeader(to) => {
+                info!(target: "etcdserver", "{:x} starts leadership transfer from {:x} to {to:x}", self.raw.raft.id, self.raw.raft.leader_id);
+                self.raw.transfer_leader(to);
+            }
             RaftMsg::ReadIndex { reply } => self.queued_reads.push(reply),
             RaftMsg::Step(m) => {
                 if let Err(e) = self.raw.step(m) {
                     warn!(target: "raft", "failed to step message: {e}");
                 }
             }
+            RaftMsg::Unreachable(id) => self.raw.report_unreachable(id),
             RaftMsg::Applied(index) => {
                 if index > self.raw.raft.raft_log.applied {
                     self.raw.advance_apply_to(index);
@@ -188,9 +268,13 @@ impl RaftNode {
         true
     }
 
-    /// Starts one read-index round for every read queued since the last round.
+    /// Starts one read-index round for every read queued since the last round. A round left
+    /// unanswered for [`READ_RETRY`] (its request or answer was lost on the way to or from the
+    /// leader, or the leader had not yet committed in its term) is asked again with a new round,
+    /// whose answer also answers the older ones, as etcd retries its read index.
     fn start_read_round(&mut self) {
-        if self.queued_reads.is_empty() {
+        let stale = !self.pending_reads.is_empty() && self.last_read_round_at.elapsed() >= READ_RETRY;
+        if self.queued_reads.is_empty() && !stale {
             return;
         }
         if self.raw.raft.leader_id == raft::INVALID_ID {
@@ -201,9 +285,32 @@ impl RaftNode {
         }
         let round = self.next_read_round;
         self.next_read_round += 1;
+        self.last_read_round_at = Instant::now();
         self.raw.read_index(round.to_be_bytes().to_vec());
         let waiters = std::mem::take(&mut self.queued_reads);
-        self.pending_reads.push((round, waiters));
+        match self.pending_reads.last_mut() {
+            // a retry with nothing new: the newest round's answer covers the same waiters
+            Some((r, ws)) if waiters.is_empty() && ws.is_empty() => *r = round,
+            _ => self.pending_reads.push((round, waiters)),
+        }
+    }
+
+    /// etcd's isLearnerReady: a learner may become a voter once its log has reached 90% of the
+    /// leader's. Only the leader knows; a follower passes the proposal on unchecked.
+    fn check_promotion(&self, cc: &ConfChange) -> Result<(), EtcdError> {
+        let raft = &self.raw.raft;
+        if cc.get_change_type() != ConfChangeType::AddNode
+            || raft.state != StateRole::Leader
+            || !raft.prs().conf().learners().contains(&cc.node_id)
+        {
+            return Ok(());
+        }
+        let leader_match = raft.prs().get(raft.id).map_or(0, |p| p.matched);
+        let learner_match = raft.prs().get(cc.node_id).map_or(0, |p| p.matched);
+        if (learner_match as f64) < leader_match as f64 * 0.9 {
+            return Err(EtcdError::LearnerNotReady);
+        }
+        Ok(())
     }
 
     fn fail_reads(&mut self, err: EtcdError) {
@@ -217,9 +324,15 @@ impl RaftNode {
         }
     }
 
-    fn on_ready(&mut self) -> Result<(), ketch_wal::WalError> {
+    /// One Ready, raft-rs's asynchronous way: messages that need no disk go out first, the log
+    /// and hard state go to raft-rs's storage at once and to the WAL writer thread, and the
+    /// Ready is advanced without waiting for the disk. The writer reports back
+    /// ([`RaftMsg::Persisted`]) and sends the messages that had to wait for the sync; only then
+    /// does raft-rs count the entries as persisted here (so a lone member commits, and a client
+    /// is answered, only after its entry is on disk).
+    fn on_ready(&mut self) {
         if !self.raw.has_ready() {
-            return Ok(());
+            return;
         }
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
@@ -230,14 +343,19 @@ impl RaftNode {
         }
         if *rd.snapshot() != Snapshot::default() {
             let snap = rd.snapshot().clone();
-            self.wal.save_snapshot(snap.get_metadata())?;
+            // A snapshot from the leader: its backend file was received before the message
+            // (the path is in `data`). A restart that finds the WAL's marker ahead of the store
+            // restores from the same file; one that finds the store ahead starts from the store.
+            let index = snap.get_metadata().index;
+            let path = std::path::PathBuf::from(String::from_utf8_lossy(&snap.data).into_owned());
+            self.persist().send(PersistJob::Snapshot(snap.get_metadata().clone()));
             if let Err(e) = self.raw.mut_store().wl().apply_snapshot(snap) {
                 error!(target: "raft", "failed to apply snapshot to raft storage: {e}");
             }
+            self.apply.restore(path, index);
         }
         self.hand_to_apply(rd.take_committed_entries());
-        if !rd.entries().is_empty() || rd.hs().is_some() {
-            self.wal.save(rd.hs(), rd.entries())?;
+        {
             let store = self.raw.mut_store();
             let mut core = store.wl();
             if !rd.entries().is_empty() {
@@ -250,18 +368,31 @@ impl RaftNode {
             }
         }
         self.answer_reads(rd.take_read_states());
-        if !rd.persisted_messages().is_empty() {
-            self.send_messages(rd.take_persisted_messages());
+        // raft-rs holds every message of a non-leader until the Ready is persisted. Only
+        // append and vote responses claim anything about this member's disk; heartbeat
+        // responses and forwarded requests go now, so a slow sync on a follower does not look
+        // like a dead follower to the leader's quorum check.
+        let (now, after_sync): (Vec<Message>, Vec<Message>) = rd
+            .take_persisted_messages()
+            .into_iter()
+            .partition(|m| needs_no_sync(m.get_msg_type()));
+        if !now.is_empty() {
+            self.send_messages(now);
         }
-        let mut light = self.raw.advance(rd);
-        if let Some(commit) = light.commit_index() {
-            self.raw.mut_store().wl().mut_hard_state().set_commit(commit);
-        }
-        self.send_messages(light.take_messages());
-        self.hand_to_apply(light.take_committed_entries());
+        let job = PersistJob::Ready {
+            number: rd.number(),
+            hard_state: rd.hs().cloned(),
+            entries: rd.take_entries(),
+            messages: after_sync,
+        };
+        self.persist().send(job);
+        self.raw.advance_append_async(rd);
         self.cluster.set_leader_and_term(self.raw.raft.leader_id, self.raw.raft.term);
         self.cluster.set_commit_index(self.raw.raft.raft_log.committed);
-        Ok(())
+    }
+
+    fn persist(&self) -> &PersistHandle {
+        self.persist.as_ref().expect("the WAL writer runs while the node runs")
     }
 
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
@@ -315,9 +446,15 @@ impl RaftNode {
 
     fn send_messages(&mut self, msgs: Vec<Message>) {
         for m in msgs {
-            // Peer transport arrives with multi-member clusters; a single member has nobody to
-            // talk to, so any message here is addressed to a member that does not exist.
-            warn!(target: "raft", "dropping raft message to unknown peer {:x}", m.to);
+            let to = m.to;
+            if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                // the backend goes with it, on a stream of its own
+                self.transport.send_snapshot(m);
+                continue;
+            }
+            if !self.transport.send(m) {
+                self.raw.report_unreachable(to);
+            }
         }
     }
 
@@ -327,7 +464,7 @@ impl RaftNode {
     /// values would stay in memory until the next snapshot (up to `--snapshot-count` entries).
     fn trim_memory_log(&mut self, applied: u64) {
         let has_peers = self.raw.raft.prs().iter().any(|(id, _)| *id != self.raw.raft.id);
-        let keep = if has_peers { CATCH_UP_ENTRIES } else { 0 };
+        let keep = if has_peers { self.catchup_entries } else { 0 };
         let upto = applied.saturating_sub(keep);
         let store = self.raw.mut_store();
         let first = raft::Storage::first_index(&*store).unwrap_or(1);
@@ -354,17 +491,11 @@ impl RaftNode {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(conf_state);
-        if let Err(e) = self.wal.save_snapshot(&meta) {
-            error!(target: "raft", "fatal: failed to record snapshot at {index}: {e}");
-            std::process::abort();
-        }
         if store.first_index().is_ok_and(|first| first < index) {
             if let Err(e) = store.wl().compact(index) {
                 warn!(target: "raft", "failed to compact raft log at {index}: {e}");
             }
         }
-        if let Err(e) = self.wal.release_to(index) {
-            warn!(target: "raft", "failed to release WAL before {index}: {e}");
-        }
+        self.persist().send(PersistJob::Compact(meta));
     }
 }

@@ -20,10 +20,13 @@ impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = req.into_inner();
         validate::check_range(&req)?;
+        if !req.serializable && self.0.cluster.local_is_learner() {
+            return Err(ketch_api::status::EtcdError::NotSupportedForLearner.into());
+        }
         if !req.serializable {
             self.0.linearizable_barrier().await?;
         }
-        let mut resp = self.0.store.range(&req)?;
+        let mut resp = self.0.store.range_for_wire(&req)?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use ketch_api::etcdserverpb::cluster_server::ClusterServer;
 use ketch_api::etcdserverpb::kv_server::KvServer;
 use ketch_api::etcdserverpb::maintenance_server::MaintenanceServer;
+use ketch_api::etcdserverpb::watch_server::WatchServer;
 use ketch_gateway::health::{self, HealthSource};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,6 +25,7 @@ use url::Url;
 use super::cluster::ClusterService;
 use super::kv::KvService;
 use super::maintenance::MaintenanceService;
+use super::watch::WatchService;
 use super::{Server, SharedServer};
 use crate::member::StartError;
 
@@ -105,6 +107,23 @@ pub async fn bind_clients(urls: &[Url]) -> Result<Vec<(Url, TcpListener)>, Start
     Ok(out)
 }
 
+/// etcd's learner rule: a learner answers only `Status` and serializable `Range` (checked in
+/// the KV service); every other gRPC call gets "rpc not supported for learner".
+async fn refuse_on_learner(
+    axum::extract::State(server): axum::extract::State<SharedServer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    if server.cluster.local_is_learner()
+        && path != "/etcdserverpb.Maintenance/Status"
+        && path != "/etcdserverpb.KV/Range"
+    {
+        return tonic::Status::from(ketch_api::status::EtcdError::NotSupportedForLearner).into_http();
+    }
+    next.run(req).await
+}
+
 /// Serves gRPC and HTTP on each listener until `shutdown` turns true.
 pub fn serve_clients(
     server: SharedServer,
@@ -116,10 +135,19 @@ pub fn serve_clients(
     for (url, listener) in listeners {
         let routes = Routes::new(KvServer::new(KvService(server.clone())).max_decoding_message_size(max_recv))
             .add_service(ClusterServer::new(ClusterService(server.clone())).max_decoding_message_size(max_recv))
-            .add_service(MaintenanceServer::new(MaintenanceService(server.clone())).max_decoding_message_size(max_recv));
+            .add_service(MaintenanceServer::new(MaintenanceService(server.clone())).max_decoding_message_size(max_recv))
+            .add_service(
+                WatchServer::new(WatchService {
+                    server: server.clone(),
+                    shutdown: shutdown.clone(),
+                    max_response_bytes: max_recv,
+                })
+                .max_decoding_message_size(max_recv),
+            );
         let health_source: Arc<dyn HealthSource> = server.clone();
         let router = routes
             .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(server.clone(), refuse_on_learner))
             .merge(health::router(health_source))
             .fallback(unknown_path);
         let mut shutdown = shutdown.clone();
@@ -135,7 +163,7 @@ pub fn serve_clients(
             Ok(s) => {
                 // gRPC replies are small and latency-bound: never wait for Nagle.
                 let _ = s.set_nodelay(true);
-                Some(Ok::<_, std::io::Error>(s))
+                Some(Ok::<_, std::io::Error>(super::authority::AuthorityFix::new(s)))
             }
             Err(e) => {
                 warn!(target: "embed", "accept error: {e}");

@@ -74,7 +74,25 @@ impl Maintenance for MaintenanceService {
         Err(not_yet("snapshot"))
     }
 
-    async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("move-leader"))
+    async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        let target = req.into_inner().target_id;
+        let s = &self.0;
+        if s.cluster.leader() != s.cluster.member_id {
+            return Err(EtcdError::NotLeader.into());
+        }
+        match s.cluster.member(target) {
+            Some(m) if !m.is_learner => {}
+            _ => return Err(EtcdError::BadLeaderTransferee.into()),
+        }
+        s.raft.send(crate::raft::RaftMsg::TransferLeader(target))?;
+        let deadline = tokio::time::Instant::now() + s.request_timeout;
+        while s.cluster.leader() != target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EtcdError::TimeoutLeaderTransfer.into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // etcd answers with an empty response, no header
+        Ok(Response::new(MoveLeaderResponse::default()))
     }
 }

@@ -1,23 +1,26 @@
-//! The client-facing side of a member: etcd's v3 gRPC services (kv.rs, cluster.rs,
+//! The client-facing side of a member: etcd's v3 gRPC services (kv.rs, watch.rs, cluster.rs,
 //! maintenance.rs), the propose-and-wait path (propose.rs) and the listener that serves gRPC
 //! and HTTP on each client URL (listen.rs). Every service holds an `Arc<Server>`.
 
+pub mod authority;
 pub mod cluster;
 pub mod kv;
 pub mod listen;
 pub mod maintenance;
 pub mod propose;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ketch_api::etcdserverpb::ResponseHeader;
 use ketch_mvcc::Store;
-use tokio::sync::watch;
+
 
 use crate::apply::wait::WaitRegistry;
 use crate::cluster::ClusterState;
 use crate::raft::RaftHandle;
+use crate::watch::WatchHub;
 use propose::IdGenerator;
 
 /// What every request handler shares.
@@ -27,12 +30,20 @@ pub struct Server {
     pub raft: RaftHandle,
     pub waits: Arc<WaitRegistry>,
     /// the index the apply thread has applied and committed to the backend
-    pub applied: watch::Receiver<u64>,
+    pub applied: tokio::sync::watch::Receiver<u64>,
     pub ids: IdGenerator,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     /// how long a proposal or read barrier may take: etcd's 5 s plus two election timeouts
     pub request_timeout: Duration,
+    /// the peer links (membership checks ask which peers are connected)
+    pub transport: Arc<crate::transport::Transport>,
+    pub strict_reconfig_check: bool,
+    pub initial_cluster_token: String,
+    /// every watcher of the member; the apply thread feeds it
+    pub watch_hub: Arc<WatchHub>,
+    /// how often watches that asked for progress notifications get one (etcd: 10 minutes)
+    pub watch_progress_interval: Duration,
 }
 
 impl Server {

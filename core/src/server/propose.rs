@@ -65,6 +65,19 @@ impl Server {
         }
     }
 
+    /// Proposes a membership change and waits until this member has applied it.
+    pub async fn propose_conf_change(&self, mut cc: raft::eraftpb::ConfChange) -> ApplyResult {
+        let id = self.ids.next();
+        cc.id = id;
+        let waiter = self.waits.register(id);
+        self.raft.send(RaftMsg::ProposeConfChange { cc })?;
+        match tokio::time::timeout(self.request_timeout, waiter.wait()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => Err(EtcdError::Stopped),
+            Err(_) => Err(EtcdError::Timeout),
+        }
+    }
+
     /// Returns once this member's state includes every write committed before the call
     /// (etcd's linearizableReadNotify).
     pub async fn linearizable_barrier(&self) -> Result<(), EtcdError> {

@@ -231,6 +231,7 @@ pub(crate) mod testdata {
             kvs: vec![kv("foo", "bar")],
             more: false,
             count: 1,
+            deferred: None,
         }
     }
 

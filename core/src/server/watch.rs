@@ -1,0 +1,53 @@
+//! etcd's Watch service: each bidirectional stream gets its own task (see
+//! [`crate::watch::stream`]).
+
+use ketch_api::etcdserverpb::watch_server::Watch;
+use ketch_api::etcdserverpb::{WatchRequest, WatchResponse};
+use ketch_api::status::EtcdError;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::SharedServer;
+use crate::watch::stream::WatchStream;
+
+/// The metadata key clientv3 sets to `true` for calls that need a leader.
+const REQUIRE_LEADER_KEY: &str = "hasleader";
+
+pub struct WatchService {
+    pub server: SharedServer,
+    /// Turns true when the member stops: streams end, so the listener can close.
+    pub shutdown: watch::Receiver<bool>,
+    /// etcd fragments watch responses above its request limit plus gRPC overhead.
+    pub max_response_bytes: usize,
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        // clientv3's WithRequireLeader (etcdctl always sets it): refuse while there is no
+        // leader, as etcd's stream interceptor does
+        let require_leader = req
+            .metadata()
+            .get(REQUIRE_LEADER_KEY)
+            .is_some_and(|v| v == "true");
+        if require_leader && self.server.cluster.leader() == 0 {
+            return Err(EtcdError::NoLeader.into());
+        }
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(crate::watch::stream::OUT_QUEUE);
+        tokio::spawn(WatchStream::serve(
+            self.server.clone(),
+            inbound,
+            tx,
+            self.shutdown.clone(),
+            self.max_response_bytes,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
