@@ -1,13 +1,15 @@
 //! The Raft node thread. One OS thread owns raft-rs's `RawNode` and only moves data: it takes
 //! proposals, read-index requests and peer messages from one channel, ticks the clock, and for
-//! each Ready sends messages, persists entries and hard state to the WAL (fdatasync), hands
-//! committed entries to the apply thread and answers read-index requests. raft-rs is
+//! each Ready sends what needs no disk to peers (through [`crate::transport`]), hands entries
+//! and hard state to the WAL writer thread ([`super::persist`]), committed entries to the apply
+//! thread, and answers read-index requests. It never waits for a disk or a peer. raft-rs is
 //! synchronous, so a plain thread (not a tokio task) is the honest shape; the async side talks
 //! to it through [`RaftHandle`].
 //!
-//! Batching: every loop drains all queued requests before asking for a Ready, so one WAL
-//! fdatasync covers every proposal that arrived while the previous one ran (group commit), and
-//! one read-index round covers every linearizable read that queued meanwhile.
+//! Batching: every loop drains all queued requests before asking for a Ready, and the WAL
+//! writer merges the Readies queued while it synced, so one fdatasync covers every proposal
+//! that arrived meanwhile (group commit); one read-index round covers every linearizable read
+//! that queued meanwhile.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
