@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 use crate::apply::ApplyTask;
 use crate::cluster::ClusterState;
 use crate::transport::Transport;
-use super::persist::{PersistHandle, PersistJob, Persister};
+use super::persist::{Persist, PersistHandle, PersistJob, Persister};
 
 /// Messages a follower may send before its pending writes are durable: they report nothing
 /// about its log or vote.
@@ -102,7 +102,7 @@ pub struct RaftNode {
     pub raw: RawNode<MemStorage>,
     /// handed to the WAL writer thread when the node runs
     wal: Option<Wal>,
-    persist: Option<PersistHandle>,
+    persist: Option<Persist>,
     /// this thread's own handle, for the WAL writer to report to
     handle: RaftHandle,
     pub cluster: Arc<ClusterState>,
@@ -152,13 +152,12 @@ impl RaftNode {
     /// Runs the loop until `Stop` or until every sender is gone.
     pub fn run(mut self, rx: Receiver<RaftMsg>) {
         let wal = self.wal.take().expect("a WAL to write");
-        let (tx, jobs) = std::sync::mpsc::channel();
         let persister = Persister::new(wal, self.transport.clone(), self.handle.clone());
-        let thread = std::thread::Builder::new()
-            .name("ketch-wal".into())
-            .spawn(move || persister.run(jobs))
-            .expect("spawn the WAL writer thread");
-        self.persist = Some(PersistHandle { tx, thread: Some(thread) });
+        self.persist = Some(if self.has_peers() {
+            Persist::Thread(PersistHandle::spawn(persister))
+        } else {
+            Persist::Inline(persister)
+        });
         // A lone voter need not wait an election timeout to lead its own cluster.
         let voters = self.raw.raft.prs().conf().voters().ids().len();
         if voters == 1 && self.raw.raft.prs().conf().voters().contains(self.raw.raft.id) {
@@ -194,9 +193,14 @@ impl RaftNode {
                 next_tick = now + self.heartbeat;
             }
             self.start_read_round();
-            self.on_ready();
+            // persisting inline makes the next Ready (the commit) available at once
+            for _ in 0..4 {
+                if !self.on_ready() {
+                    break;
+                }
+            }
         }
-        if let Some(mut p) = self.persist.take() {
+        if let Some(Persist::Thread(mut p)) = self.persist.take() {
             p.stop();
         }
         self.fail_reads(EtcdError::Stopped);
@@ -332,9 +336,10 @@ impl RaftNode {
     /// ([`RaftMsg::Persisted`]) and sends the messages that had to wait for the sync; only then
     /// does raft-rs count the entries as persisted here (so a lone member commits, and a client
     /// is answered, only after its entry is on disk).
-    fn on_ready(&mut self) {
+    /// Returns whether another Ready may be waiting (persistence happened inline).
+    fn on_ready(&mut self) -> bool {
         if !self.raw.has_ready() {
-            return;
+            return false;
         }
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
@@ -350,7 +355,7 @@ impl RaftNode {
             // restores from the same file; one that finds the store ahead starts from the store.
             let index = snap.get_metadata().index;
             let path = std::path::PathBuf::from(String::from_utf8_lossy(&snap.data).into_owned());
-            self.persist().send(PersistJob::Snapshot(snap.get_metadata().clone()));
+            self.persist(PersistJob::Snapshot(snap.get_metadata().clone()));
             if let Err(e) = self.raw.mut_store().wl().apply_snapshot(snap) {
                 error!(target: "raft", "failed to apply snapshot to raft storage: {e}");
             }
@@ -387,14 +392,37 @@ impl RaftNode {
             entries: rd.take_entries(),
             messages: after_sync,
         };
-        self.persist().send(job);
+        let number = rd.number();
         self.raw.advance_append_async(rd);
+        let persisted_inline = self.persist(job);
+        if let Some(n) = persisted_inline {
+            self.raw.on_persist_ready(n.max(number));
+        }
         self.cluster.set_leader_and_term(self.raw.raft.leader_id, self.raw.raft.term);
         self.cluster.set_commit_index(self.raw.raft.raft_log.committed);
+        persisted_inline.is_some()
     }
 
-    fn persist(&self) -> &PersistHandle {
-        self.persist.as_ref().expect("the WAL writer runs while the node runs")
+    fn has_peers(&self) -> bool {
+        self.raw.raft.prs().iter().any(|(id, _)| *id != self.raw.raft.id)
+    }
+
+    /// Hands a job to the WAL writer, or does it here while the member has no peers (moving
+    /// the writer to its own thread for good once it has one). Returns the Ready number made
+    /// durable when done here.
+    fn persist(&mut self, job: PersistJob) -> Option<u64> {
+        if matches!(self.persist, Some(Persist::Inline(_))) && self.has_peers() {
+            if let Some(Persist::Inline(p)) = self.persist.take() {
+                self.persist = Some(Persist::Thread(PersistHandle::spawn(p)));
+            }
+        }
+        match self.persist.as_mut().expect("persistence while the node runs") {
+            Persist::Inline(p) => p.run_inline(job),
+            Persist::Thread(h) => {
+                h.send(job);
+                None
+            }
+        }
     }
 
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
@@ -498,6 +526,8 @@ impl RaftNode {
                 warn!(target: "raft", "failed to compact raft log at {index}: {e}");
             }
         }
-        self.persist().send(PersistJob::Compact(meta));
+        if let Some(n) = self.persist(PersistJob::Compact(meta)) {
+            self.raw.on_persist_ready(n);
+        }
     }
 }

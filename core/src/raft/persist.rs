@@ -81,49 +81,75 @@ impl Persister {
             let mut next = Some(first);
             // take everything queued, merging Readies, flushing before anything else
             while let Some(job) = next.take() {
-                match job {
-                    PersistJob::Ready {
-                        number,
-                        hard_state,
-                        entries,
-                        messages,
-                    } => {
-                        if !batch.continues(&entries) {
-                            self.flush(&mut batch);
-                        }
-                        batch.number = number;
-                        if hard_state.is_some() {
-                            batch.hard_state = hard_state;
-                        }
-                        batch.entries.extend(entries);
-                        batch.messages.extend(messages);
-                    }
-                    PersistJob::Snapshot(meta) => {
-                        self.flush(&mut batch);
-                        Self::fatal_on_error(self.wal.save_snapshot(&meta), "record snapshot");
-                    }
-                    PersistJob::Compact(meta) => {
-                        self.flush(&mut batch);
-                        Self::fatal_on_error(self.wal.save_snapshot(&meta), "record snapshot");
-                        if let Err(e) = self.wal.release_to(meta.index) {
-                            warn!(target: "raft", "failed to release WAL before {}: {e}", meta.index);
-                        }
-                    }
-                    PersistJob::Stop => {
-                        stop = true;
-                        break;
-                    }
+                if matches!(job, PersistJob::Stop) {
+                    stop = true;
+                    break;
+                }
+                if let Some(n) = self.take(job, &mut batch) {
+                    let _ = self.raft.send(RaftMsg::Persisted(n));
                 }
                 next = rx.try_recv().ok();
             }
-            self.flush(&mut batch);
+            if let Some(n) = self.flush(&mut batch) {
+                let _ = self.raft.send(RaftMsg::Persisted(n));
+            }
         }
         info!(target: "raft", "WAL writer stopped");
     }
 
-    fn flush(&mut self, batch: &mut Batch) {
+    /// Does one job at once, on the caller's thread (a member without peers, where nothing
+    /// can wait for this disk but the member itself). Returns the Ready number now durable.
+    pub fn run_inline(&mut self, job: PersistJob) -> Option<u64> {
+        let mut batch = Batch::default();
+        let flushed = self.take(job, &mut batch);
+        self.flush(&mut batch).or(flushed)
+    }
+
+    /// Adds a job to `batch`, writing out what must be written first; returns the Ready number
+    /// made durable by a write it did.
+    fn take(&mut self, job: PersistJob, batch: &mut Batch) -> Option<u64> {
+        match job {
+            PersistJob::Ready {
+                number,
+                hard_state,
+                entries,
+                messages,
+            } => {
+                let flushed = if batch.continues(&entries) {
+                    None
+                } else {
+                    self.flush(batch)
+                };
+                batch.number = number;
+                if hard_state.is_some() {
+                    batch.hard_state = hard_state;
+                }
+                batch.entries.extend(entries);
+                batch.messages.extend(messages);
+                flushed
+            }
+            PersistJob::Snapshot(meta) => {
+                let flushed = self.flush(batch);
+                Self::fatal_on_error(self.wal.save_snapshot(&meta), "record snapshot");
+                flushed
+            }
+            PersistJob::Compact(meta) => {
+                let flushed = self.flush(batch);
+                Self::fatal_on_error(self.wal.save_snapshot(&meta), "record snapshot");
+                if let Err(e) = self.wal.release_to(meta.index) {
+                    warn!(target: "raft", "failed to release WAL before {}: {e}", meta.index);
+                }
+                flushed
+            }
+            PersistJob::Stop => None,
+        }
+    }
+
+    /// Writes and syncs `batch`, then sends the messages that waited for it; returns its Ready
+    /// number.
+    fn flush(&mut self, batch: &mut Batch) -> Option<u64> {
         if batch.is_empty() {
-            return;
+            return None;
         }
         let b = std::mem::take(batch);
         let saved = self.wal.save(b.hard_state.as_ref(), &b.entries);
@@ -136,7 +162,7 @@ impl Persister {
                 let _ = self.raft.send(RaftMsg::Unreachable(to));
             }
         }
-        let _ = self.raft.send(RaftMsg::Persisted(b.number));
+        Some(b.number)
     }
 
     /// A WAL that cannot be written leaves this member unable to keep its promises: stop
@@ -147,6 +173,14 @@ impl Persister {
             std::process::abort();
         }
     }
+}
+
+/// Where the Raft thread's persistence happens: on its own thread while the member has no
+/// peers (one fewer thread hop per write, and there is no heartbeat a slow disk could delay),
+/// on the WAL writer thread once it has any.
+pub enum Persist {
+    Inline(Persister),
+    Thread(PersistHandle),
 }
 
 /// The Raft thread's handle on the writer.
@@ -160,6 +194,19 @@ impl PersistHandle {
         if self.tx.send(job).is_err() {
             error!(target: "raft", "fatal: the WAL writer is gone");
             std::process::abort();
+        }
+    }
+
+    /// Starts the writer thread with `persister`.
+    pub fn spawn(persister: Persister) -> PersistHandle {
+        let (tx, jobs) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ketch-wal".into())
+            .spawn(move || persister.run(jobs))
+            .expect("spawn the WAL writer thread");
+        PersistHandle {
+            tx,
+            thread: Some(thread),
         }
     }
 
