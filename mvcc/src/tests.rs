@@ -343,7 +343,8 @@ fn range_for_wire_encodes_exactly_as_range() {
     b.put(&leased).unwrap();
     b.put(&put_req("g", "")).unwrap();
     b.commit(false).unwrap();
-    let shapes: Vec<Box<dyn Fn(&mut RangeRequest)>> = vec![
+    type Shape = Box<dyn Fn(&mut RangeRequest)>;
+    let shapes: Vec<Shape> = vec![
         Box::new(|_| {}),
         Box::new(|r| r.limit = 2),
         Box::new(|r| r.keys_only = true),
@@ -1599,7 +1600,7 @@ fn read_only_txn_over_a_snapshot_answers_as_the_write_path() {
             ..range_req(k, end)
         }))
     };
-    let reqs = vec![
+    let reqs = [
         TxnRequest {
             compare: vec![cmp(
                 CompareTarget::Version,

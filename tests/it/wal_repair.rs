@@ -45,7 +45,7 @@ fn read_key(server: &Server, i: usize) -> Option<(String, i64)> {
     let out = server.etcdctl().run(&["get", &format!("k{i:02}"), "-w", "json"]);
     let json = out.assert_success().json();
     let kv = json["kvs"].get(0)?;
-    let value = kv["value"].as_str().map(|b64| decode_b64(b64)).expect("value");
+    let value = kv["value"].as_str().map(decode_b64).expect("value");
     Some((value, kv["mod_revision"].as_i64().expect("mod_revision")))
 }
 

@@ -42,6 +42,9 @@ fn needs_no_sync(t: raft::eraftpb::MessageType) -> bool {
 /// How long a read-index round may go unanswered before it is asked again (etcd: 500 ms).
 const READ_RETRY: Duration = Duration::from_millis(500);
 
+/// Where a read-index request's answer goes.
+type ReadReply = oneshot::Sender<Result<u64, EtcdError>>;
+
 /// What the rest of the member asks of the Raft thread.
 pub enum RaftMsg {
     /// Append `data` (an encoded `RaftRequest`) to the log. If it cannot be proposed, the
@@ -112,15 +115,16 @@ pub struct RaftNode {
     /// applied entries kept in memory for peers (`--experimental-snapshot-catchup-entries`)
     pub catchup_entries: u64,
     /// read-index requests waiting for the Ready that answers their round, by round id
-    pending_reads: Vec<(u64, Vec<oneshot::Sender<Result<u64, EtcdError>>>)>,
+    pending_reads: Vec<(u64, Vec<ReadReply>)>,
     /// read-index requests that arrived since the last round was started
-    queued_reads: Vec<oneshot::Sender<Result<u64, EtcdError>>>,
+    queued_reads: Vec<ReadReply>,
     next_read_round: u64,
     last_read_round_at: Instant,
     last_role: StateRole,
 }
 
 impl RaftNode {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         raw: RawNode<MemStorage>,
         wal: Wal,
@@ -156,7 +160,7 @@ impl RaftNode {
         self.persist = Some(if self.has_peers() {
             Persist::Thread(PersistHandle::spawn(persister))
         } else {
-            Persist::Inline(persister)
+            Persist::Inline(Box::new(persister))
         });
         // A lone voter need not wait an election timeout to lead its own cluster.
         let voters = self.raw.raft.prs().conf().voters().ids().len();
@@ -413,7 +417,7 @@ impl RaftNode {
     fn persist(&mut self, job: PersistJob) -> Option<u64> {
         if matches!(self.persist, Some(Persist::Inline(_))) && self.has_peers() {
             if let Some(Persist::Inline(p)) = self.persist.take() {
-                self.persist = Some(Persist::Thread(PersistHandle::spawn(p)));
+                self.persist = Some(Persist::Thread(PersistHandle::spawn(*p)));
             }
         }
         match self.persist.as_mut().expect("persistence while the node runs") {

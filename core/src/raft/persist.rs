@@ -175,11 +175,11 @@ impl Persister {
     }
 }
 
-/// Where the Raft thread's persistence happens: on its own thread while the member has no
-/// peers (one fewer thread hop per write, and there is no heartbeat a slow disk could delay),
-/// on the WAL writer thread once it has any.
+/// Where the Raft thread's persistence happens: on the Raft thread itself while the member has
+/// no peers (two fewer thread hops per write, and no heartbeat a slow disk could delay), on
+/// the WAL writer thread once it has any.
 pub enum Persist {
-    Inline(Persister),
+    Inline(Box<Persister>),
     Thread(PersistHandle),
 }
 

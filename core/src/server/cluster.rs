@@ -65,7 +65,9 @@ impl Server {
             .collect();
         let started = voters.iter().filter(|m| !m.name.is_empty()).count();
         let total = voters.len() + 1;
-        if !learner && !(started == 1 && total == 2) && started < total / 2 + 1 {
+        // etcd lets a one-member cluster add its second member (data restore)
+        let restoring = started == 1 && total == 2;
+        if !learner && !restoring && started < total / 2 + 1 {
             return Err(EtcdError::MemberNotEnoughStarted);
         }
         let me = self.cluster.member_id;
