@@ -77,6 +77,8 @@ pub struct ClusterState {
     members: RwLock<Vec<MemberRecord>>,
     /// Turns true once a membership change removing this member is applied.
     removed: tokio::sync::watch::Sender<bool>,
+    /// The leader's id (0 for none), for tasks that start or stop with leadership.
+    leader_changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// A membership change as the Raft log carries it (a `ConfChange` and its member record).
@@ -102,6 +104,7 @@ impl ClusterState {
             commit_index: AtomicU64::new(0),
             members: RwLock::new(members),
             removed: tokio::sync::watch::channel(false).0,
+            leader_changes: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -188,6 +191,16 @@ impl ClusterState {
     pub fn set_leader_and_term(&self, leader: u64, term: u64) {
         self.leader_id.store(leader, Ordering::Release);
         self.term.store(term, Ordering::Release);
+        self.leader_changes.send_if_modified(|known| {
+            let changed = *known != leader;
+            *known = leader;
+            changed
+        });
+    }
+
+    /// The leader's id (0 while there is none), marked changed whenever another takes over.
+    pub fn watch_leader(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.leader_changes.subscribe()
     }
 
     /// The Raft commit index as the Raft thread last saw it.

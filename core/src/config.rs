@@ -63,7 +63,16 @@ pub struct MemberConfig {
     /// `--experimental-watch-progress-notify-interval`: how often watches that asked for
     /// progress notifications get one (etcd's 10 minutes; at least 100 ms).
     pub watch_progress_notify_interval: Duration,
+    /// `--experimental-enable-lease-checkpoint`: the leader checkpoints remaining lease TTLs
+    /// through the log every [`LEASE_CHECKPOINT_INTERVAL`], so a new leader does not reset them.
+    pub lease_checkpoint: bool,
+    /// `--experimental-enable-lease-checkpoint-persist`: checkpointed TTLs also survive a
+    /// restart of every member.
+    pub lease_checkpoint_persist: bool,
 }
+
+/// etcd's lease checkpoint interval (not a flag in etcd 3.4).
+pub const LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 
 impl Default for MemberConfig {
     /// etcd 3.4's defaults: member `default` in `default.etcd`, clients on localhost:2379,
@@ -99,6 +108,8 @@ impl Default for MemberConfig {
             enable_pprof: false,
             cors: vec![],
             watch_progress_notify_interval: Duration::from_secs(600),
+            lease_checkpoint: false,
+            lease_checkpoint_persist: false,
         }
     }
 }

@@ -18,6 +18,8 @@ use tracing::{info, warn};
 use crate::apply::wait::WaitRegistry;
 use crate::apply::Applier;
 use crate::config::{url_text, MemberConfig};
+use crate::lease::primary::PrimaryLeases;
+use crate::lease::Lessor;
 use crate::raft::bootstrap;
 use crate::raft::node::RaftNode;
 use crate::raft::{RaftHandle, RaftMsg};
@@ -79,6 +81,18 @@ impl Member {
         let watch_sync_thread = watch_hub
             .start_sync_thread()
             .map_err(|e| StartError::Other(format!("spawn watch sync thread: {e}")))?;
+        let lessor = Arc::new(Lessor::new(
+            Lessor::min_ttl_for(config.heartbeat_interval, config.election_timeout),
+            config.lease_checkpoint.then_some(crate::config::LEASE_CHECKPOINT_INTERVAL),
+            config.lease_checkpoint_persist,
+        ));
+        {
+            let (lessor, store) = (lessor.clone(), store.clone());
+            tokio::task::spawn_blocking(move || lessor.recover(&store))
+                .await
+                .map_err(|e| StartError::Other(format!("lease recovery task failed: {e}")))?
+                .map_err(|e| StartError::Other(format!("recover leases: {e}")))?;
+        }
         let (apply_task, apply_rx) = Applier::channel(waits.clone());
         let applier = Applier::new(
             store.clone(),
@@ -88,6 +102,7 @@ impl Member {
             raft.clone(),
             config.snapshot_count,
             watch_hub.clone(),
+            lessor.clone(),
         );
         let apply_thread = std::thread::Builder::new()
             .name("ketch-apply".into())
@@ -124,6 +139,13 @@ impl Member {
             .spawn(move || node.run(raft_rx))
             .map_err(|e| StartError::Other(format!("spawn raft thread: {e}")))?;
 
+        let request_timeout = Duration::from_secs(5) + 2 * config.election_timeout;
+        let primary_leases = PrimaryLeases {
+            lessor: lessor.clone(),
+            cluster: cluster.clone(),
+            applied: applied_rx.clone(),
+            timeout: request_timeout,
+        };
         let server = Arc::new(Server {
             store,
             cluster: cluster.clone(),
@@ -133,12 +155,15 @@ impl Member {
             ids: IdGenerator::new(cluster.member_id),
             max_request_bytes: config.max_request_bytes,
             max_txn_ops: config.max_txn_ops,
-            request_timeout: Duration::from_secs(5) + 2 * config.election_timeout,
+            request_timeout,
+            election_timeout: config.election_timeout,
             transport,
             strict_reconfig_check: config.strict_reconfig_check,
             initial_cluster_token: config.initial_cluster_token.clone(),
             watch_hub,
             watch_progress_interval: config.watch_progress_notify_interval,
+            lessor,
+            primary_leases: primary_leases.clone(),
         });
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
@@ -151,6 +176,7 @@ impl Member {
                     cluster: cluster.clone(),
                     raft: raft.clone(),
                     snap_dir: snap_dir.clone(),
+                    leases: primary_leases.clone(),
                 }
                 .into_server()
             }
@@ -163,6 +189,7 @@ impl Member {
         let retention = crate::compactor::parse_retention(config.auto_compaction_mode, &config.auto_compaction_retention)
             .map_err(StartError::Other)?;
         tokio::spawn(crate::compactor::run(server.clone(), retention, shutdown_rx.clone()));
+        tokio::spawn(crate::lease::primary::run(server.clone(), shutdown_rx.clone()));
         tokio::spawn(publish(server.clone(), config, shutdown_rx));
         Ok(Member {
             server,

@@ -19,6 +19,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use ketch_api::ketchpb::peer_client::PeerClient;
 use ketch_api::ketchpb::peer_server::{Peer, PeerServer};
+use ketch_api::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use ketch_api::ketchpb::{
     MemberRecord, MembersRequest, MembersResponse, RaftBatch, SnapshotAck, SnapshotChunk, StreamAck,
 };
@@ -59,6 +62,9 @@ pub struct Transport {
     snapshots: SnapshotSource,
     /// peers a snapshot is being sent to
     sending: Arc<Mutex<HashSet<u64>>>,
+    /// Channels for unary peer calls (forwarded lease calls), by peer id, with the URL each
+    /// was made for; connected on first use.
+    call_channels: Mutex<HashMap<u64, (String, tonic::transport::Channel)>>,
 }
 
 /// What a leader needs to make a snapshot for a peer: the backend, raft-rs's log (for the
@@ -103,6 +109,7 @@ impl Transport {
             epoch: Instant::now(),
             snapshots,
             sending: Arc::new(Mutex::new(HashSet::new())),
+            call_channels: Mutex::new(HashMap::new()),
         })
     }
 
@@ -211,6 +218,28 @@ impl Transport {
                 .elapsed()
                 .saturating_sub(Duration::from_millis(opened))
                 >= since
+    }
+
+    /// A client for unary calls to peer `id` (its first peer URL), `None` if it is not a
+    /// known peer. The connection is made on the first call and kept.
+    pub fn peer_client(&self, id: u64) -> Option<PeerClient<tonic::transport::Channel>> {
+        let url = {
+            let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            links.get(&id)?.urls.first()?.clone()
+        };
+        let mut channels = self.call_channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, channel)) = channels.get(&id) {
+            if *known == url {
+                return Some(PeerClient::new(channel.clone()));
+            }
+        }
+        let channel = Endpoint::from_shared(url.clone())
+            .ok()?
+            .connect_timeout(self.dial_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(id, (url, channel.clone()));
+        Some(PeerClient::new(channel))
     }
 
     /// Queues `m` for its recipient. False if the recipient is unknown or its queue is full
@@ -412,6 +441,8 @@ pub struct PeerService {
     pub raft: RaftHandle,
     /// where received snapshots are kept until the store has restored from them
     pub snap_dir: PathBuf,
+    /// answers the lease calls other members forward to the leader
+    pub leases: crate::lease::primary::PrimaryLeases,
 }
 
 /// The file a received snapshot at `index` is kept in (named in the MsgSnapshot's data for
@@ -500,6 +531,30 @@ impl Peer for PeerService {
         Ok(Response::new(SnapshotAck {}))
     }
 
+    async fn lease_renew(
+        &self,
+        req: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        let id = req.into_inner().id;
+        let ttl = lease_answer(self.leases.renew(id).await)?;
+        Ok(Response::new(LeaseKeepAliveResponse { header: None, id, ttl }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = req.into_inner();
+        let t = lease_answer(self.leases.time_to_live(req.id, req.keys).await)?;
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header: None,
+            id: req.id,
+            ttl: t.remaining,
+            granted_ttl: t.granted,
+            keys: t.keys,
+        }))
+    }
+
     async fn members(
         &self,
         _: Request<MembersRequest>,
@@ -508,6 +563,20 @@ impl Peer for PeerService {
             cluster_id: self.cluster.cluster_id,
             members: self.cluster.members(),
         }))
+    }
+}
+
+/// A forwarded lease call's answer as a status the forwarding member understands: NOT_FOUND
+/// for a missing lease, FAILED_PRECONDITION when this member is not the leader.
+fn lease_answer<T>(
+    answer: Result<Option<T>, crate::lease::primary::RenewError>,
+) -> Result<T, Status> {
+    use crate::lease::primary::RenewError;
+    match answer {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(Status::failed_precondition("not the leader")),
+        Err(RenewError::NotFound) => Err(Status::not_found("lease not found")),
+        Err(RenewError::Etcd(e)) => Err(Status::unavailable(e.to_string())),
     }
 }
 

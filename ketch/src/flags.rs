@@ -345,9 +345,9 @@ flag_table! {
             "Serve v2 requests from the v3 store under this prefix.";
         experimental_backend_bbolt_freelist_type: Str = "experimental-backend-bbolt-freelist-type", "", Y::Same, Later,
             "etcd's bbolt freelist type ('array' or 'map'); no meaning for ketch's store.";
-        experimental_enable_lease_checkpoint: Bool = "experimental-enable-lease-checkpoint", "false", Y::Same, Later,
+        experimental_enable_lease_checkpoint: Bool = "experimental-enable-lease-checkpoint", "false", Y::Same, Member,
             "Have the leader checkpoint remaining lease TTLs to the followers.";
-        experimental_enable_lease_checkpoint_persist: Bool = "experimental-enable-lease-checkpoint-persist", "false", Y::Same, Later,
+        experimental_enable_lease_checkpoint_persist: Bool = "experimental-enable-lease-checkpoint-persist", "false", Y::Same, Member,
             "Persist lease checkpoints; needs --experimental-enable-lease-checkpoint.";
         experimental_compaction_batch_limit: Int = "experimental-compaction-batch-limit", "0", Y::Same, Later,
             "Most revisions deleted in one compaction batch; 0 means the built-in limit.";

@@ -187,6 +187,8 @@ pub fn member_config(c: &EtcdConfig) -> Result<MemberConfig, String> {
         } else {
             Duration::from_nanos(c.experimental_watch_progress_notify_interval as u64)
         },
+        lease_checkpoint: c.experimental_enable_lease_checkpoint,
+        lease_checkpoint_persist: c.experimental_enable_lease_checkpoint_persist,
     })
 }
 

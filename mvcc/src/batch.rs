@@ -32,7 +32,7 @@ use crate::key_index::KeyMeta;
 use crate::range::{self, compare_holds, key_value};
 use crate::revision::Revision;
 use crate::store::{
-    Store, WriterState, APP_META, CONSISTENT_INDEX, FINISHED_COMPACT_REV, KV, META,
+    Store, WriterState, APP_META, CONSISTENT_INDEX, FINISHED_COMPACT_REV, KV, LEASE, META,
 };
 
 /// A key that a write attached to or detached from a lease. `old_lease`/`new_lease` are 0 for
@@ -300,6 +300,38 @@ impl<'a> WriteBatch<'a> {
             match value {
                 Some(v) => drop(table.insert(key, v)?),
                 None => drop(table.remove(key)?),
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => self.st.meta_dirty = true,
+            Err(e) => {
+                self.st.poison(e);
+            }
+        }
+    }
+
+    /// Stores lease `id`'s record (see [`Store::leases`]).
+    pub fn lease_put(&mut self, id: i64, record: &[u8]) {
+        self.lease_write(id, Some(record));
+    }
+
+    /// Removes lease `id`'s record.
+    pub fn lease_delete(&mut self, id: i64) {
+        self.lease_write(id, None);
+    }
+
+    fn lease_write(&mut self, id: i64, record: Option<&[u8]>) {
+        if self.st.poisoned.is_some() {
+            return;
+        }
+        let txn = self.txn.as_ref().expect("a live batch has its transaction");
+        let key = id.to_be_bytes();
+        let result = (|| -> Result<(), StoreError> {
+            let mut table = txn.open_table(LEASE)?;
+            match record {
+                Some(v) => drop(table.insert(key.as_slice(), v)?),
+                None => drop(table.remove(key.as_slice())?),
             }
             Ok(())
         })();

@@ -30,6 +30,10 @@ pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("key")
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Small records of the layers above (members, cluster id, ...), through `meta_get/meta_put`.
 pub(crate) const APP_META: TableDefinition<&str, &[u8]> = TableDefinition::new("ketch_meta");
+/// Leases, as etcd's `lease` bucket: row key = lease id (i64, big-endian), row value = the
+/// lease's record as the lessor encodes it (etcd's `leasepb.Lease`). Written in the same
+/// transactions as the keys attached to them.
+pub(crate) const LEASE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lease");
 
 /// The backend's own page cache. Pages it does not hold are read with `pread` from the kernel's
 /// page cache, which is cheap; this bounds what the process itself keeps (redb's default is
@@ -52,6 +56,7 @@ pub(crate) struct Snapshot {
     pub(crate) kv: KvReadTable,
     meta: MetaReadTable,
     app_meta: MetaReadTable,
+    lease: KvReadTable,
 }
 
 impl Snapshot {
@@ -69,6 +74,7 @@ impl Snapshot {
             kv: txn.open_table(KV)?,
             meta: txn.open_table(META)?,
             app_meta: txn.open_table(APP_META)?,
+            lease: txn.open_table(LEASE)?,
         })
     }
 }
@@ -121,6 +127,7 @@ impl Store {
             txn.open_table(KV)?;
             txn.open_table(META)?;
             txn.open_table(APP_META)?;
+            txn.open_table(LEASE)?;
             txn.set_durability(Durability::Immediate)?;
             txn.commit()?;
         }
@@ -339,6 +346,20 @@ impl Store {
         Ok(snap.app_meta.get(key)?.map(|g| g.value().to_vec()))
     }
 
+    /// Every lease record as of the last commit, as `(lease id, record)` in id order.
+    pub fn leases(&self) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let snap = self.snapshot();
+        let mut out = Vec::new();
+        for row in snap.lease.iter()? {
+            let (k, v) = row?;
+            let Ok(id) = <[u8; 8]>::try_from(k.value()) else {
+                return Err(StoreError::Corrupt(format!("lease row key of {} bytes", k.value().len())));
+            };
+            out.push((i64::from_be_bytes(id), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// The size of the backend file.
     pub fn db_size(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
@@ -437,6 +458,11 @@ impl Store {
                 let (k, v) = row?;
                 app.insert(k.value(), v.value())?;
             }
+            let mut lease = txn.open_table(LEASE)?;
+            for row in snap.lease.iter()? {
+                let (k, v) = row?;
+                lease.insert(k.value(), v.value())?;
+            }
         }
         txn.set_durability(Durability::Immediate)?;
         txn.commit()?;
@@ -469,6 +495,7 @@ impl Store {
             txn.delete_table(KV)?;
             txn.delete_table(META)?;
             txn.delete_table(APP_META)?;
+            txn.delete_table(LEASE)?;
             {
                 let mut kv = txn.open_table(KV)?;
                 for row in from.open_table(KV)?.iter()? {
@@ -484,6 +511,14 @@ impl Store {
                 for row in from.open_table(APP_META)?.iter()? {
                     let (k, v) = row?;
                     app.insert(k.value(), v.value())?;
+                }
+                let mut lease = txn.open_table(LEASE)?;
+                // A snapshot from a member older than the lease table has none.
+                if let Ok(rows) = from.open_table(LEASE) {
+                    for row in rows.iter()? {
+                        let (k, v) = row?;
+                        lease.insert(k.value(), v.value())?;
+                    }
                 }
             }
             txn.set_durability(Durability::Immediate)?;

@@ -1454,6 +1454,42 @@ fn restore_from_a_peer_snapshot_replaces_everything() {
     assert_eq!(get(&s, "b").unwrap().version, 2);
 }
 
+#[test]
+fn lease_records_commit_with_the_batch_and_travel_in_snapshots() {
+    let (dir, a) = open_tmp();
+    let mut b = a.write().unwrap();
+    b.lease_put(7, b"seven");
+    b.lease_put(-3, b"minus three");
+    b.lease_put(1 << 40, b"big");
+    assert!(a.leases().unwrap().is_empty(), "uncommitted records are not visible");
+    b.commit(false).unwrap();
+    let mut b = a.write().unwrap();
+    b.lease_delete(7);
+    b.lease_put(9, b"nine");
+    drop(b); // abandoned: neither change happens
+    assert_eq!(
+        a.leases().unwrap(),
+        vec![
+            (7, b"seven".to_vec()),
+            (1 << 40, b"big".to_vec()),
+            (-3, b"minus three".to_vec()),
+        ],
+        "rows are in big-endian byte order of the id, as etcd's bucket"
+    );
+    let mut b = a.write().unwrap();
+    b.lease_delete(7);
+    b.set_applied_index(5);
+    b.commit(true).unwrap();
+    let file = dir.path().join("snap.db");
+    a.snapshot_file(&file).unwrap();
+    let (_d2, s) = open_tmp();
+    let mut b = s.write().unwrap();
+    b.lease_put(100, b"replaced by the restore");
+    b.commit(false).unwrap();
+    s.restore_from(&file).unwrap();
+    assert_eq!(s.leases().unwrap(), a.leases().unwrap());
+}
+
 // ---- history as events (what watchers replay) ----
 
 fn ev_summary(evs: &[ketch_api::mvccpb::Event]) -> Vec<(String, &'static str, i64, String)> {

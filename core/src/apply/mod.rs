@@ -10,7 +10,10 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ketch_api::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse};
+use ketch_api::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
+    TxnResponse,
+};
 use ketch_api::ketchpb::{raft_request::Request, MemberRecord, RaftRequest};
 use ketch_api::status::EtcdError;
 use ketch_mvcc::{Store, WriteBatch};
@@ -21,6 +24,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::cluster::{ClusterState, MemberChange};
+use crate::lease::Lessor;
 use crate::raft::{RaftHandle, RaftMsg};
 use crate::watch::WatchHub;
 use wait::WaitRegistry;
@@ -32,9 +36,11 @@ pub enum Applied {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
     /// A membership change: the member list after it.
     Members(Vec<MemberRecord>),
-    /// Requests whose only answer is "done" (publish).
+    /// Requests whose only answer is "done" (publish, lease checkpoints).
     Done,
 }
 
@@ -91,6 +97,8 @@ pub struct Applier {
     pub snapshot_count: u64,
     /// gets the events of every committed batch, before the waiting clients are woken
     pub watch_hub: Arc<WatchHub>,
+    /// the leases, changed by lease requests and by writes that attach or detach keys
+    pub lessor: Arc<Lessor>,
     last_snapshot_index: u64,
     last_durable_index: u64,
     last_durable_at: Instant,
@@ -105,6 +113,7 @@ impl Applier {
         raft: RaftHandle,
         snapshot_count: u64,
         watch_hub: Arc<WatchHub>,
+        lessor: Arc<Lessor>,
     ) -> Self {
         let index = store.applied_index();
         Applier {
@@ -115,6 +124,7 @@ impl Applier {
             raft,
             snapshot_count: snapshot_count.max(1),
             watch_hub,
+            lessor,
             last_snapshot_index: index,
             last_durable_index: index,
             last_durable_at: Instant::now(),
@@ -200,6 +210,7 @@ impl Applier {
                             let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
                             let updates_members = matches!(req.request, Some(Request::MemberUpdate(_)));
                             let res = self.apply_request(&mut wb, req);
+                            self.lessor.apply_key_changes(&wb.take_lease_changes());
                             if updates_members && res.is_ok() {
                                 conf_changes.push(None);
                             }
@@ -279,6 +290,7 @@ impl Applier {
                 Err(e) => error!(target: "etcdserver", "snapshot's member list is unreadable: {e}"),
             }
         }
+        self.lessor.recover(&self.store)?;
         self.watch_hub.restored(self.store.current_revision());
         info!(target: "etcdserver", "applied snapshot at index {restored}");
         self.last_snapshot_index = restored;
@@ -332,15 +344,13 @@ impl Applier {
         };
         match request {
             Request::Put(p) => {
-                if p.lease != 0 {
+                if p.lease != 0 && !self.lessor.exists(p.lease) {
                     return Err(EtcdError::LeaseNotFound);
                 }
                 wb.put(&p).map(Applied::Put)
             }
             Request::DeleteRange(d) => wb.delete_range(&d).map(Applied::DeleteRange),
-            // No lease exists until the lessor lands, so a put on the taken branch that names
-            // one fails as etcd's would for a missing lease.
-            Request::Txn(t) => wb.txn_checked(&t, &|_| false).map(Applied::Txn),
+            Request::Txn(t) => wb.txn_checked(&t, &|id| self.lessor.exists(id)).map(Applied::Txn),
             Request::Compaction(c) => wb.compact(c.revision).map(Applied::Compaction),
             Request::Publish(attrs) => {
                 if self.cluster.publish(attrs.id, &attrs.name, &attrs.client_urls) {
@@ -349,10 +359,20 @@ impl Applier {
                 Ok(Applied::Done)
             }
             Request::MemberUpdate(m) => self.record_member_change(wb, &MemberChange::UpdatePeerUrls(m.id, m.peer_urls)),
-            Request::LeaseGrant(_)
-            | Request::LeaseRevoke(_)
-            | Request::LeaseCheckpoint(_)
-            | Request::Alarm(_) => Err(EtcdError::NotCapable),
+            Request::LeaseGrant(g) => {
+                let ttl = self.lessor.grant(wb, g.id, g.ttl)?;
+                Ok(Applied::LeaseGrant(LeaseGrantResponse { header: None, id: g.id, ttl, error: String::new() }))
+            }
+            Request::LeaseRevoke(r) => {
+                self.lessor.revoke(wb, r.id)?;
+                let header = ResponseHeader { revision: wb.revision(), ..Default::default() };
+                Ok(Applied::LeaseRevoke(LeaseRevokeResponse { header: Some(header) }))
+            }
+            Request::LeaseCheckpoint(c) => {
+                self.lessor.checkpoint(wb, &c.checkpoints);
+                Ok(Applied::Done)
+            }
+            Request::Alarm(_) => Err(EtcdError::NotCapable),
         }
     }
 }

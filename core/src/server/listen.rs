@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ketch_api::etcdserverpb::cluster_server::ClusterServer;
 use ketch_api::etcdserverpb::kv_server::KvServer;
+use ketch_api::etcdserverpb::lease_server::LeaseServer;
 use ketch_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use ketch_api::etcdserverpb::watch_server::WatchServer;
 use ketch_gateway::health::{self, HealthSource};
@@ -24,6 +25,7 @@ use url::Url;
 
 use super::cluster::ClusterService;
 use super::kv::KvService;
+use super::lease::LeaseService;
 use super::maintenance::MaintenanceService;
 use super::watch::WatchService;
 use super::{Server, SharedServer};
@@ -136,6 +138,10 @@ pub fn serve_clients(
         let routes = Routes::new(KvServer::new(KvService(server.clone())).max_decoding_message_size(max_recv))
             .add_service(ClusterServer::new(ClusterService(server.clone())).max_decoding_message_size(max_recv))
             .add_service(MaintenanceServer::new(MaintenanceService(server.clone())).max_decoding_message_size(max_recv))
+            .add_service(
+                LeaseServer::new(LeaseService { server: server.clone(), shutdown: shutdown.clone() })
+                    .max_decoding_message_size(max_recv),
+            )
             .add_service(
                 WatchServer::new(WatchService {
                     server: server.clone(),

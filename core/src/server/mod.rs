@@ -1,10 +1,11 @@
-//! The client-facing side of a member: etcd's v3 gRPC services (kv.rs, watch.rs, cluster.rs,
-//! maintenance.rs), the propose-and-wait path (propose.rs) and the listener that serves gRPC
+//! The client-facing side of a member: etcd's v3 gRPC services (kv.rs, watch.rs, lease.rs,
+//! cluster.rs, maintenance.rs), the propose-and-wait path (propose.rs) and the listener that serves gRPC
 //! and HTTP on each client URL (listen.rs). Every service holds an `Arc<Server>`.
 
 pub mod authority;
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod listen;
 pub mod maintenance;
 pub mod propose;
@@ -36,6 +37,7 @@ pub struct Server {
     pub max_txn_ops: usize,
     /// how long a proposal or read barrier may take: etcd's 5 s plus two election timeouts
     pub request_timeout: Duration,
+    pub election_timeout: Duration,
     /// the peer links (membership checks ask which peers are connected)
     pub transport: Arc<crate::transport::Transport>,
     pub strict_reconfig_check: bool,
@@ -44,6 +46,10 @@ pub struct Server {
     pub watch_hub: Arc<WatchHub>,
     /// how often watches that asked for progress notifications get one (etcd: 10 minutes)
     pub watch_progress_interval: Duration,
+    /// the leases (the apply thread changes them; the lease task expires them)
+    pub lessor: Arc<crate::lease::Lessor>,
+    /// keep-alives and TTL queries answered on the leader
+    pub primary_leases: crate::lease::primary::PrimaryLeases,
 }
 
 impl Server {
@@ -72,6 +78,19 @@ impl Server {
         let rev = h.as_ref().map(|h| h.revision).unwrap_or(0);
         *h = Some(self.header(rev));
     }
+}
+
+/// The metadata key clientv3 sets to `true` for calls that need a leader.
+const REQUIRE_LEADER_KEY: &str = "hasleader";
+
+/// clientv3's WithRequireLeader (etcdctl always sets it on streams): refuse a stream while
+/// there is no leader, as etcd's stream interceptor does.
+pub fn refuse_without_leader<T>(server: &Server, req: &tonic::Request<T>) -> Result<(), tonic::Status> {
+    let require_leader = req.metadata().get(REQUIRE_LEADER_KEY).is_some_and(|v| v == "true");
+    if require_leader && server.cluster.leader() == 0 {
+        return Err(ketch_api::status::EtcdError::NoLeader.into());
+    }
+    Ok(())
 }
 
 /// Shared handle type used by the service wrappers.

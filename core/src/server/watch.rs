@@ -3,16 +3,12 @@
 
 use ketch_api::etcdserverpb::watch_server::Watch;
 use ketch_api::etcdserverpb::{WatchRequest, WatchResponse};
-use ketch_api::status::EtcdError;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::SharedServer;
 use crate::watch::stream::WatchStream;
-
-/// The metadata key clientv3 sets to `true` for calls that need a leader.
-const REQUIRE_LEADER_KEY: &str = "hasleader";
 
 pub struct WatchService {
     pub server: SharedServer,
@@ -30,15 +26,7 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        // clientv3's WithRequireLeader (etcdctl always sets it): refuse while there is no
-        // leader, as etcd's stream interceptor does
-        let require_leader = req
-            .metadata()
-            .get(REQUIRE_LEADER_KEY)
-            .is_some_and(|v| v == "true");
-        if require_leader && self.server.cluster.leader() == 0 {
-            return Err(EtcdError::NoLeader.into());
-        }
+        super::refuse_without_leader(&self.server, &req)?;
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(crate::watch::stream::OUT_QUEUE);
         tokio::spawn(WatchStream::serve(
