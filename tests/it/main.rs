@@ -10,6 +10,7 @@ mod http_endpoints;
 mod kv_del;
 mod kv_get;
 mod kv_put;
+mod lease;
 mod limits;
 mod membership;
 mod memory;
