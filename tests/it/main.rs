@@ -11,6 +11,7 @@ mod kv_del;
 mod kv_get;
 mod kv_put;
 mod lease;
+mod lock_election;
 mod limits;
 mod membership;
 mod memory;

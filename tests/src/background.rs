@@ -137,6 +137,16 @@ impl BackgroundCtl {
         self.finish(status.code())
     }
 
+    /// Sends etcdctl SIGINT, as Ctrl-C would (`lock` and `elect` then release what they hold).
+    pub fn interrupt(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid; no memory is touched.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGINT);
+            }
+        }
+    }
+
     /// Kills etcdctl and returns what it printed (`code` is `None`: killed by a signal).
     pub fn kill(mut self) -> CtlOutput {
         if let Some(mut c) = self.child.take() {

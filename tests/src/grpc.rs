@@ -10,15 +10,20 @@ use crate::server::Server;
 
 /// A KV client on `server`'s client URL; connecting is bounded, and so is every call (5 s).
 pub async fn kv_client(server: &Server) -> KvClient<Channel> {
+    KvClient::new(channel(server, Duration::from_secs(5)).await)
+}
+
+/// A channel to `server`'s client URL; connecting is bounded, and so is every call
+/// (`call_timeout`).
+pub async fn channel(server: &Server, call_timeout: Duration) -> Channel {
     let endpoint = Endpoint::from_shared(server.client_url())
         .expect("client url")
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5));
-    let channel = tokio::time::timeout(Duration::from_secs(10), endpoint.connect())
+        .timeout(call_timeout);
+    tokio::time::timeout(Duration::from_secs(10), endpoint.connect())
         .await
         .unwrap_or_else(|_| panic!("gRPC connect to {} timed out", server.client_url()))
-        .unwrap_or_else(|e| panic!("gRPC connect to {}: {e}", server.client_url()));
-    KvClient::new(channel)
+        .unwrap_or_else(|e| panic!("gRPC connect to {}: {e}", server.client_url()))
 }
 
 /// Runs a future to completion on a fresh current-thread runtime (for synchronous tests).

@@ -11,6 +11,8 @@ use std::time::Duration;
 use ketch_api::etcdserverpb::cluster_server::ClusterServer;
 use ketch_api::etcdserverpb::kv_server::KvServer;
 use ketch_api::etcdserverpb::lease_server::LeaseServer;
+use ketch_api::v3electionpb::election_server::ElectionServer;
+use ketch_api::v3lockpb::lock_server::LockServer;
 use ketch_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use ketch_api::etcdserverpb::watch_server::WatchServer;
 use ketch_gateway::health::{self, HealthSource};
@@ -25,7 +27,9 @@ use url::Url;
 
 use super::cluster::ClusterService;
 use super::kv::KvService;
+use super::election::ElectionService;
 use super::lease::LeaseService;
+use super::lock::LockService;
 use super::maintenance::MaintenanceService;
 use super::watch::WatchService;
 use super::{Server, SharedServer};
@@ -140,6 +144,11 @@ pub fn serve_clients(
             .add_service(MaintenanceServer::new(MaintenanceService(server.clone())).max_decoding_message_size(max_recv))
             .add_service(
                 LeaseServer::new(LeaseService { server: server.clone(), shutdown: shutdown.clone() })
+                    .max_decoding_message_size(max_recv),
+            )
+            .add_service(LockServer::new(LockService(server.clone())).max_decoding_message_size(max_recv))
+            .add_service(
+                ElectionServer::new(ElectionService { server: server.clone(), shutdown: shutdown.clone() })
                     .max_decoding_message_size(max_recv),
             )
             .add_service(

@@ -1,12 +1,15 @@
 //! The client-facing side of a member: etcd's v3 gRPC services (kv.rs, watch.rs, lease.rs,
-//! cluster.rs, maintenance.rs), the propose-and-wait path (propose.rs) and the listener that serves gRPC
+//! cluster.rs, maintenance.rs, lock.rs and election.rs over concurrency.rs), the propose-and-wait path (propose.rs) and the listener that serves gRPC
 //! and HTTP on each client URL (listen.rs). Every service holds an `Arc<Server>`.
 
 pub mod authority;
 pub mod cluster;
+pub mod concurrency;
+pub mod election;
 pub mod kv;
 pub mod lease;
 pub mod listen;
+pub mod lock;
 pub mod maintenance;
 pub mod propose;
 pub mod watch;
