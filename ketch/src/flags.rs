@@ -46,7 +46,7 @@ impl Section {
             Section::Auth => "Auth",
             Section::Monitoring => "Profiling and monitoring",
             Section::Logging => "Logging",
-            Section::Proxy => "v2 proxy (not available in ketch yet)",
+            Section::Proxy => "Proxy",
             Section::Experimental => "Experimental",
             Section::Unsafe => "Unsafe",
             Section::Deprecated => "Deprecated",
@@ -325,16 +325,18 @@ flag_table! {
     Proxy {
         proxy: ProxyMode = "proxy", "off", Y::Same, Binary,
             "Run as a v2 proxy: 'off', 'readonly' or 'on'.";
-        proxy_failure_wait: Uint = "proxy-failure-wait", "5000", Y::Same, Later,
+        proxy_failure_wait: Uint = "proxy-failure-wait", "5000", Y::Same, Binary,
             "Milliseconds a failed endpoint is left out.";
-        proxy_refresh_interval: Uint = "proxy-refresh-interval", "30000", Y::Same, Later,
+        proxy_refresh_interval: Uint = "proxy-refresh-interval", "30000", Y::Same, Binary,
             "Milliseconds between endpoint refreshes.";
-        proxy_dial_timeout: Uint = "proxy-dial-timeout", "1000", Y::Same, Later,
+        proxy_dial_timeout: Uint = "proxy-dial-timeout", "1000", Y::Same, Binary,
             "Milliseconds to wait for a connection; 0 waits forever.";
-        proxy_write_timeout: Uint = "proxy-write-timeout", "5000", Y::Same, Later,
+        proxy_write_timeout: Uint = "proxy-write-timeout", "5000", Y::Same, Binary,
             "Milliseconds to wait for a write; 0 waits forever.";
-        proxy_read_timeout: Uint = "proxy-read-timeout", "0", Y::Same, Later,
+        proxy_read_timeout: Uint = "proxy-read-timeout", "0", Y::Same, Binary,
             "Milliseconds to wait for a read; 0 waits forever.";
+        proxy_keep_endpoints_on_refresh_failure: Bool = "proxy-keep-endpoints-on-refresh-failure", "false", Y::Same, Binary,
+            "Keep the last member list when a refresh fails (etcd drops it until a refresh works).";
     }
     Experimental {
         experimental_initial_corrupt_check: Bool = "experimental-initial-corrupt-check", "false", Y::Same, Later,

@@ -15,6 +15,7 @@ mod kinds;
 mod load;
 mod logging;
 mod member_config;
+mod proxy_config;
 mod serve;
 mod startup;
 mod verify;
@@ -92,6 +93,9 @@ fn run(args: &[String], env: &[(String, String)]) -> u8 {
     };
     if kind == DataDirKind::Member {
         startup::already_initialized(&config.data_dir);
+    } else if kind == DataDirKind::Proxy || config.proxy != "off" {
+        // A data dir that holds a proxy starts the proxy whatever the flags say (etcd's rule).
+        return run_proxy(&config, cpus);
     } else if let Some(refusal) = refusal(&config, kind) {
         startup::fatal("etcdmain", &refusal);
         return 1;
@@ -127,23 +131,34 @@ fn run(args: &[String], env: &[(String, String)]) -> u8 {
     runtime.block_on(serve::serve(member, &config))
 }
 
+/// `--proxy on|readonly` (or a data dir holding a proxy): forward to the cluster's members.
+fn run_proxy(config: &flags::EtcdConfig, cpus: startup::Cpus) -> u8 {
+    let proxy = match proxy_config::proxy_config(config) {
+        Ok(p) => p,
+        Err(message) => {
+            startup::fatal("etcdmain", &message);
+            return 1;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus.max_set)
+        .thread_name("ketch-proxy")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            startup::fatal("etcdmain", &format!("cannot start the async runtime: {e}"));
+            return 1;
+        }
+    };
+    runtime.block_on(serve::serve_proxy(proxy))
+}
+
 /// Why this process cannot start as asked, for what ketch does not do yet. A data dir that
 /// already holds a member starts that member whatever the flags say, as etcd does, so this is
-/// asked only for an empty or proxy data dir.
-fn refusal(config: &flags::EtcdConfig, kind: DataDirKind) -> Option<String> {
-    if kind == DataDirKind::Proxy {
-        return Some(format!(
-            "data dir {} belongs to an etcd v2 proxy, and proxy mode is not available in ketch yet",
-            config.data_dir
-        ));
-    }
-    if config.proxy != "off" {
-        return Some(format!(
-            "--proxy={} is not available in ketch yet: the v2 proxy mode is planned but not built; \
-             start without --proxy (or with --proxy=off) to run a member",
-            config.proxy
-        ));
-    }
+/// asked only for an empty data dir without `--proxy`.
+fn refusal(config: &flags::EtcdConfig, _kind: DataDirKind) -> Option<String> {
     if !config.discovery.is_empty() || !config.discovery_srv.is_empty() {
         return Some(
             "bootstrapping through --discovery or --discovery-srv is not available in ketch yet; \
@@ -167,21 +182,12 @@ mod tests {
     }
 
     #[test]
-    fn proxy_and_discovery_are_refused_on_a_fresh_data_dir() {
-        let on = refusal(&config(&["--proxy=on"]), DataDirKind::Empty).unwrap();
-        assert!(
-            on.starts_with("--proxy=on is not available in ketch yet"),
-            "{on}"
-        );
-        assert!(refusal(&config(&["--proxy=readonly"]), DataDirKind::Empty)
-            .unwrap()
-            .contains("--proxy=readonly"));
+    fn discovery_is_refused_on_a_fresh_data_dir() {
         assert!(refusal(
             &config(&["--discovery=https://d.example/x"]),
             DataDirKind::Empty
         )
         .is_some());
-        assert!(refusal(&config(&[]), DataDirKind::Proxy).is_some());
         assert_eq!(refusal(&config(&[]), DataDirKind::Empty), None);
     }
 

@@ -67,6 +67,14 @@ pub async fn serve(config: MemberConfig, settings: &crate::flags::EtcdConfig) ->
     run_until_signal(started, Member::removed, Member::stop).await
 }
 
+/// Starts the proxy and serves until a signal; returns the exit status as [`serve`] does.
+pub async fn serve_proxy(config: ketch_proxy::ProxyConfig) -> u8 {
+    let started = async {
+        ketch_proxy::Proxy::start(config).await.map_err(|e| startup::fatal("etcdmain", &e.to_string()))
+    };
+    run_until_signal(started, |_| std::future::pending::<()>(), ketch_proxy::Proxy::stop).await
+}
+
 /// The life of a started service: `start`, readiness to systemd, the first SIGINT/SIGTERM (or
 /// `ended`: the cluster removed this member), `stop`. A second signal while stopping exits
 /// without waiting.

@@ -1,4 +1,135 @@
-//! ketch-proxy: the per-host proxy (`ketch --proxy on|readonly`). Not built yet: it is the
-//! subject of its own issue and depends on the cluster and watch work. The crate exists so the
-//! workspace has the shape the architecture map gives; `ketch --proxy on` refuses to start
-//! with a clear message until this lands.
+//! ketch-proxy: the per-host proxy (`ketch --proxy on|readonly`). Applications talk to it on
+//! localhost as to a member; it forwards gRPC ([`forward`]) and HTTP ([`http`]) on one port to
+//! the members the [`director`] knows, which it discovers from their peer URLs and refreshes.
+//! It knows only the wire API: no storage, no Raft.
+//!
+//! `Proxy::start(ProxyConfig)` learns the members (once, before serving), binds the client
+//! listeners and serves until [`Proxy::stop`].
+
+pub mod classify;
+pub mod config;
+pub mod director;
+pub mod forward;
+pub mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use config::{ProxyConfig, ProxyMode};
+use director::Director;
+use forward::Forwarder;
+use http::HttpForwarder;
+
+/// Why a proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    Config(String),
+    #[error("listen tcp {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running proxy.
+pub struct Proxy {
+    addrs: Vec<SocketAddr>,
+    director: Arc<Director>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// What each connection's requests are handed to.
+struct Routes {
+    grpc: Forwarder,
+    http: HttpForwarder,
+}
+
+impl Proxy {
+    pub async fn start(config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let director = Arc::new(Director::new(config.clone()).map_err(ProxyError::Config)?);
+        match director.refresh().await {
+            Ok(n) => info!(target: "proxy", "found {n} client endpoint(s) of the cluster"),
+            Err(e) => warn!(target: "proxy", "could not get the member list yet ({e}); retrying"),
+        }
+        let routes = Arc::new(Routes {
+            grpc: Forwarder { director: director.clone(), config: config.clone() },
+            http: HttpForwarder::new(director.clone(), config.clone()),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut addrs = Vec::new();
+        for addr in &config.listen {
+            let listener = TcpListener::bind(addr).await.map_err(|source| ProxyError::Listen { addr: *addr, source })?;
+            let local = listener.local_addr().unwrap_or(*addr);
+            info!(target: "etcdmain", "proxy: listening for client requests on http://{local}");
+            addrs.push(local);
+            tasks.spawn(serve(listener, routes.clone(), stop_rx.clone()));
+        }
+        tasks.spawn(director.clone().run(stop_rx));
+        Ok(Proxy { addrs, director, stop, tasks })
+    }
+
+    /// The bound client addresses (useful with port 0).
+    pub fn client_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Client URLs of the members in use, and whether each is available.
+    pub fn endpoints(&self) -> Vec<(String, bool)> {
+        self.director.endpoints()
+    }
+
+    /// Stops accepting, ends every connection (streams included) and the refresh loop.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Accepts connections until `stop`; each is served over HTTP/1 or HTTP/2 as the client
+/// speaks, gRPC to the gRPC forwarder and everything else to the HTTP one.
+async fn serve(listener: TcpListener, routes: Arc<Routes>, mut stop: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, _) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(target: "proxy", "accept error: {e}");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let routes = routes.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req: ::http::Request<Incoming>| {
+                let routes = routes.clone();
+                async move {
+                    let grpc = req
+                        .headers()
+                        .get(::http::header::CONTENT_TYPE)
+                        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                    let resp = if grpc { routes.grpc.grpc(req).await } else { routes.http.handle(req).await };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(target: "proxy", "client connection ended: {e}");
+            }
+        });
+        // reap finished connections as we go
+        while connections.try_join_next().is_some() {}
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
