@@ -25,8 +25,8 @@ use crate::config::ProxyConfig;
 const VIRTUAL_NODES: u32 = 64;
 /// How long one refresh may take (etcd: a 10 s client timeout).
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
-/// The refresh interval while no member is known, when the configured one is the default or
-/// longer (etcd's director does the same).
+/// The refresh interval while no member is known (etcd's director does the same when its
+/// interval is the default or longer) or while a member has not published its client URLs.
 const EMPTY_RETRY: Duration = Duration::from_secs(1);
 
 /// One member as a backend.
@@ -79,6 +79,9 @@ struct ClusterFile {
 
 pub struct Director {
     backends: RwLock<Backends>,
+    /// Some member had no client URL yet at the last refresh (it has not published them
+    /// through the log): refresh again soon rather than a whole interval later.
+    incomplete: std::sync::atomic::AtomicBool,
     /// The peer URLs to refresh from (the latest member list's, else the initial ones).
     peer_urls: Mutex<Vec<String>>,
     config: ProxyConfig,
@@ -106,6 +109,7 @@ impl Director {
         }
         Ok(Director {
             backends: RwLock::new(Backends::default()),
+            incomplete: std::sync::atomic::AtomicBool::new(false),
             peer_urls: Mutex::new(peer_urls),
             config,
         })
@@ -160,7 +164,8 @@ impl Director {
     pub async fn refresh(&self) -> Result<usize, String> {
         let peers = self.peer_urls.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match tokio::time::timeout(REFRESH_TIMEOUT, fetch_members(&peers, self.config.dial_timeout)).await {
-            Ok(Ok((client_urls, peer_urls))) => {
+            Ok(Ok(Members { client_urls, peer_urls, unpublished })) => {
+                self.incomplete.store(unpublished, std::sync::atomic::Ordering::Relaxed);
                 self.set_backends(&client_urls);
                 if !peer_urls.is_empty() {
                     if let Err(e) = persist(&self.config.cluster_file(), &peer_urls) {
@@ -220,8 +225,9 @@ impl Director {
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             let empty = self.backends.read().unwrap_or_else(|e| e.into_inner()).by_url.is_empty();
+            let incomplete = self.incomplete.load(std::sync::atomic::Ordering::Relaxed);
             let mut wait = self.config.refresh_interval;
-            if empty && wait >= Duration::from_secs(30) {
+            if (empty || incomplete) && wait >= EMPTY_RETRY {
                 wait = EMPTY_RETRY;
             }
             tokio::select! {
@@ -235,8 +241,16 @@ impl Director {
     }
 }
 
+/// What a member list tells the proxy.
+struct Members {
+    client_urls: Vec<String>,
+    peer_urls: Vec<String>,
+    /// some member has no client URL yet
+    unpublished: bool,
+}
+
 /// The members' client URLs and peer URLs, from the first peer URL that answers.
-async fn fetch_members(peer_urls: &[String], dial_timeout: Duration) -> Result<(Vec<String>, Vec<String>), String> {
+async fn fetch_members(peer_urls: &[String], dial_timeout: Duration) -> Result<Members, String> {
     let mut errors = Vec::new();
     for url in peer_urls {
         let endpoint = match Endpoint::from_shared(url.clone()) {
@@ -263,7 +277,8 @@ async fn fetch_members(peer_urls: &[String], dial_timeout: Duration) -> Result<(
                 let mut peer_urls: Vec<String> = members.iter().flat_map(|m| m.peer_urls.iter().cloned()).collect();
                 peer_urls.sort();
                 peer_urls.dedup();
-                return Ok((client_urls, peer_urls));
+                let unpublished = members.iter().any(|m| m.client_urls.is_empty());
+                return Ok(Members { client_urls, peer_urls, unpublished });
             }
             Err(e) => errors.push(format!("{url}: {}", e.message())),
         }

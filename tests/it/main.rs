@@ -16,6 +16,7 @@ mod limits;
 mod membership;
 mod memory;
 mod output_formats;
+mod proxy;
 mod txn;
 mod txn_grpc;
 mod wal_repair;

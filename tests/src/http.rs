@@ -38,12 +38,28 @@ impl HttpResponse {
 
 /// `GET path` from `addr`, the whole exchange bounded by `timeout`.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<HttpResponse, String> {
+    http_request(addr, "GET", path, "", timeout)
+}
+
+/// `method path` with `body` to `addr`, the whole exchange bounded by `timeout`.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
     let deadline = Instant::now() + timeout;
     let mut stream =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    let length = if body.is_empty() && method == "GET" {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ketch-tests\r\nAccept: */*\r\n\
-         Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ketch-tests\r\nAccept: */*\r\n\
+         {length}Connection: close\r\n\r\n{body}"
     );
     stream
         .set_write_timeout(Some(timeout))

@@ -24,6 +24,7 @@ pub mod etcdctl;
 pub mod grpc;
 pub mod http;
 pub mod normalize;
+pub mod proxy;
 pub mod relay;
 pub mod server;
 
@@ -32,5 +33,5 @@ pub use bins::{ketch_is_substituted, Kind};
 pub use cluster::Cluster;
 pub use compare::{compare, compare_scenario, ctl, run_script, Comparison, Step};
 pub use etcdctl::{txn_input, CtlOutput, Etcdctl};
-pub use http::{http_get, HttpResponse};
+pub use http::{http_get, http_request, HttpResponse};
 pub use server::{Server, ServerBuilder};

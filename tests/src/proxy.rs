@@ -1,0 +1,123 @@
+//! A `ketch --proxy on|readonly` process on a free loopback port, in front of a cluster.
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::bins::ketch_bin;
+use crate::etcdctl::Etcdctl;
+use crate::http::http_get;
+use crate::server::two_free_ports;
+
+/// A running proxy; killed when dropped.
+pub struct ProxyProcess {
+    dir: tempfile::TempDir,
+    port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl ProxyProcess {
+    /// Starts a proxy with `args` (the mode and whatever else the test needs; the data dir and
+    /// listen URL are added) and waits until `/health` answers through it.
+    pub fn start(args: &[&str]) -> ProxyProcess {
+        let dir = tempfile::Builder::new().prefix("ketch-tests-proxy-").tempdir().expect("temp dir");
+        let (port, _) = two_free_ports();
+        let mut p = ProxyProcess {
+            dir,
+            port,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        p.spawn();
+        p.wait_ready();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("proxy log");
+        let mut cmd = Command::new(ketch_bin());
+        cmd.arg(format!("--data-dir={}", self.data_dir().display()))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{}", self.port))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ETCD") {
+                cmd.env_remove(k);
+            }
+        }
+        self.child = Some(cmd.spawn().expect("spawn the proxy"));
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the proxy exited ({status}):\n{}", self.log());
+            }
+            if let Ok(r) = http_get(self.addr(), "/health", Duration::from_secs(1)) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "the proxy did not become ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Restarts the proxy with `args` instead of the ones it was started with (same data dir
+    /// and port).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.kill();
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self.spawn();
+        self.wait_ready();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn etcdctl(&self) -> Etcdctl {
+        Etcdctl::new(&self.endpoint())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("proxy.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The client URLs the proxy currently forwards to (`GET /v2/config/local/proxy`).
+    pub fn endpoints(&self) -> Vec<String> {
+        let r = http_get(self.addr(), "/v2/config/local/proxy", Duration::from_secs(2)).expect("endpoints");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("endpoints JSON");
+        v["endpoints"].as_array().map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
