@@ -5,6 +5,7 @@
 pub mod range_response;
 pub mod status;
 pub mod validate;
+pub mod watch;
 
 #[allow(clippy::all, missing_docs)]
 pub mod mvccpb {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use ketch_api::etcdserverpb::watch_create_request::FilterType;
 use ketch_api::etcdserverpb::watch_request::RequestUnion;
 use ketch_api::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
-use prost::Message as _;
+use ketch_api::watch::{fragments, DUPLICATE_ID, EMPTY_RANGE, INVALID_WATCH_ID};
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
@@ -34,14 +34,8 @@ pub const STREAM_QUEUE: usize = 1024;
 pub const STREAM_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Responses waiting for the gRPC layer.
 pub const OUT_QUEUE: usize = 16;
-/// The watch id etcd answers with when a create fails.
-const INVALID_WATCH_ID: i64 = -1;
 /// etcd's shortest progress interval (`minWatchProgressInterval`).
 pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
-/// etcd's errors for a create it refuses (mvcc's `ErrEmptyWatcherRange`,
-/// `ErrWatcherDuplicateID`), sent as the cancel reason.
-const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
-const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 
 pub type ResponseSender = mpsc::Sender<Result<WatchResponse, Status>>;
 
@@ -300,81 +294,9 @@ fn progress_period(configured: Duration) -> Duration {
     base + jitter
 }
 
-/// etcd's `sendFragments`: a response at or above `max_bytes` with more than one event is split
-/// into responses of as many events as fit (at least one each); all but the last have
-/// `fragment` set.
-pub fn fragments(resp: WatchResponse, max_bytes: usize) -> Vec<WatchResponse> {
-    if resp.encoded_len() < max_bytes || resp.events.len() < 2 {
-        return vec![resp];
-    }
-    let mut template = resp.clone();
-    template.events = Vec::new();
-    template.fragment = true;
-    let mut out = Vec::new();
-    let mut cur = template.clone();
-    for ev in resp.events {
-        cur.events.push(ev);
-        if cur.events.len() > 1 && cur.encoded_len() >= max_bytes {
-            let ev = cur.events.pop().expect("just pushed");
-            out.push(std::mem::replace(&mut cur, template.clone()));
-            cur.events.push(ev);
-        }
-    }
-    cur.fragment = false;
-    out.push(cur);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ketch_api::mvccpb::{Event, KeyValue};
-
-    fn ev(i: usize, size: usize) -> Event {
-        Event {
-            kv: Some(KeyValue {
-                key: format!("k{i}").into(),
-                value: vec![b'x'; size].into(),
-                mod_revision: 2,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn small_responses_and_single_events_are_not_fragmented() {
-        let r = WatchResponse {
-            watch_id: 3,
-            events: vec![ev(0, 10), ev(1, 10)],
-            ..Default::default()
-        };
-        assert_eq!(fragments(r.clone(), 1000), vec![r]);
-        let big = WatchResponse {
-            events: vec![ev(0, 5000)],
-            ..Default::default()
-        };
-        assert_eq!(fragments(big.clone(), 1000), vec![big]);
-    }
-
-    #[test]
-    fn large_responses_split_in_order_with_the_last_unmarked() {
-        let events: Vec<Event> = (0..10).map(|i| ev(i, 300)).collect();
-        let r = WatchResponse {
-            watch_id: 7,
-            events: events.clone(),
-            ..Default::default()
-        };
-        let parts = fragments(r, 1000);
-        assert!(parts.len() >= 4, "{} parts", parts.len());
-        for p in &parts[..parts.len() - 1] {
-            assert!(p.fragment && p.watch_id == 7 && !p.events.is_empty());
-            assert!(p.encoded_len() < 1000 || p.events.len() == 1);
-        }
-        assert!(!parts.last().unwrap().fragment);
-        let joined: Vec<Event> = parts.into_iter().flat_map(|p| p.events).collect();
-        assert_eq!(joined, events);
-    }
 
     #[test]
     fn progress_period_has_a_floor_and_bounded_jitter() {
