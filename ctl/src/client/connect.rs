@@ -1,20 +1,23 @@
 //! Connections to etcd endpoints, with grpc-go's wait-for-ready behaviour as clientv3 uses it:
 //! a call waits (until its deadline) for any endpoint of the connection to accept, reconnect
 //! attempts back off from one second, and when the deadline passes the call fails with the
-//! error grpc-go would report (`latest balancer error: ...`).
+//! error grpc-go would report (`latest balancer error: ...`). As in grpc-go, a connection
+//! counts as working once the server's HTTP/2 preface has arrived: losing it later is no
+//! failed attempt, and the next call reconnects at once.
 //!
 //! Dialing is ours (TCP, unix sockets, rustls) so that errors read like Go's and etcdctl's
 //! TLS options can all be expressed; tonic runs HTTP/2 and gRPC over the stream we hand it.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::TlsConnector;
@@ -95,11 +98,12 @@ impl DialTarget {
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-type BoxedIo = TokioIo<Pin<Box<dyn Io>>>;
+type Stream = Pin<Box<dyn Io>>;
+type BoxedIo = TokioIo<PrefaceWatch<Stream>>;
 
 /// Open the byte stream to a target; errors are grpc-go's transport descriptions.
-async fn dial(target: &DialTarget) -> Result<BoxedIo, String> {
-    let stream: Pin<Box<dyn Io>> = match target.transport {
+async fn dial(target: &DialTarget) -> Result<Stream, String> {
+    let stream: Stream = match target.transport {
         Transport::Tcp => {
             let addrs = match tokio::net::lookup_host(target.host.as_str()).await {
                 Ok(a) => a.collect::<Vec<_>>(),
@@ -158,7 +162,7 @@ async fn dial(target: &DialTarget) -> Result<BoxedIo, String> {
         }
     };
     match &target.tls {
-        None => Ok(TokioIo::new(stream)),
+        None => Ok(stream),
         Some((config, name)) => {
             let tls = TlsConnector::from(config.clone())
                 .connect(name.clone(), stream)
@@ -169,8 +173,93 @@ async fn dial(target: &DialTarget) -> Result<BoxedIo, String> {
                         handshake_error(&e)
                     )
                 })?;
-            Ok(TokioIo::new(Box::pin(tls)))
+            Ok(Box::pin(tls))
         }
+    }
+}
+
+/// The server's side of a stream, watched for its HTTP/2 preface (a SETTINGS frame on stream
+/// 0), which grpc-go waits for before it calls a connection READY. A server that refuses our
+/// TLS certificate or does not speak HTTP/2 never sends one.
+struct PrefaceWatch<T> {
+    inner: T,
+    /// The first frame header as far as it has arrived.
+    head: Vec<u8>,
+    spoke: Arc<AtomicBool>,
+}
+
+/// The length of an HTTP/2 frame header.
+const FRAME_HEADER: usize = 9;
+
+impl<T> PrefaceWatch<T> {
+    fn new(inner: T, spoke: Arc<AtomicBool>) -> Self {
+        PrefaceWatch {
+            inner,
+            head: Vec::with_capacity(FRAME_HEADER),
+            spoke,
+        }
+    }
+
+    fn watch(&mut self, read: &[u8]) {
+        if self.head.len() >= FRAME_HEADER {
+            return;
+        }
+        let take = read.len().min(FRAME_HEADER - self.head.len());
+        self.head.extend_from_slice(&read[..take]);
+        if self.head.len() == FRAME_HEADER {
+            let settings = self.head[3] == 0x4;
+            let stream =
+                u32::from_be_bytes([self.head[5], self.head[6], self.head[7], self.head[8]]);
+            if settings && stream & 0x7fff_ffff == 0 {
+                self.spoke.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for PrefaceWatch<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            this.watch(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for PrefaceWatch<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -216,7 +305,9 @@ fn handshake_error(e: &std::io::Error) -> String {
 #[derive(Clone)]
 struct Dialer {
     target: Arc<DialTarget>,
-    first: Arc<Mutex<Option<BoxedIo>>>,
+    first: Arc<Mutex<Option<Stream>>>,
+    /// Set when a server preface arrives on any of the streams.
+    spoke: Arc<AtomicBool>,
 }
 
 impl tower::Service<http::Uri> for Dialer {
@@ -231,11 +322,13 @@ impl tower::Service<http::Uri> for Dialer {
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         let first = self.first.lock().ok().and_then(|mut f| f.take());
         let target = self.target.clone();
+        let spoke = self.spoke.clone();
         Box::pin(async move {
-            match first {
-                Some(io) => Ok(io),
-                None => dial(&target).await.map_err(std::io::Error::other),
-            }
+            let stream = match first {
+                Some(stream) => stream,
+                None => dial(&target).await.map_err(std::io::Error::other)?,
+            };
+            Ok(TokioIo::new(PrefaceWatch::new(stream, spoke)))
         })
     }
 }
@@ -247,8 +340,8 @@ pub struct Keepalive {
     pub timeout: Duration,
 }
 
-async fn open_channel(target: &Arc<DialTarget>, keepalive: Keepalive) -> Result<Channel, String> {
-    let io = dial(target).await?;
+async fn open_channel(target: &Arc<DialTarget>, keepalive: Keepalive) -> Result<Ready, String> {
+    let stream = dial(target).await?;
     let authority = match target.transport {
         Transport::Tcp => target.host.clone(),
         _ => "localhost".to_string(),
@@ -263,14 +356,17 @@ async fn open_channel(target: &Arc<DialTarget>, keepalive: Keepalive) -> Result<
             .keep_alive_timeout(keepalive.timeout)
             .keep_alive_while_idle(false);
     }
+    let working = Arc::new(AtomicBool::new(false));
     let dialer = Dialer {
         target: target.clone(),
-        first: Arc::new(Mutex::new(Some(io))),
+        first: Arc::new(Mutex::new(Some(stream))),
+        spoke: working.clone(),
     };
-    endpoint
+    let channel = endpoint
         .connect_with_connector(dialer)
         .await
-        .map_err(|e| format!("transport: {e}"))
+        .map_err(|e| format!("transport: {e}"))?;
+    Ok(Ready { channel, working })
 }
 
 /// Why no connection was ready before the deadline, worded as grpc-go's picker error.
@@ -293,10 +389,7 @@ impl NotReady {
 /// What a connection has learnt about its current channel.
 #[derive(Default)]
 struct ConnState {
-    channel: Option<Channel>,
-    /// A call has succeeded on the channel: later transport errors are real failures, not a
-    /// connection that never worked.
-    proven: bool,
+    channel: Option<Ready>,
     /// Dial or handshake failures since the last working channel, for backoff.
     failures: u32,
     /// The latest such failure, as grpc-go's picker would describe it.
@@ -313,11 +406,18 @@ enum Failure {
 }
 
 /// A channel ready for a call.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Ready {
     pub channel: Channel,
-    /// A call already succeeded on it.
-    pub proven: bool,
+    /// The server has spoken HTTP/2 on the connection (grpc-go's READY): a transport error
+    /// on it is a lost connection, not a connection that never worked.
+    working: Arc<AtomicBool>,
+}
+
+impl Ready {
+    pub fn working(&self) -> bool {
+        self.working.load(Ordering::Acquire)
+    }
 }
 
 /// One client connection over one or more endpoints (clientv3's `grpc.ClientConn`).
@@ -348,34 +448,28 @@ impl Conn {
         }
     }
 
-    /// A call succeeded: the channel works.
-    pub async fn mark_proven(&self) {
-        let mut state = self.state.lock().await;
-        state.proven = true;
-        state.failures = 0;
-    }
-
     /// The channel failed underneath a call (a refused TLS client certificate, a peer that
-    /// does not speak HTTP/2, a dropped connection): dial again on the next call, after a pause
-    /// if it had never worked.
-    pub async fn mark_broken(&self) {
+    /// does not speak HTTP/2, a dropped connection): dial again on the next call. Only a
+    /// connection that never worked counts as a failed attempt, with a pause before the next;
+    /// grpc-go resets its backoff once a connection is READY and reconnects at once when it
+    /// closes, so a healthy server whose connection broke is not waited out.
+    pub async fn mark_broken(&self, broken: &Ready) {
         let mut state = self.state.lock().await;
-        if !state.proven {
-            state.failures += 1;
-        }
         state.channel = None;
-        state.proven = false;
-        state.last_error = Some(Failure::Closed);
+        if broken.working() {
+            state.failures = 0;
+            state.last_error = None;
+        } else {
+            state.failures += 1;
+            state.last_error = Some(Failure::Closed);
+        }
     }
 
     /// A ready channel to some endpoint, connecting (and retrying) until `deadline`.
     pub async fn ready(&self, deadline: Option<Instant>) -> Result<Ready, NotReady> {
         let mut state = self.state.lock().await;
-        if let Some(ch) = state.channel.as_ref() {
-            return Ok(Ready {
-                channel: ch.clone(),
-                proven: state.proven,
-            });
+        if let Some(ready) = state.channel.as_ref() {
+            return Ok(ready.clone());
         }
         let last_error: Arc<Mutex<Option<Failure>>> =
             Arc::new(Mutex::new(state.last_error.clone()));
@@ -397,7 +491,7 @@ impl Conn {
                 let mut failures = 0;
                 loop {
                     match open_channel(&target, keepalive).await {
-                        Ok(ch) => return ch,
+                        Ok(ready) => return ready,
                         Err(e) => {
                             if let Ok(mut l) = last_error.lock() {
                                 *l = Some(Failure::Dial(e));
@@ -412,7 +506,7 @@ impl Conn {
         let first = async {
             loop {
                 match attempts.join_next().await {
-                    Some(Ok(ch)) => return Some(ch),
+                    Some(Ok(ready)) => return Some(ready),
                     Some(Err(_)) => continue,
                     None => return None,
                 }
@@ -424,13 +518,9 @@ impl Conn {
         };
         attempts.abort_all();
         match outcome {
-            Some(ch) => {
-                state.channel = Some(ch.clone());
-                state.proven = false;
-                Ok(Ready {
-                    channel: ch,
-                    proven: false,
-                })
+            Some(ready) => {
+                state.channel = Some(ready.clone());
+                Ok(ready)
             }
             None => Err(self.not_ready(last_error.lock().ok().and_then(|l| l.clone()))),
         }
@@ -481,6 +571,99 @@ mod tests {
         assert_eq!(
             parse_endpoint("unix:///tmp/etcd.sock"),
             (true, "/tmp/etcd.sock".into(), "unix".into())
+        );
+    }
+
+    #[test]
+    fn server_preface_is_a_settings_frame() {
+        let watched = |pieces: &[&[u8]]| {
+            let spoke = Arc::new(AtomicBool::new(false));
+            let mut w = PrefaceWatch::new((), spoke.clone());
+            for p in pieces {
+                w.watch(p);
+            }
+            spoke.load(Ordering::Acquire)
+        };
+        // An empty SETTINGS frame, arriving in pieces, then more frames.
+        assert!(watched(&[
+            &[0, 0],
+            &[0, 4, 0, 0, 0],
+            &[0, 0, 0, 0, 0, 4, 1]
+        ]));
+        assert!(!watched(&[&[0, 0, 0, 4, 0, 0, 0, 0]]));
+        // A plaintext HTTP/1 answer, a TLS alert, a SETTINGS frame on a stream.
+        assert!(!watched(&[b"HTTP/1.0 400 Bad Request\r\n"]));
+        assert!(!watched(&[&[0x15, 3, 3, 0, 2, 2, 116, 0, 0]]));
+        assert!(!watched(&[&[0, 0, 0, 4, 0, 0, 0, 0, 1]]));
+    }
+
+    /// A loopback server that accepts connections and holds them open, sending an empty
+    /// SETTINGS frame first if `preface`.
+    async fn holding_server(preface: bool) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if preface {
+                        let _ = s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                    }
+                    let mut buf = [0u8; 4096];
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn lost_connection_backs_off_only_if_it_never_worked() {
+        let keepalive = Keepalive {
+            time: Duration::ZERO,
+            timeout: Duration::ZERO,
+        };
+        let conn_to = |addr: std::net::SocketAddr| {
+            let target =
+                DialTarget::new(&addr.to_string(), None, || Err("unused".into()), "").unwrap();
+            Conn::new(
+                vec![target],
+                format!("passthrough:///{addr}"),
+                false,
+                keepalive,
+            )
+        };
+
+        // The server spoke HTTP/2: like grpc-go after READY, reconnect at once.
+        let conn = conn_to(holding_server(true).await);
+        let ready = conn.ready(None).await.unwrap();
+        let spoken = Instant::now() + Duration::from_secs(5);
+        while !ready.working() && Instant::now() < spoken {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(ready.working());
+        conn.mark_broken(&ready).await;
+        let start = Instant::now();
+        let again = conn
+            .ready(Some(start + Duration::from_millis(500)))
+            .await
+            .unwrap();
+        assert!(start.elapsed() < Duration::from_millis(500));
+        assert!(!Arc::ptr_eq(&again.working, &ready.working));
+
+        // It never did (a refused certificate, not HTTP/2): a failed attempt, backed off.
+        let conn = conn_to(holding_server(false).await);
+        let ready = conn.ready(None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!ready.working());
+        conn.mark_broken(&ready).await;
+        let err = conn
+            .ready(Some(Instant::now() + Duration::from_millis(300)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.status_text(),
+            "rpc error: code = DeadlineExceeded desc = latest balancer error: connection closed"
         );
     }
 

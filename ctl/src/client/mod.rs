@@ -235,20 +235,18 @@ impl Client {
                 request.set_timeout(d.saturating_duration_since(Instant::now()));
             }
             let outcome = match deadline {
-                Some(d) => tokio::time::timeout_at(d, call(ready.channel, request))
+                Some(d) => tokio::time::timeout_at(d, call(ready.channel.clone(), request))
                     .await
                     .ok(),
-                None => Some(call(ready.channel, request).await),
+                None => Some(call(ready.channel.clone(), request).await),
             };
             let mut status = match outcome {
-                Some(Ok(resp)) => {
-                    if !ready.proven {
-                        conn.mark_proven().await;
-                    }
-                    return Ok(resp.into_inner());
-                }
-                Some(Err(status)) => status,
-                None => {
+                Some(Ok(resp)) => return Ok(resp.into_inner()),
+                // tonic enforces the `grpc-timeout` we send as well, and its timer can fire in the
+                // same tick as ours: the call ran out of time either way, which grpc-go reports
+                // as the context's deadline. The connection is not to blame.
+                Some(Err(status)) if !timed_out(&status) => status,
+                _ => {
                     let text = errors::grpc_error_text(
                         Code::DeadlineExceeded,
                         "context deadline exceeded",
@@ -260,11 +258,12 @@ impl Client {
             // A status with a source is our own transport failing, not an answer from the
             // server.
             if std::error::Error::source(&status).is_some() {
-                conn.mark_broken().await;
-                if !ready.proven {
-                    // The connection never carried a call (the server refused our TLS
-                    // certificate, or does not speak gRPC): like grpc-go, keep waiting for a
-                    // working one until the deadline, without reporting an attempt.
+                conn.mark_broken(&ready).await;
+                if !ready.working() {
+                    // The server never spoke HTTP/2 on the connection (it refused our TLS
+                    // certificate, or does not speak gRPC): grpc-go never saw it READY, so it
+                    // keeps waiting for a working one until the deadline, without reporting
+                    // an attempt.
                     continue;
                 }
                 status = Status::unavailable("transport is closing");
@@ -460,6 +459,18 @@ fn dial_target(ep: &str, tls: &TlsSetup) -> Result<DialTarget, String> {
     )
 }
 
+/// Whether a call failed because tonic's own timer for its `grpc-timeout` ran out.
+fn timed_out(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// clientv3's `isSafeRetry`.
 fn safe_to_retry(err: &RpcError, retry: Retry) -> bool {
     match retry {
@@ -486,4 +497,65 @@ fn clock_fraction() -> f64 {
         .map(|t| t.subsec_nanos())
         .unwrap_or(0);
     (nanos % 1000) as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tonic_timeouts_are_told_from_transport_errors() {
+        assert!(timed_out(&Status::from_error(Box::new(
+            tonic::TimeoutExpired(())
+        ))));
+        assert!(!timed_out(&Status::from_error(Box::new(
+            std::io::Error::other("connection reset")
+        ))));
+        assert!(!timed_out(&Status::deadline_exceeded(
+            "context deadline exceeded"
+        )));
+    }
+
+    #[tokio::test]
+    async fn a_call_out_of_time_keeps_its_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A server that speaks HTTP/2 (an empty SETTINGS frame) and never answers a call.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                    let mut buf = [0u8; 4096];
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let settings = ClientSettings {
+            endpoints: vec![addr.to_string()],
+            dial_timeout: Duration::from_secs(2),
+            keepalive: Keepalive {
+                time: Duration::ZERO,
+                timeout: Duration::ZERO,
+            },
+            secure: tls::SecureSettings {
+                insecure_transport: true,
+                ..Default::default()
+            },
+            credentials: None,
+        };
+        let client = Client::new(settings).await.unwrap();
+        for _ in 0..3 {
+            let err = client
+                .range(
+                    RangeRequest::default(),
+                    deadline_after(Duration::from_millis(100)),
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(err, RpcError::DeadlineExceeded), "{err:?}");
+            // Still connected: the next call need not wait for a reconnect.
+            assert!(client.main.ready(Some(Instant::now())).await.is_ok());
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! What may differ between two runs of the same command, and so is masked before comparing:
 //! log timestamps, clientv3's random resolver-group id, measured durations, Go stack traces
-//! (addresses and line numbers) and grpc-go's own `--debug` logging.
+//! (addresses and line numbers) and grpc-go's own `--debug` logging; and, for steps that race
+//! a failing connection against a short deadline, which of its two wordings grpc-go chose.
 
 use regex::bytes::Regex;
 
@@ -18,6 +19,7 @@ pub struct Normalizer {
     table_fill: Regex,
     db_size: Regex,
     db_size_human: Regex,
+    balancer_deadline: Regex,
 }
 
 /// A Go duration as `time.Duration.String()` writes it.
@@ -40,6 +42,10 @@ impl Normalizer {
             table_fill: re(r"[- ]+"),
             db_size: re(r#"("dbSize"|"dbSizeInUse"|"DBSize") ?: ?[0-9]+"#),
             db_size_human: re(r"\b[0-9]+(?:\.[0-9])? (?:B|kB|MB|GB)\b"),
+            // To the end of the JSON string (clientv3's retry warning) it is quoted in.
+            balancer_deadline: re(
+                r#"code = DeadlineExceeded desc = latest balancer error: (?:[^"\\]|\\.)*"#,
+            ),
         }
     }
 
@@ -89,6 +95,30 @@ impl Normalizer {
         }
         (out, err, o.code)
     }
+
+    /// Whether two (normalised) outputs are the same but for how grpc-go worded a deadline
+    /// that passed while connecting: line by line, one side may read `context deadline
+    /// exceeded` where the other gives the balancer's latest error. Two balancer errors must
+    /// still agree.
+    pub fn same_but_deadline_wording(&self, want: &[u8], got: &[u8]) -> bool {
+        let plain = |line: &[u8]| {
+            self.balancer_deadline
+                .replace_all(
+                    line,
+                    &b"code = DeadlineExceeded desc = context deadline exceeded"[..],
+                )
+                .into_owned()
+        };
+        let (want, got): (Vec<&[u8]>, Vec<&[u8]>) = (
+            want.split(|b| *b == b'\n').collect(),
+            got.split(|b| *b == b'\n').collect(),
+        );
+        want.len() == got.len()
+            && want
+                .iter()
+                .zip(&got)
+                .all(|(w, g)| w == g || plain(w) == *g || *w == plain(g))
+    }
 }
 
 /// Keep a Go panic's first lines, drop the goroutine's frames.
@@ -102,4 +132,23 @@ fn cut_stack_trace(err: &[u8]) -> Vec<u8> {
         }
     }
     err.to_vec()
+}
+
+#[test]
+fn deadline_wordings_match_either_way() {
+    let norm = Normalizer::new();
+    let warn = |desc: &str| {
+        format!(
+            "{{\"level\":\"warn\",\"attempt\":0,\"error\":\"rpc error: code = DeadlineExceeded desc = {desc}\"}}\nError: context deadline exceeded\n"
+        )
+        .into_bytes()
+    };
+    let deadline = warn("context deadline exceeded");
+    let all_failed = warn("latest balancer error: all SubConns are in TransientFailure");
+    let refused = warn("latest balancer error: connection error: desc = \\\"transport: Error while dialing dial tcp 127.0.0.1:1: connect: connection refused\\\"");
+    assert!(norm.same_but_deadline_wording(&deadline, &all_failed));
+    assert!(norm.same_but_deadline_wording(&refused, &deadline));
+    assert!(norm.same_but_deadline_wording(&refused, &refused));
+    assert!(!norm.same_but_deadline_wording(&refused, &all_failed));
+    assert!(!norm.same_but_deadline_wording(&deadline, &warn("context canceled")));
 }
