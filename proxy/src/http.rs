@@ -2,7 +2,8 @@
 //! /metrics, the v3 JSON gateway, the v2 keys API), with etcd's v2 proxy answers: a read-only
 //! proxy answers 501 with an empty body to anything but GET; no member known gives 503, every
 //! member failing gives 502, both with etcd's JSON `message`. `GET /v2/config/local/proxy`
-//! lists the endpoints in use, as etcd's proxy does.
+//! lists the endpoints in use, as etcd's proxy does; `GET /ketch/proxy/stats` gives the
+//! proxy's own counts (client and upstream watches).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,10 @@ use tracing::debug;
 
 use crate::config::{ProxyConfig, ProxyMode};
 use crate::director::Director;
+use crate::watch::WatchProxy;
+
+/// The proxy's own counters, answered here and never forwarded.
+pub const STATS_PATH: &str = "/ketch/proxy/stats";
 
 /// Headers that belong to one connection, not to the request (etcd's list).
 const HOP_BY_HOP: [&str; 9] = [
@@ -35,23 +40,27 @@ const HOP_BY_HOP: [&str; 9] = [
 pub struct HttpForwarder {
     director: Arc<Director>,
     config: ProxyConfig,
+    watch: Arc<WatchProxy>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl HttpForwarder {
-    pub fn new(director: Arc<Director>, config: ProxyConfig) -> Self {
+    pub fn new(director: Arc<Director>, config: ProxyConfig, watch: Arc<WatchProxy>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         if !config.dial_timeout.is_zero() {
             connector.set_connect_timeout(Some(config.dial_timeout));
         }
         let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build(connector);
-        HttpForwarder { director, config, client }
+        HttpForwarder { director, config, watch, client }
     }
 
     pub async fn handle(&self, req: http::Request<Incoming>) -> http::Response<Body> {
         if req.uri().path() == "/v2/config/local/proxy" {
             return self.local_endpoints(req.method());
+        }
+        if req.uri().path() == STATS_PATH {
+            return self.stats();
         }
         if self.config.mode == ProxyMode::Readonly && req.method() != http::Method::GET {
             return status_only(http::StatusCode::NOT_IMPLEMENTED);
@@ -110,6 +119,18 @@ impl HttpForwarder {
         json_error(
             http::StatusCode::BAD_GATEWAY,
             &format!("httpproxy: unable to get response from {tried} endpoint(s)"),
+        )
+    }
+
+    /// The proxy's own counts: watchers of clients and the upstream watches serving them.
+    fn stats(&self) -> http::Response<Body> {
+        use std::sync::atomic::Ordering::Relaxed;
+        json(
+            http::StatusCode::OK,
+            &serde_json::json!({
+                "client_watches": self.watch.client_watches.load(Relaxed),
+                "upstream_watches": self.watch.upstream_watches.load(Relaxed),
+            }),
         )
     }
 

@@ -11,14 +11,15 @@ pub mod config;
 pub mod director;
 pub mod forward;
 pub mod http;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use ketch_api::etcdserverpb::watch_server::WatchServer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -40,7 +41,7 @@ pub enum ProxyError {
 pub struct Proxy {
     addrs: Vec<SocketAddr>,
     director: Arc<Director>,
-    stop: watch::Sender<bool>,
+    stop: tokio::sync::watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
@@ -48,6 +49,7 @@ pub struct Proxy {
 struct Routes {
     grpc: Forwarder,
     http: HttpForwarder,
+    watch: Arc<watch::WatchProxy>,
 }
 
 impl Proxy {
@@ -57,11 +59,13 @@ impl Proxy {
             Ok(n) => info!(target: "proxy", "found {n} client endpoint(s) of the cluster"),
             Err(e) => warn!(target: "proxy", "could not get the member list yet ({e}); retrying"),
         }
+        let watch = watch::WatchProxy::new(director.clone(), config.max_request_bytes);
         let routes = Arc::new(Routes {
             grpc: Forwarder { director: director.clone(), config: config.clone() },
-            http: HttpForwarder::new(director.clone(), config.clone()),
+            http: HttpForwarder::new(director.clone(), config.clone(), watch.clone()),
+            watch,
         });
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();
         for addr in &config.listen {
@@ -94,7 +98,7 @@ impl Proxy {
 
 /// Accepts connections until `stop`; each is served over HTTP/1 or HTTP/2 as the client
 /// speaks, gRPC to the gRPC forwarder and everything else to the HTTP one.
-async fn serve(listener: TcpListener, routes: Arc<Routes>, mut stop: watch::Receiver<bool>) {
+async fn serve(listener: TcpListener, routes: Arc<Routes>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -118,7 +122,18 @@ async fn serve(listener: TcpListener, routes: Arc<Routes>, mut stop: watch::Rece
                         .headers()
                         .get(::http::header::CONTENT_TYPE)
                         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                    let resp = if grpc { routes.grpc.grpc(req).await } else { routes.http.handle(req).await };
+                    let resp = if !grpc {
+                        routes.http.handle(req).await
+                    } else if req.uri().path() == "/etcdserverpb.Watch/Watch" {
+                        // watches are served here, coalesced (see `watch`)
+                        let mut svc = WatchServer::from_arc(Arc::new(watch::WatchService(routes.watch.clone())));
+                        match tower::Service::call(&mut svc, req).await {
+                            Ok(resp) => resp,
+                            Err(never) => match never {},
+                        }
+                    } else {
+                        routes.grpc.grpc(req).await
+                    };
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             });

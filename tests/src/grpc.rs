@@ -85,13 +85,18 @@ pub fn scrub_txn_response(
 /// A channel to `server` for long-lived streams: connecting is bounded, calls are not (a
 /// watch stream lives as long as the test wants it).
 pub async fn stream_channel(server: &Server) -> Channel {
-    let endpoint = Endpoint::from_shared(server.client_url())
+    stream_channel_to(&server.client_url()).await
+}
+
+/// [`stream_channel`] to any URL (a proxy's, say).
+pub async fn stream_channel_to(url: &str) -> Channel {
+    let endpoint = Endpoint::from_shared(url.to_string())
         .expect("client url")
         .connect_timeout(Duration::from_secs(2));
     tokio::time::timeout(Duration::from_secs(10), endpoint.connect())
         .await
-        .unwrap_or_else(|_| panic!("gRPC connect to {} timed out", server.client_url()))
-        .unwrap_or_else(|e| panic!("gRPC connect to {}: {e}", server.client_url()))
+        .unwrap_or_else(|_| panic!("gRPC connect to {url} timed out"))
+        .unwrap_or_else(|e| panic!("gRPC connect to {url}: {e}"))
 }
 
 /// One client watch stream: requests go in through `send`, responses come out of `next`.
