@@ -5,3 +5,4 @@
 //! same port, as with etcd.
 
 pub mod health;
+pub mod tls;
