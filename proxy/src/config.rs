@@ -42,6 +42,8 @@ pub struct ProxyConfig {
     pub keep_endpoints_on_refresh_failure: bool,
     /// Largest request a client may send (`--max-request-bytes` plus gRPC framing).
     pub max_request_bytes: usize,
+    /// Bytes of serializable range answers kept (see [`crate::cache`]); 0 turns the cache off.
+    pub cache_bytes: u64,
 }
 
 impl ProxyConfig {
@@ -60,6 +62,7 @@ impl ProxyConfig {
             read_timeout: Duration::ZERO,
             keep_endpoints_on_refresh_failure: false,
             max_request_bytes: 1536 * 1024 + 512 * 1024,
+            cache_bytes: 64 << 20,
         }
     }
 

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use ketch_api::etcdserverpb::TxnRequest;
+use ketch_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, TxnRequest};
 use prost::Message;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -26,6 +26,7 @@ use tonic::Status;
 use tower::ServiceExt;
 use tracing::debug;
 
+use crate::cache::{self, CacheKey, RangeCache};
 use crate::classify::{self, CallKind, Shape};
 use crate::config::{ProxyConfig, ProxyMode};
 use crate::director::{Backend, Director};
@@ -33,6 +34,7 @@ use crate::director::{Backend, Director};
 pub struct Forwarder {
     pub director: Arc<Director>,
     pub config: ProxyConfig,
+    pub cache: Arc<RangeCache>,
 }
 
 /// Why one attempt on one member gave no answer.
@@ -88,6 +90,22 @@ impl Forwarder {
         if writes && self.config.mode == ProxyMode::Readonly {
             return refused(path);
         }
+        // Serializable ranges may be answered from the cache.
+        let mut cache_key = None;
+        let mut range_req = None;
+        if path == RANGE {
+            if let Ok(req) = RangeRequest::decode(message) {
+                if RangeCache::cacheable(&req) {
+                    let token = parts.headers.get("token").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let key = CacheKey { token, request: Bytes::copy_from_slice(message) };
+                    if let Some(resp) = self.cache.get(&key) {
+                        return grpc_ok(&resp);
+                    }
+                    cache_key = Some(key);
+                }
+                range_req = Some(req);
+            }
+        }
         let order = self.director.pick(&classify::key_of(path, message));
         if order.is_empty() {
             return no_endpoints();
@@ -95,7 +113,9 @@ impl Forwarder {
         let tried = order.len();
         for backend in order {
             match self.attempt(&backend, &parts, body.clone(), kind.shape).await {
-                Ok(resp) => return resp,
+                Ok(resp) => {
+                    return self.observe(path, message, range_req, cache_key, resp);
+                }
                 Err(Failed::BeforeSending(e)) => {
                     self.director.failed(&backend);
                     debug!(target: "proxy", "{path} did not reach {}: {e}", backend.url);
@@ -111,6 +131,56 @@ impl Forwarder {
             }
         }
         Status::unavailable(format!("ketch proxy: unable to get response from {tried} endpoint(s)")).into_http()
+    }
+
+    /// Lets the cache see a KV answer as it passes: its revision (for what clients have
+    /// seen), a range answer to keep, the keys a write changed.
+    fn observe(
+        &self,
+        path: &str,
+        message: &[u8],
+        range_req: Option<RangeRequest>,
+        cache_key: Option<CacheKey>,
+        resp: http::Response<Body>,
+    ) -> http::Response<Body> {
+        if !path.starts_with("/etcdserverpb.KV/") {
+            return resp;
+        }
+        let cache = self.cache.clone();
+        let path = path.to_string();
+        let message = Bytes::copy_from_slice(message);
+        resp.map(|body| {
+            Body::new(TeeBody::new(body, cache::MAX_ENTRY_BYTES, move |answer: &[u8]| {
+                if let Some(rev) = cache::header_revision(answer) {
+                    cache.saw(rev);
+                }
+                match path.as_str() {
+                    RANGE => {
+                        if let (Some(key), Some(req)) = (cache_key, range_req) {
+                            if let Ok(r) = RangeResponse::decode(answer) {
+                                cache.insert(key, &req, r, answer.len());
+                            }
+                        }
+                    }
+                    "/etcdserverpb.KV/Put" => {
+                        if let Ok(p) = PutRequest::decode(&message[..]) {
+                            cache.invalidate_key(&p.key);
+                        }
+                    }
+                    "/etcdserverpb.KV/DeleteRange" => {
+                        if let Ok(d) = DeleteRangeRequest::decode(&message[..]) {
+                            cache.invalidate_range(&d.key, &d.range_end);
+                        }
+                    }
+                    "/etcdserverpb.KV/Txn" => {
+                        if let Ok(t) = TxnRequest::decode(&message[..]) {
+                            invalidate_txn(&cache, &t);
+                        }
+                    }
+                    _ => {}
+                }
+            }))
+        })
     }
 
     /// One try on one member, bounded by the write timeout until the request is handed over and
@@ -149,6 +219,87 @@ impl Forwarder {
             Some(t) => resp.map(|b| Body::new(ReadTimeoutBody::new(b, t))),
             None => resp,
         })
+    }
+}
+
+const RANGE: &str = "/etcdserverpb.KV/Range";
+
+/// Drops what any write of a txn (either branch, any depth) may have changed.
+fn invalidate_txn(cache: &RangeCache, txn: &TxnRequest) {
+    use ketch_api::etcdserverpb::request_op::Request as Op;
+    for op in txn.success.iter().chain(&txn.failure) {
+        match &op.request {
+            Some(Op::RequestPut(p)) => cache.invalidate_key(&p.key),
+            Some(Op::RequestDeleteRange(d)) => cache.invalidate_range(&d.key, &d.range_end),
+            Some(Op::RequestTxn(t)) => invalidate_txn(cache, t),
+            _ => {}
+        }
+    }
+}
+
+/// A successful unary gRPC answer made here: one message, then `grpc-status: 0`.
+fn grpc_ok(msg: &impl Message) -> http::Response<Body> {
+    let encoded = msg.encode_to_vec();
+    let mut framed = Vec::with_capacity(5 + encoded.len());
+    framed.push(0);
+    framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&encoded);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![Ok(Frame::data(Bytes::from(framed))), Ok(Frame::trailers(trailers))];
+    let mut resp = http::Response::new(Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames))));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    resp
+}
+
+/// A response body passed on unchanged while its first message (up to `limit` bytes) is kept;
+/// when it ends with `grpc-status: 0`, `done` gets the message.
+struct TeeBody<F: FnOnce(&[u8]) + Send + 'static> {
+    inner: Body,
+    kept: Option<Vec<u8>>,
+    limit: usize,
+    done: Option<F>,
+}
+
+impl<F: FnOnce(&[u8]) + Send + 'static> TeeBody<F> {
+    fn new(inner: Body, limit: usize, done: F) -> Self {
+        TeeBody { inner, kept: Some(Vec::new()), limit: limit + 5, done: Some(done) }
+    }
+}
+
+impl<F: FnOnce(&[u8]) + Send + Unpin + 'static> HttpBody for TeeBody<F> {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    if let Some(kept) = this.kept.as_mut() {
+                        if kept.len() + data.len() > this.limit {
+                            this.kept = None;
+                        } else {
+                            kept.extend_from_slice(data);
+                        }
+                    }
+                } else if let Some(trailers) = f.trailers_ref() {
+                    let ok = trailers.get("grpc-status").is_some_and(|v| v == "0");
+                    if let (true, Some(kept), Some(done)) = (ok, this.kept.take(), this.done.take()) {
+                        if let Some(message) = classify::message(&kept) {
+                            done(message);
+                        }
+                    }
+                }
+            }
+            _ => this.kept = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
 }
 

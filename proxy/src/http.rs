@@ -3,7 +3,7 @@
 //! proxy answers 501 with an empty body to anything but GET; no member known gives 503, every
 //! member failing gives 502, both with etcd's JSON `message`. `GET /v2/config/local/proxy`
 //! lists the endpoints in use, as etcd's proxy does; `GET /ketch/proxy/stats` gives the
-//! proxy's own counts (client and upstream watches).
+//! proxy's own counts (client and upstream watches, cache hits, misses and entries).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use tracing::debug;
 
 use crate::config::{ProxyConfig, ProxyMode};
 use crate::director::Director;
+use crate::cache::RangeCache;
 use crate::watch::WatchProxy;
 
 /// The proxy's own counters, answered here and never forwarded.
@@ -41,18 +42,19 @@ pub struct HttpForwarder {
     director: Arc<Director>,
     config: ProxyConfig,
     watch: Arc<WatchProxy>,
+    cache: Arc<RangeCache>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl HttpForwarder {
-    pub fn new(director: Arc<Director>, config: ProxyConfig, watch: Arc<WatchProxy>) -> Self {
+    pub fn new(director: Arc<Director>, config: ProxyConfig, watch: Arc<WatchProxy>, cache: Arc<RangeCache>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         if !config.dial_timeout.is_zero() {
             connector.set_connect_timeout(Some(config.dial_timeout));
         }
         let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build(connector);
-        HttpForwarder { director, config, watch, client }
+        HttpForwarder { director, config, watch, cache, client }
     }
 
     pub async fn handle(&self, req: http::Request<Incoming>) -> http::Response<Body> {
@@ -122,7 +124,7 @@ impl HttpForwarder {
         )
     }
 
-    /// The proxy's own counts: watchers of clients and the upstream watches serving them.
+    /// The proxy's own counts: watches (client and upstream) and the read cache.
     fn stats(&self) -> http::Response<Body> {
         use std::sync::atomic::Ordering::Relaxed;
         json(
@@ -130,6 +132,9 @@ impl HttpForwarder {
             &serde_json::json!({
                 "client_watches": self.watch.client_watches.load(Relaxed),
                 "upstream_watches": self.watch.upstream_watches.load(Relaxed),
+                "cache_hits": self.cache.hits.load(Relaxed),
+                "cache_misses": self.cache.misses.load(Relaxed),
+                "cache_entries": self.cache.entry_count(),
             }),
         )
     }

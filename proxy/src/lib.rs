@@ -6,6 +6,7 @@
 //! `Proxy::start(ProxyConfig)` learns the members (once, before serving), binds the client
 //! listeners and serves until [`Proxy::stop`].
 
+pub mod cache;
 pub mod classify;
 pub mod config;
 pub mod director;
@@ -60,9 +61,10 @@ impl Proxy {
             Err(e) => warn!(target: "proxy", "could not get the member list yet ({e}); retrying"),
         }
         let watch = watch::WatchProxy::new(director.clone(), config.max_request_bytes);
+        let cache = cache::RangeCache::new(config.cache_bytes);
         let routes = Arc::new(Routes {
-            grpc: Forwarder { director: director.clone(), config: config.clone() },
-            http: HttpForwarder::new(director.clone(), config.clone(), watch.clone()),
+            grpc: Forwarder { director: director.clone(), config: config.clone(), cache: cache.clone() },
+            http: HttpForwarder::new(director.clone(), config.clone(), watch.clone(), cache.clone()),
             watch,
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -74,6 +76,9 @@ impl Proxy {
             info!(target: "etcdmain", "proxy: listening for client requests on http://{local}");
             addrs.push(local);
             tasks.spawn(serve(listener, routes.clone(), stop_rx.clone()));
+        }
+        if config.cache_bytes > 0 {
+            tasks.spawn(cache.run_invalidation(director.clone(), stop_rx.clone()));
         }
         tasks.spawn(director.clone().run(stop_rx));
         Ok(Proxy { addrs, director, stop, tasks })
