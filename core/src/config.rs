@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ketch_gateway::tls::TlsInfo;
 use url::Url;
 
 /// Whether this member bootstraps a new cluster or joins an existing one
@@ -69,6 +70,18 @@ pub struct MemberConfig {
     /// `--experimental-enable-lease-checkpoint-persist`: checkpointed TTLs also survive a
     /// restart of every member.
     pub lease_checkpoint_persist: bool,
+    /// TLS on `https://` client URLs (`--cert-file`, `--key-file`, `--trusted-ca-file`,
+    /// `--client-cert-auth`, `--client-crl-file`; `--cipher-suites` in `cipher_suites`).
+    pub client_tls: TlsInfo,
+    /// `--auto-tls`: with no certificate given, serve clients a self-signed one.
+    pub client_auto_tls: bool,
+    /// TLS on `https://` peer URLs, and what this member presents when it dials its peers.
+    pub peer_tls: TlsInfo,
+    /// `--peer-auto-tls`.
+    pub peer_auto_tls: bool,
+    /// `--experimental-peer-skip-client-san-verification`: peer client certificates need not
+    /// name the address they connect from.
+    pub peer_skip_client_san_verification: bool,
 }
 
 /// etcd's lease checkpoint interval (not a flag in etcd 3.4).
@@ -110,6 +123,11 @@ impl Default for MemberConfig {
             watch_progress_notify_interval: Duration::from_secs(600),
             lease_checkpoint: false,
             lease_checkpoint_persist: false,
+            client_tls: TlsInfo::default(),
+            client_auto_tls: false,
+            peer_tls: TlsInfo::default(),
+            peer_auto_tls: false,
+            peer_skip_client_san_verification: false,
         }
     }
 }
@@ -188,7 +206,47 @@ impl MemberConfig {
         if self.max_txn_ops == 0 {
             return Err(ConfigError::Invalid("--max-txn-ops must be positive".into()));
         }
+        self.validate_tls()
+    }
+
+    /// etcd's TLS checks, in etcd's order (peer listeners are configured before client ones):
+    /// cipher suite names, then an `https://` URL needs a certificate or auto TLS.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        for tls in [&self.peer_tls, &self.client_tls] {
+            ketch_gateway::tls::suites::check_go_names(&tls.cipher_suites)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if self.peer_tls.is_empty() && !self.peer_auto_tls {
+            if let Some(u) = self.listen_peer_urls.iter().find(|u| is_tls_scheme(u)) {
+                return Err(ConfigError::Invalid(format!(
+                    "cannot listen on TLS for {}: KeyFile and CertFile are not presented",
+                    host_port(u)
+                )));
+            }
+        }
+        if self.client_tls.is_empty() && !self.client_auto_tls {
+            if let Some(u) = self.listen_client_urls.iter().find(|u| is_tls_scheme(u)) {
+                return Err(ConfigError::Invalid(format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for client url {} with HTTPS scheme",
+                    url_text(u)
+                )));
+            }
+        }
         Ok(())
+    }
+}
+
+/// `https://` (and etcd's `unixs://`): a URL served or dialed with TLS.
+pub fn is_tls_scheme(u: &Url) -> bool {
+    matches!(u.scheme(), "https" | "unixs")
+}
+
+/// `host:port` of a URL, as Go's `url.Host`.
+pub fn host_port(u: &Url) -> String {
+    match (u.host_str(), u.port_or_known_default()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
     }
 }
 
@@ -221,6 +279,30 @@ mod tests {
         assert_eq!(c.snapshot_count, 100_000);
         assert_eq!(c.wal_dir(), PathBuf::from("default.etcd/member/wal"));
         assert_eq!(url_text(&c.listen_client_urls[0]), "http://localhost:2379");
+    }
+
+    #[test]
+    fn https_urls_need_a_certificate_or_auto_tls() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let c = MemberConfig { listen_client_urls: vec![u("https://127.0.0.1:2379")], ..Default::default() };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme"
+        );
+        assert!(MemberConfig { client_auto_tls: true, ..c.clone() }.validate().is_ok());
+        let tls = TlsInfo { cert_file: "c".into(), key_file: "k".into(), ..Default::default() };
+        assert!(MemberConfig { client_tls: tls, ..c }.validate().is_ok());
+
+        let c = MemberConfig { listen_peer_urls: vec![u("https://127.0.0.1:2380")], ..Default::default() };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"
+        );
+        assert!(MemberConfig { peer_auto_tls: true, ..c }.validate().is_ok());
+
+        let tls = TlsInfo { cipher_suites: vec!["TLS_NOPE".into()], ..Default::default() };
+        let c = MemberConfig { client_tls: tls, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().to_string(), "unexpected TLS cipher suite \"TLS_NOPE\"");
     }
 
     #[test]

@@ -56,7 +56,9 @@ impl Member {
     /// Starts the member and returns once its client listeners are bound and serving.
     pub async fn start(config: MemberConfig) -> Result<Member, StartError> {
         config.validate()?;
-        let joined = join_existing(&config).await?;
+        let security = crate::security::Security::from_config(&config)?;
+        let dialer = transport::PeerDialer::new(Some(security.peer_dialer.clone()));
+        let joined = join_existing(&config, &dialer).await?;
         let cfg = config.clone();
         // Opening the store and replaying the WAL block on disk: keep them off async workers.
         let (store, booted) = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
@@ -122,6 +124,7 @@ impl Member {
                 log: booted.raw.store().clone(),
                 dir: snap_dir.clone(),
             },
+            dialer,
         );
         transport.set_peers(&cluster.members());
         let node = RaftNode::new(
@@ -168,7 +171,8 @@ impl Member {
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let serve_tasks = listen::serve_clients(server.clone(), listeners, shutdown_rx.clone());
+        let serve_tasks =
+            listen::serve_clients(server.clone(), listeners, security.client_listener.clone(), shutdown_rx.clone());
         let peer_service = {
             let (cluster, raft) = (cluster.clone(), server.raft.clone());
             move || {
@@ -183,7 +187,8 @@ impl Member {
         };
         let peer_tasks = transport::serve_peers(
             peer_service,
-            peer_listeners.into_iter().map(|(_, l)| l).collect(),
+            peer_listeners,
+            security.peer_listener.clone(),
             shutdown_rx.clone(),
         );
         let retention = crate::compactor::parse_retention(config.auto_compaction_mode, &config.auto_compaction_retention)
@@ -257,7 +262,10 @@ impl Member {
 /// A first start with `--initial-cluster-state existing` asks the other members listed in
 /// `--initial-cluster` for the cluster (as etcd's GetClusterFromRemotePeers). Later starts
 /// have a WAL and ignore the `--initial-*` flags.
-async fn join_existing(cfg: &MemberConfig) -> Result<Option<(u64, Vec<ketch_api::ketchpb::MemberRecord>)>, StartError> {
+async fn join_existing(
+    cfg: &MemberConfig,
+    dialer: &transport::PeerDialer,
+) -> Result<Option<(u64, Vec<ketch_api::ketchpb::MemberRecord>)>, StartError> {
     if cfg.initial_cluster_state != crate::config::ClusterState::Existing || ketch_wal::Wal::exists(&cfg.wal_dir()) {
         return Ok(None);
     }
@@ -273,7 +281,7 @@ async fn join_existing(cfg: &MemberConfig) -> Result<Option<(u64, Vec<ketch_api:
             "--initial-cluster-state=existing: --initial-cluster names no other member to join".into(),
         ));
     }
-    let found = transport::fetch_cluster(&others, PEER_DIAL_TIMEOUT).await.map_err(StartError::Other)?;
+    let found = transport::fetch_cluster(&others, PEER_DIAL_TIMEOUT, dialer).await.map_err(StartError::Other)?;
     Ok(Some(found))
 }
 

@@ -32,6 +32,8 @@ use raft::storage::MemStorage;
 use raft::SnapshotStatus;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use ketch_gateway::tls::stream::{plain_scheme, ListenerTls};
+use ketch_gateway::tls::TlsConnector;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
@@ -49,6 +51,75 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Pause before reconnecting to a peer that failed.
 const RETRY: Duration = Duration::from_millis(100);
 
+/// Opens gRPC channels to peer URLs: `http://` in the clear, `https://` over rustls with this
+/// member's peer client configuration (its CA, its certificate as the client certificate).
+#[derive(Clone)]
+pub struct PeerDialer {
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl PeerDialer {
+    /// `tls` is used for `https://` peer URLs; without it they cannot be dialed.
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> PeerDialer {
+        PeerDialer { tls }
+    }
+
+    /// The endpoint for `url` (tonic gets `http://`; TLS is done by the connector) and the TLS
+    /// connector when the URL is `https://`.
+    fn prepare(&self, url: &str) -> Result<(Endpoint, Option<TlsConnector>), String> {
+        if !url.starts_with("https://") {
+            return Ok((Endpoint::from_shared(url.to_string()).map_err(|e| e.to_string())?, None));
+        }
+        let tls = self.tls.clone().ok_or_else(|| format!("{url}: no TLS configuration for https peers"))?;
+        let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        let name = ketch_gateway::tls::server_name(parsed.host_str().unwrap_or(""))
+            .map_err(|e| e.to_string())?;
+        let endpoint = Endpoint::from_shared(plain_scheme(url)).map_err(|e| e.to_string())?;
+        Ok((endpoint, Some(TlsConnector::new(tls, name))))
+    }
+
+    /// Connects now; `configure` sets timeouts and keep-alives on the endpoint.
+    pub async fn connect(
+        &self,
+        url: &str,
+        configure: impl FnOnce(Endpoint) -> Endpoint,
+    ) -> Result<tonic::transport::Channel, String> {
+        let (endpoint, tls) = self.prepare(url)?;
+        let endpoint = configure(endpoint);
+        match tls {
+            Some(connector) => endpoint.connect_with_connector(connector).await,
+            None => endpoint.connect().await,
+        }
+        .map_err(|e| error_text(&e))
+    }
+
+    /// A channel that connects on first use.
+    pub fn connect_lazy(
+        &self,
+        url: &str,
+        configure: impl FnOnce(Endpoint) -> Endpoint,
+    ) -> Result<tonic::transport::Channel, String> {
+        let (endpoint, tls) = self.prepare(url)?;
+        let endpoint = configure(endpoint);
+        Ok(match tls {
+            Some(connector) => endpoint.connect_with_connector_lazy(connector),
+            None => endpoint.connect_lazy(),
+        })
+    }
+}
+
+/// A transport error with its causes ("transport error: tls: …"), for the log.
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// The sending half, shared by the Raft thread (which sends) and the member (which tells it
 /// who the peers are).
 pub struct Transport {
@@ -65,6 +136,7 @@ pub struct Transport {
     /// Channels for unary peer calls (forwarded lease calls), by peer id, with the URL each
     /// was made for; connected on first use.
     call_channels: Mutex<HashMap<u64, (String, tonic::transport::Channel)>>,
+    dialer: PeerDialer,
 }
 
 /// What a leader needs to make a snapshot for a peer: the backend, raft-rs's log (for the
@@ -98,6 +170,7 @@ impl Transport {
         raft: RaftHandle,
         runtime: tokio::runtime::Handle,
         snapshots: SnapshotSource,
+        dialer: PeerDialer,
     ) -> Arc<Transport> {
         Arc::new(Transport {
             cluster_id,
@@ -110,6 +183,7 @@ impl Transport {
             snapshots,
             sending: Arc::new(Mutex::new(HashSet::new())),
             call_channels: Mutex::new(HashMap::new()),
+            dialer,
         })
     }
 
@@ -149,11 +223,11 @@ impl Transport {
             self.raft.clone(),
             self.sending.clone(),
         );
-        let (cluster_id, dial_timeout) = (self.cluster_id, self.dial_timeout);
+        let (cluster_id, dial_timeout, dialer) = (self.cluster_id, self.dial_timeout, self.dialer.clone());
         self.runtime.spawn(async move {
             let path = src.dir.join(format!("send-{to:016x}.snap.db"));
             let started = Instant::now();
-            let outcome = send_snapshot_to(&src, m, &path, &urls, cluster_id, dial_timeout).await;
+            let outcome = send_snapshot_to(&src, m, &path, &urls, cluster_id, dial_timeout, &dialer).await;
             let _ = tokio::fs::remove_file(&path).await;
             let status = match outcome {
                 Ok((index, bytes)) => {
@@ -190,6 +264,7 @@ impl Transport {
                 from: self.local_id,
                 dial_timeout: self.dial_timeout,
                 raft: self.raft.clone(),
+                dialer: self.dialer.clone(),
             };
             let task = self.runtime.spawn(sender.run(rx));
             links.insert(
@@ -233,11 +308,11 @@ impl Transport {
                 return Some(PeerClient::new(channel.clone()));
             }
         }
-        let channel = Endpoint::from_shared(url.clone())
-            .ok()?
-            .connect_timeout(self.dial_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let dial_timeout = self.dial_timeout;
+        let channel = self
+            .dialer
+            .connect_lazy(&url, |e| e.connect_timeout(dial_timeout).tcp_nodelay(true))
+            .ok()?;
         channels.insert(id, (url, channel.clone()));
         Some(PeerClient::new(channel))
     }
@@ -260,6 +335,7 @@ async fn send_snapshot_to(
     urls: &[String],
     cluster_id: u64,
     dial_timeout: Duration,
+    dialer: &PeerDialer,
 ) -> Result<(u64, u64), String> {
     std::fs::create_dir_all(&src.dir).map_err(|e| format!("create {}: {e}", src.dir.display()))?;
     let (store, file) = (src.store.clone(), path.to_path_buf());
@@ -292,10 +368,8 @@ async fn send_snapshot_to(
     let size = file.metadata().await.map_err(|e| e.to_string())?.len();
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
     let url = urls.first().ok_or("peer has no URL")?;
-    let channel = Endpoint::from_shared(url.clone())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(dial_timeout)
-        .connect()
+    let channel = dialer
+        .connect(url, |e| e.connect_timeout(dial_timeout))
         .await
         .map_err(|e| format!("dial {url}: {e}"))?;
     let mut client = PeerClient::new(channel).max_encoding_message_size(MAX_BATCH_BYTES);
@@ -339,6 +413,7 @@ struct LinkSender {
     from: u64,
     dial_timeout: Duration,
     raft: RaftHandle,
+    dialer: PeerDialer,
 }
 
 impl LinkSender {
@@ -374,13 +449,16 @@ impl LinkSender {
     }
 
     async fn connect(&self, url: &str) -> Result<PeerClient<tonic::transport::Channel>, String> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(self.dial_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(3));
-        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        let dial_timeout = self.dial_timeout;
+        let channel = self
+            .dialer
+            .connect(url, |e| {
+                e.connect_timeout(dial_timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(1))
+                    .keep_alive_timeout(Duration::from_secs(3))
+            })
+            .await?;
         Ok(PeerClient::new(channel).max_encoding_message_size(MAX_BATCH_BYTES))
     }
 
@@ -584,15 +662,14 @@ fn lease_answer<T>(
 pub async fn fetch_cluster(
     peer_urls: &[String],
     dial_timeout: Duration,
+    dialer: &PeerDialer,
 ) -> Result<(u64, Vec<MemberRecord>), String> {
     let mut errors = Vec::new();
     for url in peer_urls {
         let attempt = async {
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|e| e.to_string())?
-                .connect_timeout(dial_timeout)
-                .timeout(Duration::from_secs(5));
-            let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+            let channel = dialer
+                .connect(url, |e| e.connect_timeout(dial_timeout).timeout(Duration::from_secs(5)))
+                .await?;
             let resp = PeerClient::new(channel)
                 .members(MembersRequest {})
                 .await
@@ -611,20 +688,23 @@ pub async fn fetch_cluster(
     ))
 }
 
-/// Serves the peer service on `listeners` until `shutdown` turns true.
+/// Serves the peer service on `listeners` until `shutdown` turns true; `https://` ones with
+/// `tls`.
 pub fn serve_peers(
     service: impl Fn() -> PeerServer<PeerService>,
-    listeners: Vec<tokio::net::TcpListener>,
+    listeners: Vec<(url::Url, tokio::net::TcpListener)>,
+    tls: Option<ListenerTls>,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     listeners
         .into_iter()
-        .map(|l| {
+        .map(|(url, l)| {
             let svc = service();
             let mut shutdown = shutdown.clone();
+            let tls = crate::config::is_tls_scheme(&url).then(|| tls.clone()).flatten();
             tokio::spawn(async move {
                 let addr = l.local_addr().ok();
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                let incoming = ketch_gateway::tls::stream::incoming(l, tls);
                 let res = tonic::transport::Server::builder()
                     .tcp_nodelay(true)
                     .add_service(svc)

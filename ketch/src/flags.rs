@@ -259,37 +259,37 @@ flag_table! {
             "Serve the v2 API.";
     }
     Security {
-        cert_file: Str = "cert-file", "", Y::Client("cert-file"), Later,
+        cert_file: Str = "cert-file", "", Y::Client("cert-file"), Member,
             "TLS certificate for client connections.";
-        key_file: Str = "key-file", "", Y::Client("key-file"), Later,
+        key_file: Str = "key-file", "", Y::Client("key-file"), Member,
             "TLS key for client connections.";
-        client_cert_auth: Bool = "client-cert-auth", "false", Y::Client("client-cert-auth"), Later,
+        client_cert_auth: Bool = "client-cert-auth", "false", Y::Client("client-cert-auth"), Member,
             "Require client certificates signed by --trusted-ca-file.";
-        client_crl_file: Str = "client-crl-file", "", Y::No, Later,
+        client_crl_file: Str = "client-crl-file", "", Y::No, Member,
             "Revocation list for client certificates.";
         client_cert_allowed_hostname: Str = "client-cert-allowed-hostname", "", Y::No, Later,
             "Host name a client certificate must carry.";
-        trusted_ca_file: Str = "trusted-ca-file", "", Y::Client("trusted-ca-file"), Later,
+        trusted_ca_file: Str = "trusted-ca-file", "", Y::Client("trusted-ca-file"), Member,
             "CA bundle for client certificates.";
-        auto_tls: Bool = "auto-tls", "false", Y::Client("auto-tls"), Later,
+        auto_tls: Bool = "auto-tls", "false", Y::Client("auto-tls"), Member,
             "Serve clients with a generated self-signed certificate.";
-        peer_cert_file: Str = "peer-cert-file", "", Y::Peer("cert-file"), Later,
+        peer_cert_file: Str = "peer-cert-file", "", Y::Peer("cert-file"), Member,
             "TLS certificate for peer connections.";
-        peer_key_file: Str = "peer-key-file", "", Y::Peer("key-file"), Later,
+        peer_key_file: Str = "peer-key-file", "", Y::Peer("key-file"), Member,
             "TLS key for peer connections.";
-        peer_client_cert_auth: Bool = "peer-client-cert-auth", "false", Y::Peer("client-cert-auth"), Later,
+        peer_client_cert_auth: Bool = "peer-client-cert-auth", "false", Y::Peer("client-cert-auth"), Member,
             "Require peer certificates signed by --peer-trusted-ca-file.";
-        peer_trusted_ca_file: Str = "peer-trusted-ca-file", "", Y::Peer("trusted-ca-file"), Later,
+        peer_trusted_ca_file: Str = "peer-trusted-ca-file", "", Y::Peer("trusted-ca-file"), Member,
             "CA bundle for peer certificates.";
         peer_cert_allowed_cn: Str = "peer-cert-allowed-cn", "", Y::No, Later,
             "Common name a peer certificate must carry.";
         peer_cert_allowed_hostname: Str = "peer-cert-allowed-hostname", "", Y::No, Later,
             "Host name a peer certificate must carry.";
-        peer_auto_tls: Bool = "peer-auto-tls", "false", Y::Peer("auto-tls"), Later,
+        peer_auto_tls: Bool = "peer-auto-tls", "false", Y::Peer("auto-tls"), Member,
             "Serve peers with a generated self-signed certificate.";
-        peer_crl_file: Str = "peer-crl-file", "", Y::No, Later,
+        peer_crl_file: Str = "peer-crl-file", "", Y::No, Member,
             "Revocation list for peer certificates.";
-        cipher_suites: StrList = "cipher-suites", "", Y::Same, Later,
+        cipher_suites: StrList = "cipher-suites", "", Y::Same, Member,
             "TLS cipher suites, comma separated; empty means the library's choice.";
         cors: Cors = "cors", "*", Y::Same, Member,
             "Origins allowed for CORS, comma separated; '*' allows all.";
@@ -357,7 +357,7 @@ flag_table! {
             "Period of watch progress notifications; 0 means 10m.";
         experimental_warning_apply_duration: Dur = "experimental-warning-apply-duration", "100ms", Y::Same, Later,
             "Warn when applying one request takes longer than this.";
-        experimental_peer_skip_client_san_verification: Bool = "experimental-peer-skip-client-san-verification", "false", Y::No, Later,
+        experimental_peer_skip_client_san_verification: Bool = "experimental-peer-skip-client-san-verification", "false", Y::No, Member,
             "Do not check the SAN of peer client certificates.";
     }
     Unsafe {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ketch_core::config::{AutoCompactionMode, ClusterState, MemberConfig};
+use ketch_gateway::tls::TlsInfo;
 use url::Url;
 
 use crate::flags::EtcdConfig;
@@ -189,6 +190,27 @@ pub fn member_config(c: &EtcdConfig) -> Result<MemberConfig, String> {
         },
         lease_checkpoint: c.experimental_enable_lease_checkpoint,
         lease_checkpoint_persist: c.experimental_enable_lease_checkpoint_persist,
+        client_tls: TlsInfo {
+            cert_file: c.cert_file.clone(),
+            key_file: c.key_file.clone(),
+            trusted_ca_file: c.trusted_ca_file.clone(),
+            client_cert_auth: c.client_cert_auth,
+            crl_file: c.client_crl_file.clone(),
+            cipher_suites: c.cipher_suites.clone(),
+            self_signed: false,
+        },
+        client_auto_tls: c.auto_tls,
+        peer_tls: TlsInfo {
+            cert_file: c.peer_cert_file.clone(),
+            key_file: c.peer_key_file.clone(),
+            trusted_ca_file: c.peer_trusted_ca_file.clone(),
+            client_cert_auth: c.peer_client_cert_auth,
+            crl_file: c.peer_crl_file.clone(),
+            cipher_suites: c.cipher_suites.clone(),
+            self_signed: false,
+        },
+        peer_auto_tls: c.peer_auto_tls,
+        peer_skip_client_san_verification: c.experimental_peer_skip_client_san_verification,
     })
 }
 
@@ -344,6 +366,41 @@ mod tests {
         assert_eq!(m.cors.len(), 2);
         assert_eq!(m.watch_progress_notify_interval, Duration::from_millis(250));
         assert!(m.pre_vote);
+    }
+
+    #[test]
+    fn security_flags_become_the_tls_settings() {
+        let mut c = EtcdConfig::default();
+        for (name, value) in [
+            ("listen-client-urls", "https://127.0.0.1:2379"),
+            ("cert-file", "/s.pem"),
+            ("key-file", "/s.key"),
+            ("trusted-ca-file", "/ca.pem"),
+            ("client-cert-auth", "true"),
+            ("client-crl-file", "/crl.pem"),
+            ("peer-auto-tls", "true"),
+            ("peer-client-cert-auth", "true"),
+            ("peer-trusted-ca-file", "/pca.pem"),
+            ("cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+        ] {
+            set(&mut c, name, value);
+        }
+        let m = member_config(&c).unwrap();
+        assert_eq!(
+            m.client_tls.to_string(),
+            "cert = /s.pem, key = /s.key, trusted-ca = /ca.pem, client-cert-auth = true, crl-file = /crl.pem"
+        );
+        assert!(!m.client_auto_tls && m.peer_auto_tls);
+        assert!(m.peer_tls.client_cert_auth && m.peer_tls.is_empty());
+        assert_eq!(m.peer_tls.cipher_suites, vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]);
+        m.validate().unwrap();
+
+        set(&mut c, "cert-file", "");
+        set(&mut c, "key-file", "");
+        assert_eq!(
+            member_config(&c).unwrap().validate().unwrap_err().to_string(),
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme"
+        );
     }
 
     #[test]

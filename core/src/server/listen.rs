@@ -19,10 +19,10 @@ use ketch_gateway::health::{self, HealthSource};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use ketch_gateway::tls::stream::ListenerTls;
 use tokio_stream::StreamExt;
 use tonic::service::Routes;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 use url::Url;
 
 use super::cluster::ClusterService;
@@ -99,9 +99,9 @@ pub fn socket_addr(url: &Url) -> Result<SocketAddr, StartError> {
 pub async fn bind_clients(urls: &[Url]) -> Result<Vec<(Url, TcpListener)>, StartError> {
     let mut out = Vec::new();
     for url in urls {
-        if url.scheme() != "http" {
+        if !matches!(url.scheme(), "http" | "https") {
             return Err(StartError::Other(format!(
-                "listen URL {url}: only http:// client URLs are served by this build (TLS comes with the security work)"
+                "listen URL {url}: only http:// and https:// URLs are served by ketch (not unix sockets)"
             )));
         }
         let addr = socket_addr(url)?;
@@ -130,10 +130,12 @@ async fn refuse_on_learner(
     next.run(req).await
 }
 
-/// Serves gRPC and HTTP on each listener until `shutdown` turns true.
+/// Serves gRPC and HTTP on each listener until `shutdown` turns true; `https://` listeners
+/// with `tls` (http and https URLs may be mixed).
 pub fn serve_clients(
     server: SharedServer,
     listeners: Vec<(Url, TcpListener)>,
+    tls: Option<ListenerTls>,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let max_recv = server.max_request_bytes + GRPC_OVERHEAD_BYTES;
@@ -167,24 +169,21 @@ pub fn serve_clients(
             .fallback(unknown_path);
         let mut shutdown = shutdown.clone();
         let local = listener.local_addr().ok();
+        let tls = crate::config::is_tls_scheme(&url).then(|| tls.clone()).flatten();
         info!(target: "embed", "ready to serve client requests");
         if let Some(addr) = local {
-            info!(
-                target: "embed",
-                "serving insecure client requests on {addr}, this is strongly discouraged!"
-            );
+            if tls.is_some() {
+                info!(target: "embed", "serving client requests on {addr}");
+            } else {
+                info!(
+                    target: "embed",
+                    "serving insecure client requests on {addr}, this is strongly discouraged!"
+                );
+            }
         }
-        let incoming = TcpListenerStream::new(listener).filter_map(|s| match s {
-            Ok(s) => {
-                // gRPC replies are small and latency-bound: never wait for Nagle.
-                let _ = s.set_nodelay(true);
-                Some(Ok::<_, std::io::Error>(super::authority::AuthorityFix::new(s)))
-            }
-            Err(e) => {
-                warn!(target: "embed", "accept error: {e}");
-                None
-            }
-        });
+        // The authority fix reads HTTP/2 frames, so over TLS it sits inside the TLS stream.
+        let incoming = ketch_gateway::tls::stream::incoming(listener, tls)
+            .map(|s| s.map(super::authority::AuthorityFix::new));
         handles.push(tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .accept_http1(true)
