@@ -9,6 +9,7 @@
 
 mod config_file;
 mod flags;
+mod gateway_cmd;
 mod goparse;
 mod help;
 mod kinds;
@@ -45,9 +46,16 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String], env: &[(String, String)]) -> u8 {
-    if let Some(command @ ("gateway" | "grpc-proxy")) = args.first().map(String::as_str) {
-        eprintln!("ketch: '{command}' (etcd's {command} command) is not available in ketch yet");
-        return 1;
+    match args.first().map(String::as_str) {
+        Some("gateway") => return run_gateway(&args[1..]),
+        Some("grpc-proxy") => {
+            eprintln!(
+                "ketch: 'grpc-proxy' (etcd's grpc-proxy command) is not available in ketch; \
+                 run the proxy with --proxy on instead"
+            );
+            return 1;
+        }
+        _ => {}
     }
     let mut notes = Vec::new();
     let outcome = load::read(args, env, &mut notes);
@@ -131,6 +139,29 @@ fn run(args: &[String], env: &[(String, String)]) -> u8 {
     runtime.block_on(serve::serve(member, &config))
 }
 
+/// `ketch gateway start ...`: etcd's L4 gateway.
+fn run_gateway(args: &[String]) -> u8 {
+    let config = match gateway_cmd::parse(args) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("{message}");
+            return 1;
+        }
+    };
+    // etcd's default logging (capnslog to stderr)
+    if let Err(message) = LogSettings::from_config(&flags::EtcdConfig::default()).and_then(|s| s.install()) {
+        eprintln!("{message}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().thread_name("ketch-gateway").enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(serve::serve_gateway(config))
+}
+
 /// `--proxy on|readonly` (or a data dir holding a proxy): forward to the cluster's members.
 fn run_proxy(config: &flags::EtcdConfig, cpus: startup::Cpus) -> u8 {
     let proxy = match proxy_config::proxy_config(config) {
@@ -197,6 +228,7 @@ mod tests {
         assert_eq!(run(&args(&["--foo"]), &[]), 2);
         assert_eq!(run(&args(&["extra"]), &[]), 1);
         assert_eq!(run(&args(&["gateway"]), &[]), 1);
+        assert_eq!(run(&args(&["grpc-proxy", "start"]), &[]), 1);
         assert_eq!(run(&args(&["--version"]), &[]), 0);
     }
 }

@@ -75,6 +75,12 @@ pub async fn serve_proxy(config: ketch_proxy::ProxyConfig) -> u8 {
     run_until_signal(started, |_| std::future::pending::<()>(), ketch_proxy::Proxy::stop).await
 }
 
+/// Starts the L4 gateway and serves until a signal.
+pub async fn serve_gateway(config: ketch_proxy::l4::GatewayConfig) -> u8 {
+    let started = async { ketch_proxy::l4::Gateway::start(config).await.map_err(|e| startup::fatal("etcdmain", &e)) };
+    run_until_signal(started, |_| std::future::pending::<()>(), ketch_proxy::l4::Gateway::stop).await
+}
+
 /// The life of a started service: `start`, readiness to systemd, the first SIGINT/SIGTERM (or
 /// `ended`: the cluster removed this member), `stop`. A second signal while stopping exits
 /// without waiting.

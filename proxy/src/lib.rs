@@ -12,6 +12,7 @@ pub mod config;
 pub mod director;
 pub mod forward;
 pub mod http;
+pub mod l4;
 pub mod watch;
 
 use std::net::SocketAddr;

@@ -214,3 +214,29 @@ fn the_proxy_follows_membership_and_restarts_from_its_data_dir() {
     ok(&proxy.etcdctl(), &["put", "after-restart", "1"]);
     assert_eq!(ok(&m4.etcdctl(), &["get", "after-restart", "--print-value-only"]).stdout_str(), "1\n");
 }
+
+#[test]
+fn the_l4_gateway_passes_etcdctl_through_and_skips_a_dead_member() {
+    use ketch_tests::proxy::GatewayProcess;
+    let mut c = Cluster::start(Kind::Ketch, 3);
+    let (leader, _) = c.wait_leader(WAIT);
+    let endpoints = c.members.iter().map(|m| m.endpoint()).collect::<Vec<_>>().join(",");
+    let gw = GatewayProcess::start(&endpoints, &["--retry-delay=1s"]);
+    let ctl = gw.etcdctl();
+    ok(&ctl, &["put", "through", "gateway"]);
+    assert_eq!(ok(&ctl, &["get", "through", "--print-value-only"]).stdout_str(), "gateway\n");
+    let dead = (leader + 1) % 3;
+    c.members[dead].kill9();
+    // every connection finds a live member, whichever the turn falls on
+    for i in 0..6 {
+        ok(&ctl, &["put", &format!("after{i}"), "x"]);
+    }
+    assert!(gw.log().contains("deactivated endpoint"), "{}", gw.log());
+    c.members[dead].restart();
+    let deadline = Instant::now() + WAIT;
+    // (": activated", not "deactivated")
+    while !gw.log().contains(&format!(": activated endpoint [{}]", c.members[dead].endpoint())) {
+        assert!(Instant::now() < deadline, "the restarted member was not taken back:\n{}", gw.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

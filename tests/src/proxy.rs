@@ -121,3 +121,53 @@ impl Drop for ProxyProcess {
         self.kill();
     }
 }
+
+/// A `ketch gateway start` process (etcd's L4 gateway) on a free loopback port.
+pub struct GatewayProcess {
+    port: u16,
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl GatewayProcess {
+    /// Starts a gateway in front of `endpoints` (`host:port`, comma separated) and waits until
+    /// it accepts connections.
+    pub fn start(endpoints: &str, extra: &[&str]) -> GatewayProcess {
+        let (port, _) = two_free_ports();
+        let log = tempfile::NamedTempFile::new().expect("gateway log");
+        let child = Command::new(ketch_bin())
+            .args(["gateway", "start", &format!("--listen-addr=127.0.0.1:{port}"), &format!("--endpoints={endpoints}")])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.reopen().expect("log"))
+            .stderr(log.reopen().expect("log"))
+            .spawn()
+            .expect("spawn the gateway");
+        let g = GatewayProcess { port, child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the gateway did not listen:\n{}", g.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn etcdctl(&self) -> Etcdctl {
+        Etcdctl::new(&self.endpoint())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
