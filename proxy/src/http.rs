@@ -3,7 +3,8 @@
 //! proxy answers 501 with an empty body to anything but GET; no member known gives 503, every
 //! member failing gives 502, both with etcd's JSON `message`. `GET /v2/config/local/proxy`
 //! lists the endpoints in use, as etcd's proxy does; `GET /ketch/proxy/stats` gives the
-//! proxy's own counts (client and upstream watches, cache hits, misses and entries).
+//! proxy's own counts (client and upstream watches, cache hits, misses and entries,
+//! keep-alives and the renewals sent for them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use tracing::debug;
 use crate::config::{ProxyConfig, ProxyMode};
 use crate::director::Director;
 use crate::cache::RangeCache;
+use crate::lease::LeaseProxy;
 use crate::watch::WatchProxy;
 
 /// The proxy's own counters, answered here and never forwarded.
@@ -43,18 +45,19 @@ pub struct HttpForwarder {
     config: ProxyConfig,
     watch: Arc<WatchProxy>,
     cache: Arc<RangeCache>,
+    leases: Arc<LeaseProxy>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl HttpForwarder {
-    pub fn new(director: Arc<Director>, config: ProxyConfig, watch: Arc<WatchProxy>, cache: Arc<RangeCache>) -> Self {
+    pub fn new(director: Arc<Director>, config: ProxyConfig, watch: Arc<WatchProxy>, cache: Arc<RangeCache>, leases: Arc<LeaseProxy>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         if !config.dial_timeout.is_zero() {
             connector.set_connect_timeout(Some(config.dial_timeout));
         }
         let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build(connector);
-        HttpForwarder { director, config, watch, cache, client }
+        HttpForwarder { director, config, watch, cache, leases, client }
     }
 
     pub async fn handle(&self, req: http::Request<Incoming>) -> http::Response<Body> {
@@ -135,6 +138,8 @@ impl HttpForwarder {
                 "cache_hits": self.cache.hits.load(Relaxed),
                 "cache_misses": self.cache.misses.load(Relaxed),
                 "cache_entries": self.cache.entry_count(),
+                "client_keepalives": self.leases.client_keepalives.load(Relaxed),
+                "upstream_renewals": self.leases.upstream_renewals.load(Relaxed),
             }),
         )
     }

@@ -13,12 +13,14 @@ pub mod director;
 pub mod forward;
 pub mod http;
 pub mod l4;
+pub mod lease;
 pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use ketch_api::etcdserverpb::lease_server::LeaseServer;
 use ketch_api::etcdserverpb::watch_server::WatchServer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
@@ -52,6 +54,8 @@ struct Routes {
     grpc: Forwarder,
     http: HttpForwarder,
     watch: Arc<watch::WatchProxy>,
+    leases: Arc<lease::LeaseProxy>,
+    mode: ProxyMode,
 }
 
 impl Proxy {
@@ -63,10 +67,13 @@ impl Proxy {
         }
         let watch = watch::WatchProxy::new(director.clone(), config.max_request_bytes);
         let cache = cache::RangeCache::new(config.cache_bytes);
+        let leases = lease::LeaseProxy::new(director.clone());
         let routes = Arc::new(Routes {
             grpc: Forwarder { director: director.clone(), config: config.clone(), cache: cache.clone() },
-            http: HttpForwarder::new(director.clone(), config.clone(), watch.clone(), cache.clone()),
+            http: HttpForwarder::new(director.clone(), config.clone(), watch.clone(), cache.clone(), leases.clone()),
             watch,
+            leases,
+            mode: config.mode,
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -133,6 +140,14 @@ async fn serve(listener: TcpListener, routes: Arc<Routes>, mut stop: tokio::sync
                     } else if req.uri().path() == "/etcdserverpb.Watch/Watch" {
                         // watches are served here, coalesced (see `watch`)
                         let mut svc = WatchServer::from_arc(Arc::new(watch::WatchService(routes.watch.clone())));
+                        match tower::Service::call(&mut svc, req).await {
+                            Ok(resp) => resp,
+                            Err(never) => match never {},
+                        }
+                    } else if req.uri().path() == "/etcdserverpb.Lease/LeaseKeepAlive" && routes.mode == ProxyMode::On {
+                        // keep-alives are served here, coalesced (see `lease`)
+                        let service = lease::LeaseService { leases: routes.leases.clone() };
+                        let mut svc = LeaseServer::new(service);
                         match tower::Service::call(&mut svc, req).await {
                             Ok(resp) => resp,
                             Err(never) => match never {},
