@@ -32,9 +32,7 @@ use raft::storage::MemStorage;
 use raft::SnapshotStatus;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use ketch_gateway::tls::stream::{plain_scheme, ListenerTls};
-use ketch_gateway::tls::TlsConnector;
-use tonic::transport::Endpoint;
+use ketch_gateway::tls::stream::ListenerTls;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -51,74 +49,7 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Pause before reconnecting to a peer that failed.
 const RETRY: Duration = Duration::from_millis(100);
 
-/// Opens gRPC channels to peer URLs: `http://` in the clear, `https://` over rustls with this
-/// member's peer client configuration (its CA, its certificate as the client certificate).
-#[derive(Clone)]
-pub struct PeerDialer {
-    tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl PeerDialer {
-    /// `tls` is used for `https://` peer URLs; without it they cannot be dialed.
-    pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> PeerDialer {
-        PeerDialer { tls }
-    }
-
-    /// The endpoint for `url` (tonic gets `http://`; TLS is done by the connector) and the TLS
-    /// connector when the URL is `https://`.
-    fn prepare(&self, url: &str) -> Result<(Endpoint, Option<TlsConnector>), String> {
-        if !url.starts_with("https://") {
-            return Ok((Endpoint::from_shared(url.to_string()).map_err(|e| e.to_string())?, None));
-        }
-        let tls = self.tls.clone().ok_or_else(|| format!("{url}: no TLS configuration for https peers"))?;
-        let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-        let name = ketch_gateway::tls::server_name(parsed.host_str().unwrap_or(""))
-            .map_err(|e| e.to_string())?;
-        let endpoint = Endpoint::from_shared(plain_scheme(url)).map_err(|e| e.to_string())?;
-        Ok((endpoint, Some(TlsConnector::new(tls, name))))
-    }
-
-    /// Connects now; `configure` sets timeouts and keep-alives on the endpoint.
-    pub async fn connect(
-        &self,
-        url: &str,
-        configure: impl FnOnce(Endpoint) -> Endpoint,
-    ) -> Result<tonic::transport::Channel, String> {
-        let (endpoint, tls) = self.prepare(url)?;
-        let endpoint = configure(endpoint);
-        match tls {
-            Some(connector) => endpoint.connect_with_connector(connector).await,
-            None => endpoint.connect().await,
-        }
-        .map_err(|e| error_text(&e))
-    }
-
-    /// A channel that connects on first use.
-    pub fn connect_lazy(
-        &self,
-        url: &str,
-        configure: impl FnOnce(Endpoint) -> Endpoint,
-    ) -> Result<tonic::transport::Channel, String> {
-        let (endpoint, tls) = self.prepare(url)?;
-        let endpoint = configure(endpoint);
-        Ok(match tls {
-            Some(connector) => endpoint.connect_with_connector_lazy(connector),
-            None => endpoint.connect_lazy(),
-        })
-    }
-}
-
-/// A transport error with its causes ("transport error: tls: …"), for the log.
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use ketch_gateway::tls::dial::ChannelDialer as PeerDialer;
 
 /// The sending half, shared by the Raft thread (which sends) and the member (which tells it
 /// who the peers are).

@@ -18,6 +18,7 @@
 //! [`stream`] has the accept side (handshakes off the accept loop, the connection's client
 //! identity) and the dial side (a tonic connector over rustls).
 
+pub mod dial;
 pub mod reload;
 pub mod selfcert;
 pub mod stream;

@@ -1,11 +1,13 @@
 //! The proxy's configuration from etcd's flags: `--proxy`, the `--proxy-*` timeouts (etcd's
 //! milliseconds), `--listen-client-urls`, `--initial-cluster` (the members' peer URLs, used
-//! until the proxy has learnt the cluster into its data dir) and `--max-request-bytes`.
+//! until the proxy has learnt the cluster into its data dir), `--max-request-bytes`, and the TLS
+//! flags of both sides.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ketch_gateway::tls::TlsInfo;
 use ketch_proxy::{ProxyConfig, ProxyMode};
 
 use crate::flags::EtcdConfig;
@@ -18,6 +20,7 @@ pub fn proxy_config(c: &EtcdConfig) -> Result<ProxyConfig, String> {
     let mode = if c.proxy == "readonly" { ProxyMode::Readonly } else { ProxyMode::On };
     let mut config = ProxyConfig::new(mode, PathBuf::from(&c.data_dir));
     config.listen = listen_addrs(&c.listen_client_urls)?;
+    (config.client_tls, config.peer_tls) = tls_infos(c);
     config.initial_peer_urls = parse_initial_cluster(&c.initial_cluster)?
         .into_iter()
         .map(|(_, url)| url.as_str().trim_end_matches('/').to_string())
@@ -33,21 +36,47 @@ pub fn proxy_config(c: &EtcdConfig) -> Result<ProxyConfig, String> {
     Ok(config)
 }
 
-fn listen_addrs(urls: &[String]) -> Result<Vec<SocketAddr>, String> {
+fn listen_addrs(urls: &[String]) -> Result<Vec<(SocketAddr, bool)>, String> {
     let mut out = Vec::new();
     for text in urls {
         let url = url::Url::parse(text).map_err(|e| format!("invalid listen-client-url {text:?}: {e}"))?;
-        if url.scheme() != "http" {
-            return Err(format!(
-                "listen-client-url {text:?}: the ketch proxy serves http only so far (TLS on the proxy's listener is not built yet)"
-            ));
-        }
+        let https = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            other => return Err(format!("listen-client-url {text:?}: unsupported scheme {other:?}")),
+        };
         let host = url.host_str().ok_or_else(|| format!("listen-client-url {text:?} has no host"))?;
-        let port = url.port().unwrap_or(80);
-        let addrs = (host, port).to_socket_addrs().map_err(|e| format!("listen-client-url {text:?}: {e}"))?;
-        out.extend(addrs.take(1));
+        let port = url.port_or_known_default().unwrap_or(2379);
+        let addrs = (host.trim_start_matches('[').trim_end_matches(']'), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("listen-client-url {text:?}: {e}"))?;
+        out.extend(addrs.take(1).map(|a| (a, https)));
     }
     Ok(out)
+}
+
+/// etcd's two TLS sides from its flags (auto TLS is not offered on a proxy: members could not
+/// check a certificate made up on the spot).
+fn tls_infos(c: &EtcdConfig) -> (TlsInfo, TlsInfo) {
+    let client = TlsInfo {
+        cert_file: c.cert_file.clone(),
+        key_file: c.key_file.clone(),
+        trusted_ca_file: c.trusted_ca_file.clone(),
+        client_cert_auth: c.client_cert_auth,
+        crl_file: c.client_crl_file.clone(),
+        cipher_suites: c.cipher_suites.clone(),
+        self_signed: false,
+    };
+    let peer = TlsInfo {
+        cert_file: c.peer_cert_file.clone(),
+        key_file: c.peer_key_file.clone(),
+        trusted_ca_file: c.peer_trusted_ca_file.clone(),
+        client_cert_auth: c.peer_client_cert_auth,
+        crl_file: c.peer_crl_file.clone(),
+        cipher_suites: c.cipher_suites.clone(),
+        self_signed: false,
+    };
+    (client, peer)
 }
 
 #[cfg(test)]
@@ -74,7 +103,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.mode, ProxyMode::Readonly);
         assert_eq!(c.initial_peer_urls, ["http://10.0.0.1:2380", "http://10.0.0.2:2380"]);
-        assert_eq!(c.listen, ["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(c.listen, [("127.0.0.1:2379".parse::<SocketAddr>().unwrap(), false)]);
         assert_eq!(c.failure_wait, Duration::from_millis(5000));
         assert_eq!(c.refresh_interval, Duration::from_millis(30000));
         assert_eq!(c.dial_timeout, Duration::from_millis(1000));
@@ -85,8 +114,22 @@ mod tests {
     }
 
     #[test]
-    fn https_listeners_are_refused_until_tls_exists() {
-        let err = proxy_config(&config(&["--proxy=on", "--listen-client-urls=https://127.0.0.1:2379"])).unwrap_err();
-        assert!(err.contains("http only"), "{err}");
+    fn https_listeners_and_both_tls_sides_come_from_etcds_flags() {
+        let c = proxy_config(&config(&[
+            "--proxy=on",
+            "--listen-client-urls=https://127.0.0.1:2379,http://127.0.0.1:2381",
+            "--cert-file=c.pem",
+            "--key-file=k.pem",
+            "--trusted-ca-file=ca.pem",
+            "--client-cert-auth",
+            "--peer-cert-file=pc.pem",
+            "--peer-key-file=pk.pem",
+        ]))
+        .unwrap();
+        let https_port = |port: u16| c.listen.iter().find(|(a, _)| a.port() == port).map(|(_, tls)| *tls);
+        assert_eq!((https_port(2379), https_port(2381)), (Some(true), Some(false)));
+        assert_eq!((c.client_tls.cert_file.as_str(), c.client_tls.client_cert_auth), ("c.pem", true));
+        assert_eq!(c.client_tls.trusted_ca_file, "ca.pem");
+        assert_eq!(c.peer_tls.cert_file, "pc.pem");
     }
 }

@@ -14,6 +14,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ketch_gateway::tls::TlsInfo;
+
 /// `--proxy on` or `--proxy readonly`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyMode {
@@ -27,8 +29,17 @@ pub struct ProxyConfig {
     pub mode: ProxyMode,
     /// `<data-dir>`; the proxy keeps the cluster it discovered in `<data-dir>/proxy/cluster`.
     pub data_dir: PathBuf,
-    /// Where clients connect (`--listen-client-urls`, host:port of each http URL).
-    pub listen: Vec<std::net::SocketAddr>,
+    /// Where clients connect (`--listen-client-urls`): each address, and whether it is an
+    /// `https://` one.
+    pub listen: Vec<(std::net::SocketAddr, bool)>,
+    /// The client side's TLS (`--cert-file`, `--key-file`, `--trusted-ca-file`,
+    /// `--client-cert-auth`, `--client-crl-file`): the `https://` listeners serve it, and the
+    /// proxy presents the same certificate to the members' client URLs, as etcd's proxy does
+    /// (falling back to the peer side's when no client certificate is given).
+    pub client_tls: TlsInfo,
+    /// The peer side's TLS (`--peer-*`): what the proxy dials `https://` peer URLs with to learn
+    /// the members.
+    pub peer_tls: TlsInfo,
     /// The members' peer URLs from `--initial-cluster`; used when the data dir has no cluster
     /// file yet.
     pub initial_peer_urls: Vec<String>,
@@ -54,6 +65,8 @@ impl ProxyConfig {
             mode,
             data_dir,
             listen: Vec::new(),
+            client_tls: TlsInfo::default(),
+            peer_tls: TlsInfo::default(),
             initial_peer_urls: Vec::new(),
             failure_wait: Duration::from_millis(5000),
             refresh_interval: Duration::from_millis(30000),

@@ -16,6 +16,7 @@ use hashring::HashRing;
 use ketch_api::ketchpb::peer_client::PeerClient;
 use ketch_api::ketchpb::MembersRequest;
 use serde::{Deserialize, Serialize};
+use ketch_gateway::tls::dial::ChannelDialer;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
@@ -40,16 +41,16 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn new(url: &str, dial_timeout: Duration) -> Option<Backend> {
-        let mut endpoint = Endpoint::from_shared(url.to_string()).ok()?.tcp_nodelay(true);
-        if !dial_timeout.is_zero() {
-            endpoint = endpoint.connect_timeout(dial_timeout);
-        }
-        Some(Backend {
-            url: url.to_string(),
-            channel: endpoint.connect_lazy(),
-            failed_until: Mutex::new(None),
-        })
+    fn new(url: &str, dial_timeout: Duration, dialer: &ChannelDialer) -> Result<Backend, String> {
+        let channel = dialer.connect_lazy(url, |endpoint| {
+            let endpoint = endpoint.tcp_nodelay(true);
+            if dial_timeout.is_zero() {
+                endpoint
+            } else {
+                endpoint.connect_timeout(dial_timeout)
+            }
+        })?;
+        Ok(Backend { url: url.to_string(), channel, failed_until: Mutex::new(None) })
     }
 
     fn available(&self, now: Instant) -> bool {
@@ -79,6 +80,10 @@ struct ClusterFile {
 
 pub struct Director {
     backends: RwLock<Backends>,
+    /// dials the members' client URLs (TLS for `https://` ones)
+    members: ChannelDialer,
+    /// dials peer URLs, to learn the members
+    peers: ChannelDialer,
     /// Some member had no client URL yet at the last refresh (it has not published them
     /// through the log): refresh again soon rather than a whole interval later.
     incomplete: std::sync::atomic::AtomicBool,
@@ -107,8 +112,14 @@ impl Director {
         if peer_urls.is_empty() {
             return Err("the proxy knows no member: give --initial-cluster".into());
         }
+        // etcd's proxy dials members with the client TLS settings, else the peer ones.
+        let member_tls = if config.client_tls.is_empty() { &config.peer_tls } else { &config.client_tls };
+        let members = ChannelDialer::new(Some(member_tls.client_config().map_err(|e| e.to_string())?));
+        let peers = ChannelDialer::new(Some(config.peer_tls.client_config().map_err(|e| e.to_string())?));
         Ok(Director {
             backends: RwLock::new(Backends::default()),
+            members,
+            peers,
             incomplete: std::sync::atomic::AtomicBool::new(false),
             peer_urls: Mutex::new(peer_urls),
             config,
@@ -163,7 +174,7 @@ impl Director {
     /// behaviour) unless the configuration keeps them.
     pub async fn refresh(&self) -> Result<usize, String> {
         let peers = self.peer_urls.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match tokio::time::timeout(REFRESH_TIMEOUT, fetch_members(&peers, self.config.dial_timeout)).await {
+        match tokio::time::timeout(REFRESH_TIMEOUT, fetch_members(&peers, &self.peers, self.config.dial_timeout)).await {
             Ok(Ok(Members { client_urls, peer_urls, unpublished })) => {
                 self.incomplete.store(unpublished, std::sync::atomic::Ordering::Relaxed);
                 self.set_backends(&client_urls);
@@ -197,10 +208,10 @@ impl Director {
                 // Keep the connection and any failure mark (etcd forgets marks on refresh,
                 // etcd #3541; a member that just failed is not healthy because time passed).
                 Some(b) => b.clone(),
-                None => match Backend::new(url, self.config.dial_timeout) {
-                    Some(b) => Arc::new(b),
-                    None => {
-                        warn!(target: "proxy", "skipping unparsable client URL {url:?}");
+                None => match Backend::new(url, self.config.dial_timeout, &self.members) {
+                    Ok(b) => Arc::new(b),
+                    Err(e) => {
+                        warn!(target: "proxy", "skipping client URL {url:?}: {e}");
                         continue;
                     }
                 },
@@ -250,18 +261,11 @@ struct Members {
 }
 
 /// The members' client URLs and peer URLs, from the first peer URL that answers.
-async fn fetch_members(peer_urls: &[String], dial_timeout: Duration) -> Result<Members, String> {
+async fn fetch_members(peer_urls: &[String], dialer: &ChannelDialer, dial_timeout: Duration) -> Result<Members, String> {
     let mut errors = Vec::new();
     for url in peer_urls {
-        let endpoint = match Endpoint::from_shared(url.clone()) {
-            Ok(e) => e,
-            Err(e) => {
-                errors.push(format!("{url}: {e}"));
-                continue;
-            }
-        };
-        let endpoint = if dial_timeout.is_zero() { endpoint } else { endpoint.connect_timeout(dial_timeout) };
-        let channel = match endpoint.connect().await {
+        let configure = |endpoint: Endpoint| if dial_timeout.is_zero() { endpoint } else { endpoint.connect_timeout(dial_timeout) };
+        let channel = match dialer.connect(url, configure).await {
             Ok(c) => c,
             Err(e) => {
                 errors.push(format!("{url}: {e}"));

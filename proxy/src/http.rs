@@ -86,6 +86,35 @@ impl HttpForwarder {
         }
         let tried = order.len();
         for backend in order {
+            if backend.url.starts_with("https://") {
+                // TLS members are reached over the backend's HTTP/2 channel (Ketch members
+                // serve HTTP on it as well as gRPC).
+                let mut upstream = http::Request::new(Body::new(Full::new(body.clone())));
+                *upstream.method_mut() = parts.method.clone();
+                *upstream.uri_mut() = parts.uri.path_and_query().map_or_else(
+                    || http::Uri::from_static("/"),
+                    |pq| http::Uri::builder().path_and_query(pq.clone()).build().unwrap_or_else(|_| http::Uri::from_static("/")),
+                );
+                *upstream.version_mut() = http::Version::HTTP_2;
+                for (name, value) in &parts.headers {
+                    if !HOP_BY_HOP.contains(&name.as_str()) && name != http::header::HOST {
+                        upstream.headers_mut().append(name.clone(), value.clone());
+                    }
+                }
+                let answer = tower::ServiceExt::oneshot(backend.channel.clone(), upstream);
+                let answer = match timeout_of(self.config.write_timeout, self.config.read_timeout) {
+                    Some(t) => tokio::time::timeout(t, answer).await.map_err(|_| format!("no answer within {t:?}")).and_then(|r| r.map_err(|e| e.to_string())),
+                    None => answer.await.map_err(|e| e.to_string()),
+                };
+                match answer {
+                    Ok(resp) => return resp,
+                    Err(e) => {
+                        debug!(target: "proxy", "{} {} to {} failed: {e}", parts.method, parts.uri, backend.url);
+                        self.director.failed(&backend);
+                        continue;
+                    }
+                }
+            }
             let Ok(uri) = format!("{}{}", backend.url.trim_end_matches('/'), parts.uri.path_and_query().map_or("/", |p| p.as_str()))
                 .parse::<http::Uri>()
             else {

@@ -23,7 +23,10 @@ use hyper::body::Incoming;
 use ketch_api::etcdserverpb::lease_server::LeaseServer;
 use ketch_api::etcdserverpb::watch_server::WatchServer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use ketch_gateway::tls::stream::{incoming, ListenerTls, ServerStream};
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -78,12 +81,25 @@ impl Proxy {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();
-        for addr in &config.listen {
+        let tls = if config.listen.iter().any(|(_, tls)| *tls) {
+            if config.client_tls.is_empty() {
+                return Err(ProxyError::Config(
+                    "cannot listen on TLS: --cert-file and --key-file are not given".into(),
+                ));
+            }
+            let server = config.client_tls.server_config().map_err(|e| ProxyError::Config(e.to_string()))?;
+            Some(ListenerTls { config: server, check_client_san: false, log_target: "embed" })
+        } else {
+            None
+        };
+        for (addr, https) in &config.listen {
             let listener = TcpListener::bind(addr).await.map_err(|source| ProxyError::Listen { addr: *addr, source })?;
             let local = listener.local_addr().unwrap_or(*addr);
-            info!(target: "etcdmain", "proxy: listening for client requests on http://{local}");
+            let scheme = if *https { "https" } else { "http" };
+            info!(target: "etcdmain", "proxy: listening for client requests on {scheme}://{local}");
             addrs.push(local);
-            tasks.spawn(serve(listener, routes.clone(), stop_rx.clone()));
+            let connections = incoming(listener, if *https { tls.clone() } else { None });
+            tasks.spawn(serve(connections, routes.clone(), stop_rx.clone()));
         }
         if config.cache_bytes > 0 {
             tasks.spawn(cache.run_invalidation(director.clone(), stop_rx.clone()));
@@ -109,23 +125,28 @@ impl Proxy {
     }
 }
 
-/// Accepts connections until `stop`; each is served over HTTP/1 or HTTP/2 as the client
-/// speaks, gRPC to the gRPC forwarder and everything else to the HTTP one.
-async fn serve(listener: TcpListener, routes: Arc<Routes>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Serves accepted connections (plain or TLS, as the listener is) until `stop`; each over
+/// HTTP/1 or HTTP/2 as the client speaks, gRPC to the gRPC forwarder and everything else to
+/// the HTTP one.
+async fn serve(
+    mut accepted: ReceiverStream<std::io::Result<ServerStream>>,
+    routes: Arc<Routes>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let next = tokio::select! {
+            a = accepted.next() => a,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let (stream, _) = match accepted {
-            Ok(c) => c,
-            Err(e) => {
+        let stream = match next {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
                 warn!(target: "proxy", "accept error: {e}");
                 continue;
             }
+            None => break,
         };
-        let _ = stream.set_nodelay(true);
         let routes = routes.clone();
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req: ::http::Request<Incoming>| {
