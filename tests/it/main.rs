@@ -17,6 +17,7 @@ mod membership;
 mod memory;
 mod output_formats;
 mod proxy;
+mod tls;
 mod proxy_cache;
 mod proxy_watch;
 mod txn;

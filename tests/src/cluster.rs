@@ -55,6 +55,36 @@ impl Cluster {
         }
     }
 
+    /// Starts `n` members as a new cluster, each builder passed through `configure` (flags,
+    /// TLS); with `peer_https` the members' peer URLs are `https://`.
+    pub fn start_custom(
+        kind: Kind,
+        n: usize,
+        peer_https: bool,
+        configure: impl Fn(crate::ServerBuilder) -> crate::ServerBuilder,
+    ) -> Cluster {
+        let scheme = if peer_https { "https" } else { "http" };
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| two_free_ports()).collect();
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{}={scheme}://127.0.0.1:{peer}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let builders = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let b = Server::builder(kind).name(&format!("m{}", i + 1)).cluster_member(*p, &initial);
+                configure(if peer_https { b.peer_https() } else { b })
+            })
+            .collect();
+        Cluster {
+            members: Server::start_all(builders),
+            relays: Vec::new(),
+        }
+    }
+
     /// Starts `n` members whose peer traffic reaches them through relays, so that a test can
     /// cut a member off (`relays[i].cut()`: nothing reaches member i) and heal it again.
     pub fn start_relayed(kind: Kind, n: usize) -> Cluster {

@@ -15,6 +15,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Etcdctl {
     endpoint: String,
     timeout: Duration,
+    /// Flags given before the command's arguments (TLS: `--cacert`, `--cert`, `--key`).
+    global: Vec<String>,
 }
 
 /// What one etcdctl run produced.
@@ -34,7 +36,15 @@ impl Etcdctl {
         Etcdctl {
             endpoint: endpoint.to_string(),
             timeout: DEFAULT_TIMEOUT,
+            global: Vec::new(),
         }
+    }
+
+    /// Flags passed to every run, after `--endpoints` (e.g. `--cacert=…`). They are not part
+    /// of [`CtlOutput::args`].
+    pub fn global_flags(mut self, flags: Vec<String>) -> Etcdctl {
+        self.global = flags;
+        self
     }
 
     pub fn timeout(mut self, timeout: Duration) -> Etcdctl {
@@ -60,6 +70,7 @@ impl Etcdctl {
         let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
         let mut cmd = Command::new(etcdctl_bin());
         cmd.arg(format!("--endpoints={}", self.endpoint))
+            .args(&self.global)
             .args(&args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()

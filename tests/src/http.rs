@@ -107,9 +107,9 @@ pub fn http_request(
     }
 }
 
-type Head = (u16, Vec<(String, String)>, usize);
+pub(crate) type Head = (u16, Vec<(String, String)>, usize);
 
-fn parse_head(raw: &[u8]) -> Option<Head> {
+pub(crate) fn parse_head(raw: &[u8]) -> Option<Head> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let mut lines = head.split("\r\n");
@@ -124,7 +124,7 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
 
 /// A response once `raw` holds all of it (by Content-Length or a finished chunked body);
 /// `Ok(None)` while more bytes are needed (or the body runs to connection close).
-fn parse_complete(raw: &[u8]) -> Result<Option<HttpResponse>, String> {
+pub(crate) fn parse_complete(raw: &[u8]) -> Result<Option<HttpResponse>, String> {
     let Some((status, headers, body_at)) = parse_head(raw) else {
         return Ok(None);
     };

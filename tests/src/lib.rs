@@ -11,6 +11,8 @@
 //!   after [`normalize`] (ids, terms, ports, timings — never revisions).
 //! - [`http_get`]: a minimal HTTP/1.1 GET for `/health` and `/version`.
 //! - [`grpc`]: a bounded tonic KV client, for what etcdctl 3.4 cannot send.
+//! - [`tls`]: certificates made in-process ([`TestCerts`]), etcdctl's TLS flags and the HTTPS
+//!   readiness probe of servers started with `ServerBuilder::client_tls`.
 //!
 //! `KETCH_TESTS_TARGET=etcd` makes [`Kind::Ketch`] run real etcd: a way to check the test
 //! bodies themselves while the ketch server is not ready. CI never sets it.
@@ -27,6 +29,7 @@ pub mod normalize;
 pub mod proxy;
 pub mod relay;
 pub mod server;
+pub mod tls;
 
 pub use background::BackgroundCtl;
 pub use bins::{ketch_is_substituted, Kind};
@@ -35,3 +38,4 @@ pub use compare::{compare, compare_scenario, ctl, run_script, Comparison, Step};
 pub use etcdctl::{txn_input, CtlOutput, Etcdctl};
 pub use http::{http_get, http_request, HttpResponse};
 pub use server::{Server, ServerBuilder};
+pub use tls::{ClientTls, TestCerts};

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::bins::Kind;
 use crate::etcdctl::Etcdctl;
 use crate::http::http_get;
+use crate::tls::{https_get, ClientTls};
 
 /// Overrides how long [`Server::wait_ready`] waits, in seconds (default 30).
 pub const READY_SECS_ENV: &str = "KETCH_TESTS_READY_SECS";
@@ -42,9 +43,27 @@ pub struct ServerBuilder {
     env: Vec<(String, String)>,
     /// the peer port advertised when it differs from the one listened on (a relay's)
     advertised_peer_port: Option<u16>,
+    /// `https://` client URLs, reached (by the readiness probe and [`Server::etcdctl`]) as this
+    /// client; the server's TLS flags are given with [`ServerBuilder::arg`].
+    client_tls: Option<ClientTls>,
+    /// `https://` peer URLs.
+    peer_https: bool,
 }
 
 impl ServerBuilder {
+    /// Serves clients on an `https://` URL; `client` is how the harness reaches it (the probe
+    /// of `/health` and [`Server::etcdctl`]). Pass the server's TLS flags with `arg`.
+    pub fn client_tls(mut self, client: ClientTls) -> Self {
+        self.client_tls = Some(client);
+        self
+    }
+
+    /// Listens for and advertises peers on `https://` URLs (pass the peer TLS flags with `arg`).
+    pub fn peer_https(mut self) -> Self {
+        self.peer_https = true;
+        self
+    }
+
     /// Makes this a member of a multi-member cluster: these ports, this `--initial-cluster`.
     /// Such a member is not moved to other ports when one is taken (its peers know them).
     pub fn cluster_member(mut self, ports: (u16, u16), initial_cluster: &str) -> Self {
@@ -126,6 +145,8 @@ impl ServerBuilder {
             joins: self.joins,
             env: self.env,
             advertised_peer_port: self.advertised_peer_port,
+            client_tls: self.client_tls,
+            peer_https: self.peer_https,
         };
         server.spawn();
         server
@@ -156,6 +177,8 @@ pub struct Server {
     joins: bool,
     env: Vec<(String, String)>,
     advertised_peer_port: Option<u16>,
+    client_tls: Option<ClientTls>,
+    peer_https: bool,
 }
 
 #[derive(Debug)]
@@ -190,6 +213,8 @@ impl Server {
             joins: false,
             env: Vec::new(),
             advertised_peer_port: None,
+            client_tls: None,
+            peer_https: false,
         }
     }
 
@@ -232,9 +257,23 @@ impl Server {
         &self.name
     }
 
-    /// `http://127.0.0.1:<client port>`
+    /// `http://127.0.0.1:<client port>` (`https://` with [`ServerBuilder::client_tls`])
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.client_tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// How the harness reaches an `https://` server, if this is one.
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        self.client_tls.as_ref()
+    }
+
+    fn peer_scheme(&self) -> &'static str {
+        if self.peer_https {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// `127.0.0.1:<client port>`, the form etcdctl's `--endpoints` and its output use.
@@ -256,7 +295,7 @@ impl Server {
 
     /// The peer URL other members use (a relay's, when the member is behind one).
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.advertised_peer_port.unwrap_or(self.peer_port))
+        format!("{}://127.0.0.1:{}", self.peer_scheme(), self.advertised_peer_port.unwrap_or(self.peer_port))
     }
 
     fn root(&self) -> &Path {
@@ -277,16 +316,20 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
-    /// An etcdctl runner pointed at this server.
+    /// An etcdctl runner pointed at this server (at its `https://` URL with the client's TLS
+    /// flags, for a TLS server).
     pub fn etcdctl(&self) -> Etcdctl {
-        Etcdctl::new(&self.endpoint())
+        match &self.client_tls {
+            Some(tls) => Etcdctl::new(&self.client_url()).global_flags(tls.etcdctl_flags()),
+            None => Etcdctl::new(&self.endpoint()),
+        }
     }
 
     /// The flags every kind of server is started with.
     pub fn args(&self) -> Vec<String> {
         let client = self.client_url();
         let peer = self.peer_url();
-        let listen_peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let listen_peer = format!("{}://127.0.0.1:{}", self.peer_scheme(), self.peer_port);
         let mut args = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir().display()),
@@ -377,7 +420,24 @@ impl Server {
                 }
                 return Err(NotReady::Exited(status));
             }
-            match http_get(self.client_addr(), "/health", Duration::from_secs(1)) {
+            let probe = match &self.client_tls {
+                // etcd's auto TLS key is P-521, which rustls (ring) cannot verify: ask etcdctl
+                Some(tls) if tls.skip_verify => {
+                    let out = self.etcdctl().timeout(Duration::from_secs(5)).run(&[
+                        "endpoint",
+                        "health",
+                        "--dial-timeout=1s",
+                        "--command-timeout=1s",
+                    ]);
+                    if out.success() {
+                        return Ok(());
+                    }
+                    Err(format!("etcdctl endpoint health: {}", out.stderr_str().trim()))
+                }
+                Some(tls) => https_get(self.client_addr(), "/health", tls, Duration::from_secs(1)),
+                None => http_get(self.client_addr(), "/health", Duration::from_secs(1)),
+            };
+            match probe {
                 Ok(resp) if resp.status == 200 && is_healthy(&resp.body) => return Ok(()),
                 Ok(resp) => last = format!("HTTP {} {:?}", resp.status, resp.body_str()),
                 Err(e) => last = e,
