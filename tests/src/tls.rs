@@ -217,14 +217,15 @@ impl ClientTls {
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
-        let builder = if self.skip_verify || self.ca.is_none() {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
-        } else {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(self.ca.as_ref().expect("ca")).map_err(|e| e.to_string())? {
-                roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let builder = match &self.ca {
+            Some(ca) if !self.skip_verify => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+                    roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+                }
+                builder.with_root_certificates(roots)
             }
-            builder.with_root_certificates(roots)
+            _ => builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServer(provider))),
         };
         let config = match &self.cert {
             Some((cert, key)) => {

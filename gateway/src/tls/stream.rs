@@ -197,7 +197,7 @@ pub fn incoming(listener: TcpListener, tls: Option<ListenerTls>) -> ReceiverStre
             tokio::spawn(async move {
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => return rejected(tls.log_target, remote, &e.to_string()),
+                    Ok(Err(e)) => return rejected(tls.log_target, remote, &go_wording(&e)),
                     Err(_) => return rejected(tls.log_target, remote, "tls: handshake timed out"),
                 };
                 if tls.check_client_san {
@@ -210,6 +210,29 @@ pub fn incoming(listener: TcpListener, tls: Option<ListenerTls>) -> ReceiverStre
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// A handshake error as Go's TLS server words the common ones (what etcd logs), else
+/// rustls's text.
+fn go_wording(e: &io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    let Some(error) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
+        return e.to_string();
+    };
+    let verify = |why: &str| format!("tls: failed to verify client certificate: x509: {why}");
+    match error {
+        Error::NoCertificatesPresented => "tls: client didn't provide a certificate".into(),
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => verify("certificate signed by unknown authority"),
+        Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            verify("certificate has expired or is not yet valid")
+        }
+        Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
+            verify("certificate has expired or is not yet valid")
+        }
+        Error::InvalidCertificate(CertificateError::Revoked) => "transport: certificate revoked".into(),
+        Error::NoApplicationProtocol => "tls: client requested unsupported application protocols".into(),
+        other => other.to_string(),
+    }
 }
 
 fn rejected(target: &'static str, remote: SocketAddr, error: &str) {

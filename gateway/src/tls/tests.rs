@@ -248,3 +248,35 @@ fn missing_files_and_bad_suites_fail_the_configuration() {
         "cert = a, key = b, trusted-ca = c, client-cert-auth = true, crl-file = "
     );
 }
+
+#[tokio::test]
+async fn requests_carry_the_identity_of_their_connection() {
+    let f = Fixture::new();
+    let server = server_info(&f, true).server_config().unwrap();
+    let (addr, accepted) = serve(server).await;
+    let router = axum::Router::new().route(
+        "/whoami",
+        axum::routing::get(|req: axum::extract::Request| async move {
+            request_identity(req.extensions()).unwrap_or_else(|| "nobody".into())
+        }),
+    );
+    let serving = tokio::spawn(
+        tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(router))
+            .serve_with_incoming(accepted),
+    );
+    let client = client_info(&f, Some(f.pair("client", &f.ca, "alice", 2, false))).client_config().unwrap();
+    let ask = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(client).connect(server_name("127.0.0.1").unwrap(), tcp).await.unwrap();
+        s.write_all(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let response = tokio::time::timeout(Duration::from_secs(10), ask).await.unwrap();
+    serving.abort();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("alice"), "{response}");
+}
