@@ -88,16 +88,16 @@ impl Security {
                     url_text(u)
                 )))
             }
-            Some(_) => {
-                info!(target: "embed", "ClientTLS: {client}");
-                Some(ListenerTls {
-                    config: client.server_config().map_err(tls_error)?,
-                    check_client_san: false,
-                    log_target: "embed",
-                })
-            }
+            Some(_) => Some(ListenerTls {
+                config: client.server_config().map_err(tls_error)?,
+                check_client_san: false,
+                log_target: "embed",
+            }),
             None => None,
         };
+        if !client.is_empty() {
+            info!(target: "embed", "ClientTLS: {client}");
+        }
         Ok(Security { client_listener, peer_listener, peer_dialer })
     }
 }

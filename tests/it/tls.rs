@@ -275,3 +275,29 @@ fn certificates_from_make_certs_sh_work_and_revocation_takes_effect() {
     let refused = ctl_as(&server, &old, &["--command-timeout=2s", "--dial-timeout=1s", "get", "x"]);
     assert!(!refused.success(), "revoked certificate accepted: {}", refused.transcript());
 }
+
+#[test]
+fn http_and_https_client_urls_can_be_mixed() {
+    let certs = TestCerts::generate();
+    let (tls_port, peer_port) = ketch_tests::server::two_free_ports();
+    let (plain_port, _) = ketch_tests::server::two_free_ports();
+    let urls = format!("https://127.0.0.1:{tls_port},http://127.0.0.1:{plain_port}");
+    let mut b = Server::builder(Kind::Ketch)
+        .cluster_member((tls_port, peer_port), &format!("m1=http://127.0.0.1:{peer_port}"))
+        .client_tls(certs.client(Some("client")));
+    for flag in certs.client_auth_flags() {
+        b = b.arg(flag);
+    }
+    // later flags win, as with Go's flag package
+    let server = b.arg(format!("--listen-client-urls={urls}")).arg(format!("--advertise-client-urls={urls}")).start();
+    server.etcdctl().run(&["put", "over", "tls"]).assert_success();
+    let plain = ketch_tests::Etcdctl::new(&format!("127.0.0.1:{plain_port}"));
+    let got = plain.run(&["get", "over", "--print-value-only"]);
+    assert_eq!(got.stdout_str(), "tls\n", "{}", got.transcript());
+    let log = server.current_log();
+    assert!(log.contains(&format!("serving client requests on 127.0.0.1:{tls_port}")), "{log}");
+    assert!(
+        log.contains(&format!("serving insecure client requests on 127.0.0.1:{plain_port}, this is strongly discouraged!")),
+        "{log}"
+    );
+}
