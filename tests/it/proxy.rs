@@ -240,3 +240,43 @@ fn the_l4_gateway_passes_etcdctl_through_and_skips_a_dead_member() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The user's line: a proxy on every host with TLS and client-certificate auth on its listener,
+/// in front of members that require client certificates on their client and peer URLs.
+#[test]
+fn a_tls_proxy_with_client_cert_auth_in_front_of_a_tls_cluster() {
+    use ketch_tests::tls::TestCerts;
+    let certs = TestCerts::generate();
+    let mut c = Cluster::start_custom(Kind::Ketch, 3, true, |b| {
+        let mut b = b.client_tls(certs.client(Some("client")));
+        for flag in certs.peer_auth_flags().into_iter().chain(certs.client_auth_flags()) {
+            b = b.arg(flag);
+        }
+        b
+    });
+    c.wait_leader(WAIT);
+    let mut args = vec!["--proxy=on".to_string(), format!("--initial-cluster={}", c.initial_cluster())];
+    // the proxy's own certificate serves its listener and identifies it to the members
+    args.extend(certs.client_auth_flags());
+    args.extend(certs.peer_auth_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = ProxyProcess::start_tls(&args, certs.client(Some("client")));
+    let ctl = proxy.etcdctl();
+    assert_eq!(ok(&ctl, &["put", "secure", "yes"]).stdout_str(), "OK\n");
+    assert_eq!(ok(&ctl, &["get", "secure", "--print-value-only"]).stdout_str(), "yes\n");
+    let ep = format!("https://{}", proxy.endpoint());
+    let mut watch_args = certs.client(Some("client")).etcdctl_flags();
+    watch_args.extend(["watch", "secure", "--rev=1"].map(str::to_string));
+    let watch = BackgroundCtl::spawn(&ep, &watch_args, &[]);
+    watch.wait_stdout(WAIT, |o| o.contains("yes"));
+    drop(watch);
+    // refused at the proxy: no client certificate, one from another CA, an expired one
+    for cert in [None, Some("foreign"), Some("expired")] {
+        let out = Etcdctl::new(&ep)
+            .global_flags(certs.client(cert).etcdctl_flags())
+            .run(&["--command-timeout=2s", "get", "secure"]);
+        assert!(!out.success(), "{cert:?} was let in:\n{}", out.transcript());
+    }
+    let m = &c.members[0];
+    assert_eq!(ok(&m.etcdctl(), &["get", "secure", "--print-value-only"]).stdout_str(), "yes\n");
+}

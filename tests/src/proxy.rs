@@ -9,6 +9,7 @@ use crate::bins::ketch_bin;
 use crate::etcdctl::Etcdctl;
 use crate::http::http_get;
 use crate::server::two_free_ports;
+use crate::tls::{https_get, ClientTls};
 
 /// A running proxy; killed when dropped.
 pub struct ProxyProcess {
@@ -16,12 +17,24 @@ pub struct ProxyProcess {
     port: u16,
     args: Vec<String>,
     child: Option<Child>,
+    /// set for an `https://` listener: what clients present and trust
+    tls: Option<ClientTls>,
 }
 
 impl ProxyProcess {
     /// Starts a proxy with `args` (the mode and whatever else the test needs; the data dir and
     /// listen URL are added) and waits until `/health` answers through it.
     pub fn start(args: &[&str]) -> ProxyProcess {
+        ProxyProcess::start_with(args, None)
+    }
+
+    /// [`ProxyProcess::start`] with an `https://` listener; `client` is what the tests' clients
+    /// (etcdctl, the readiness probe) present and trust. The TLS flags go in `args`.
+    pub fn start_tls(args: &[&str], client: ClientTls) -> ProxyProcess {
+        ProxyProcess::start_with(args, Some(client))
+    }
+
+    fn start_with(args: &[&str], tls: Option<ClientTls>) -> ProxyProcess {
         let dir = tempfile::Builder::new().prefix("ketch-tests-proxy-").tempdir().expect("temp dir");
         let (port, _) = two_free_ports();
         let mut p = ProxyProcess {
@@ -29,6 +42,7 @@ impl ProxyProcess {
             port,
             args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
+            tls,
         };
         p.spawn();
         p.wait_ready();
@@ -39,7 +53,7 @@ impl ProxyProcess {
         let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("proxy log");
         let mut cmd = Command::new(ketch_bin());
         cmd.arg(format!("--data-dir={}", self.data_dir().display()))
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{}", self.port))
+            .arg(format!("--listen-client-urls={}://127.0.0.1:{}", if self.tls.is_some() { "https" } else { "http" }, self.port))
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -58,7 +72,11 @@ impl ProxyProcess {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("the proxy exited ({status}):\n{}", self.log());
             }
-            if let Ok(r) = http_get(self.addr(), "/health", Duration::from_secs(1)) {
+            let probe = match &self.tls {
+                Some(tls) => https_get(self.addr(), "/health", tls, Duration::from_secs(1)),
+                None => http_get(self.addr(), "/health", Duration::from_secs(1)),
+            };
+            if let Ok(r) = probe {
                 if r.status == 200 {
                     return;
                 }
@@ -93,7 +111,10 @@ impl ProxyProcess {
     }
 
     pub fn etcdctl(&self) -> Etcdctl {
-        Etcdctl::new(&self.endpoint())
+        match &self.tls {
+            Some(tls) => Etcdctl::new(&format!("https://{}", self.endpoint())).global_flags(tls.etcdctl_flags()),
+            None => Etcdctl::new(&self.endpoint()),
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
