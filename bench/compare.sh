@@ -12,11 +12,13 @@
 #    with its data directory on disk, and runs each ketch-bench scenario against each server
 #    in turn (one JSON file each in DIR/<server>/); then, one server at a time, loads N keys of
 #    256-byte values, reads peak RSS (VmHWM), kills it with SIGKILL, restarts it on the same
-#    data and times the restart until `etcdctl endpoint health` succeeds;
+#    data and times the restart until `etcdctl endpoint health` succeeds; before that, each
+#    server also runs as a three-member cluster (one server kind at a time) for the put and
+#    range scenarios, with the clients spread over the three members;
 # 3. prints the Ketch/etcd ratio table (ketch-bench compare-report) and writes
 #    DIR/latency.svg with the latency distributions per scenario.
-# Three-member clusters and the proxies are listed as "n/a: not built yet": this script starts
-# single members only (start_server would start M members per target), and Ketch has no proxy.
+# The proxies are measured by bench/proxy-compare.sh (Ketch's proxy against etcd's
+# grpc-proxy, each in front of its own three members); this table points there.
 # Scenarios a server does not implement (Ketch: lease) show as "skip: unimplemented".
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -120,13 +122,18 @@ SCENARIOS=(
     "watch-latency|watch-latency, 10 watchers, 100 puts/s|--conns=1 --clients=10 watch-latency --put-total=$WLAT_PUTS --put-rate=100"
     "lease-keepalive|lease-keepalive, 10 clients|--conns=1 --clients=10 lease-keepalive --total=$LEASE_TOTAL"
 )
+# Against three-member clusters (each target's own), clients spread over all members.
+SCENARIOS3=(
+    "put-100-3m|3 members: put, 100 clients / 10 conns, 256 B|--conns=10 --clients=100 put --total=$PUT_TOTAL --key-size=8 --val-size=256 --key-space-size=100000"
+    "range-l-100-3m|3 members: range linearizable, 100 clients|--conns=10 --clients=100 range bench-range-key --consistency=l --total=$RANGE_TOTAL"
+    "range-s-100-3m|3 members: range serializable, 100 clients|--conns=10 --clients=100 range bench-range-key --consistency=s --total=$RANGE_TOTAL"
+)
 
 {
     for t in "${TARGETS[@]}"; do IFS='|' read -r name label _ <<<"$t"; printf 'target\t%s\t%s\n' "$name" "$label"; done
-    for s in "${SCENARIOS[@]}"; do IFS='|' read -r id label _ <<<"$s"; printf 'scenario\t%s\t%s\n' "$id" "$label"; done
+    for s in "${SCENARIOS[@]}" "${SCENARIOS3[@]}"; do IFS='|' read -r id label _ <<<"$s"; printf 'scenario\t%s\t%s\n' "$id" "$label"; done
     printf 'floor\tput-1\n'
-    printf 'na\t3-member clusters (all scenarios)\tn/a: not built yet (compare.sh starts single members only; Ketch clusters landed on main after it was written)\n'
-    printf 'na\tKetch proxy vs etcd grpc-proxy (cached range, 10k-watcher fan-out)\tn/a: not built yet (no ketch proxy)\n'
+    printf 'na\tKetch proxy vs etcd grpc-proxy (cached range, 10k-watcher fan-out)\tmeasured by bench/proxy-compare.sh\n'
 } >"$OUT/plan.tsv"
 
 # ---------------------------------------------------------------- server control
@@ -144,8 +151,9 @@ for i in "${!TARGETS[@]}"; do
     PIDS[$i]=""
 done
 
+declare -a CLUSTER_PIDS
 cleanup() {
-    for pid in "${PIDS[@]}"; do
+    for pid in "${PIDS[@]}" "${CLUSTER_PIDS[@]}"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -215,6 +223,56 @@ for s in "${SCENARIOS[@]}"; do
     done
 done
 
+# ---------------------------------------------------------------- three-member clusters
+# Each target as a three-member cluster on loopback (data on disk), one target at a time with
+# the single members stopped, the same scenarios with the clients spread over all members.
+run_bench() { # target-index scenario-id args endpoints
+    local i=$1 id=$2 args=$3 eps=$4 rc=0
+    IFS='|' read -r name label _ <<<"${TARGETS[$i]}"
+    # shellcheck disable=SC2086 # the scenario's arguments are split on purpose
+    "$BENCH" --endpoints="$eps" --json --target-name="$name" $args >"${DIRS[$i]}/$id.json" 2>"${DIRS[$i]}/$id.err" || rc=$?
+    if [ "$rc" = 0 ]; then
+        say "$(printf '%-12s' "$label") $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); s=d["summary"]; print("%9.0f req/s  p50 %.3f ms  p99 %.3f ms" % (s["requests_per_sec"], s["percentiles"]["50"]*1e3, s["percentiles"]["99"]*1e3))' "${DIRS[$i]}/$id.json" 2>/dev/null || echo ok)"
+    else
+        say "$(printf '%-12s' "$label") error (exit $rc): $(tail -1 "${DIRS[$i]}/$id.err")"
+    fi
+}
+
+for i in "${!TARGETS[@]}"; do stop_server "$i" TERM; done
+for i in "${!TARGETS[@]}"; do
+    IFS='|' read -r name label bin <<<"${TARGETS[$i]}"
+    step "$label: three-member cluster"
+    base=$((CLIENT_PORT + 200 + 10 * i))
+    initial="" eps=""
+    for m in 0 1 2; do
+        initial="${initial:+$initial,}m$m=http://127.0.0.1:$((base + 2 * m + 1))"
+        eps="${eps:+$eps,}127.0.0.1:$((base + 2 * m))"
+    done
+    CLUSTER_PIDS=()
+    for m in 0 1 2; do
+        mdir=$DATA/$name-3m-$m
+        rm -rf "$mdir"
+        "$bin" --name "m$m" --data-dir "$mdir" \
+            --listen-client-urls "http://127.0.0.1:$((base + 2 * m))" --advertise-client-urls "http://127.0.0.1:$((base + 2 * m))" \
+            --listen-peer-urls "http://127.0.0.1:$((base + 2 * m + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 2 * m + 1))" \
+            --initial-cluster "$initial" --initial-cluster-token bench-3m >>"${DIRS[$i]}/cluster-$m.log" 2>&1 &
+        CLUSTER_PIDS+=($!)
+    done
+    deadline=$(( $(date +%s) + 60 ))
+    until "$ETCDCTL" --endpoints="$eps" --command-timeout=2s put bench-range-key "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null 2>&1; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then say "cluster did not form; see ${DIRS[$i]}/cluster-*.log"; break; fi
+        sleep 0.2
+    done
+    for s in "${SCENARIOS3[@]}"; do
+        IFS='|' read -r id slabel args <<<"$s"
+        say "$slabel"
+        run_bench "$i" "$id" "$args" "$eps"
+    done
+    for pid in "${CLUSTER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    CLUSTER_PIDS=()
+    rm -rf "$DATA/$name"-3m-*
+done
+
 # ---------------------------------------------------------------- the floor
 # Issue 5 holds the 1-client put against one fdatasync on the data disk plus one loopback
 # round trip (here: a 1-client serializable range on Ketch, which touches no disk).
@@ -222,6 +280,8 @@ step "floor: fdatasync on the data disk, loopback round trip"
 mkdir -p "$OUT/floor"
 "$BENCH" --json fsync --dir="$DATA" --total=2000 --size=512 >"$OUT/floor/fsync.json" 2>"$OUT/floor/fsync.err" \
     || say "fsync floor failed: $(tail -1 "$OUT/floor/fsync.err")"
+start_server 0
+wait_healthy 0 "$(date +%s%N)" 120 >/dev/null
 "$BENCH" --endpoints="${EPS[0]}" --json --conns=1 --clients=1 range bench-range-key --consistency=s --total=5000 \
     >"$OUT/floor/rtt.json" 2>"$OUT/floor/rtt.err" || say "round-trip floor failed: $(tail -1 "$OUT/floor/rtt.err")"
 
@@ -229,7 +289,7 @@ mkdir -p "$OUT/floor"
 # One server at a time, the others stopped: restart it on its scenario data, load $KEYS keys
 # of 256 B, read its peak RSS since that start (VmHWM), SIGKILL, restart on the same data and
 # time it to healthy. Every server is measured from the same kind of start.
-for i in "${!TARGETS[@]}"; do stop_server "$i" TERM; done
+for i in "${!TARGETS[@]}"; do [ -n "${PIDS[$i]}" ] && stop_server "$i" TERM; done
 for i in "${!TARGETS[@]}"; do
     IFS='|' read -r name label _ <<<"${TARGETS[$i]}"
     dir=${DIRS[$i]}
