@@ -14,6 +14,7 @@ pub mod lease;
 mod logging;
 pub mod member;
 pub mod raft;
+pub mod restore;
 pub mod security;
 pub mod server;
 pub mod transport;

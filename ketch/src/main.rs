@@ -18,6 +18,7 @@ mod logging;
 mod member_config;
 mod proxy_config;
 mod serve;
+mod snapshot_cmd;
 mod startup;
 mod verify;
 mod version;
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
 fn run(args: &[String], env: &[(String, String)]) -> u8 {
     match args.first().map(String::as_str) {
         Some("gateway") => return run_gateway(&args[1..]),
+        Some("snapshot") => return run_snapshot(&args[1..]),
         Some("grpc-proxy") => {
             eprintln!(
                 "ketch: 'grpc-proxy' (etcd's grpc-proxy command) is not available in ketch; \
@@ -137,6 +139,32 @@ fn run(args: &[String], env: &[(String, String)]) -> u8 {
         }
     };
     runtime.block_on(serve::serve(member, &config))
+}
+
+/// `ketch snapshot restore ...`: a data dir from a saved snapshot.
+fn run_snapshot(args: &[String]) -> u8 {
+    let restore = match snapshot_cmd::parse(args) {
+        Ok(r) => r,
+        Err(message) => {
+            eprintln!("Error: {message}");
+            return 1;
+        }
+    };
+    let cfg = ketch_core::config::MemberConfig {
+        data_dir: restore.data_dir.clone(),
+        wal_dir: restore.wal_dir.clone(),
+        ..Default::default()
+    };
+    match ketch_core::restore::restore_snapshot(&restore.file, &cfg, restore.skip_hash_check) {
+        Ok(()) => {
+            eprintln!("restored snapshot {} into {}", restore.file.display(), restore.data_dir.display());
+            0
+        }
+        Err(message) => {
+            eprintln!("Error: {message}");
+            1
+        }
+    }
 }
 
 /// `ketch gateway start ...`: etcd's L4 gateway.

@@ -396,6 +396,27 @@ impl Store {
         }
     }
 
+    /// A consistent copy of the committed state as an open, already unlinked file (readable
+    /// until dropped), and its size: for streaming it to a client.
+    pub fn snapshot_copy(&self) -> Result<(File, u64), StoreError> {
+        static COPIES: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.path.with_file_name(format!(
+            "{}.client-snapshot-{}-{}.tmp",
+            self.path.file_name().and_then(|n| n.to_str()).unwrap_or("db"),
+            std::process::id(),
+            COPIES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let result = (|| {
+            self.snapshot_file(&tmp)?;
+            let f = File::open(&tmp)?;
+            let len = f.metadata()?.len();
+            Ok((f, len))
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        result
+    }
+
     /// Writes a consistent copy of the committed state to `w` as a redb file that
     /// [`Store::open`] opens. The copy is taken from a read snapshot into a fresh file next to
     /// the store's (so it is compact) and then streamed; the writer is never held up. Returns

@@ -20,6 +20,7 @@ mod proxy;
 mod tls;
 mod proxy_cache;
 mod proxy_watch;
+mod snapshot;
 mod txn;
 mod txn_grpc;
 mod wal_repair;
