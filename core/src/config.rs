@@ -82,6 +82,12 @@ pub struct MemberConfig {
     /// `--experimental-peer-skip-client-san-verification`: peer client certificates need not
     /// name the address they connect from.
     pub peer_skip_client_san_verification: bool,
+    /// `--auth-token`: `simple` (JWT tokens are not supported yet).
+    pub auth_token: String,
+    /// `--auth-token-ttl`: how long an unused simple token lives.
+    pub auth_token_ttl: Duration,
+    /// `--bcrypt-cost` of password hashes; outside 4..=31 etcd's default 10 is used.
+    pub bcrypt_cost: u32,
 }
 
 /// etcd's lease checkpoint interval (not a flag in etcd 3.4).
@@ -128,6 +134,9 @@ impl Default for MemberConfig {
             peer_tls: TlsInfo::default(),
             peer_auto_tls: false,
             peer_skip_client_san_verification: false,
+            auth_token: "simple".into(),
+            auth_token_ttl: Duration::from_secs(300),
+            bcrypt_cost: 10,
         }
     }
 }
@@ -202,6 +211,12 @@ impl MemberConfig {
                     advertised: join_urls(&self.initial_advertise_peer_urls),
                 });
             }
+        }
+        let token_type = self.auth_token.split(',').next().unwrap_or_default();
+        if token_type != "simple" {
+            return Err(ConfigError::Invalid(format!(
+                "--auth-token {token_type:?}: only simple tokens are supported (JWT is not implemented); auth: invalid auth options"
+            )));
         }
         if self.max_txn_ops == 0 {
             return Err(ConfigError::Invalid("--max-txn-ops must be positive".into()));

@@ -7,6 +7,7 @@
 //! (`lease::primary`) and are revoked through the log like any write.
 
 pub mod apply;
+pub mod auth;
 pub mod cluster;
 pub mod compactor;
 pub mod config;

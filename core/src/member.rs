@@ -95,6 +95,14 @@ impl Member {
                 .map_err(|e| StartError::Other(format!("lease recovery task failed: {e}")))?
                 .map_err(|e| StartError::Other(format!("recover leases: {e}")))?;
         }
+        let auth = Arc::new(crate::auth::AuthStore::new(config.auth_token_ttl, config.bcrypt_cost));
+        {
+            let (auth, store) = (auth.clone(), store.clone());
+            tokio::task::spawn_blocking(move || auth.recover(&store))
+                .await
+                .map_err(|e| StartError::Other(format!("auth recovery task failed: {e}")))?
+                .map_err(|e| StartError::Other(format!("recover auth: {e}")))?;
+        }
         let (apply_task, apply_rx) = Applier::channel(waits.clone());
         let applier = Applier::new(
             store.clone(),
@@ -105,6 +113,7 @@ impl Member {
             config.snapshot_count,
             watch_hub.clone(),
             lessor.clone(),
+            auth.clone(),
         );
         let apply_thread = std::thread::Builder::new()
             .name("ketch-apply".into())
@@ -167,6 +176,7 @@ impl Member {
             watch_progress_interval: config.watch_progress_notify_interval,
             lessor,
             primary_leases: primary_leases.clone(),
+            auth,
         });
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();

@@ -297,11 +297,11 @@ flag_table! {
             "Host headers accepted on plain-HTTP client requests, comma separated; '*' accepts all.";
     }
     Auth {
-        auth_token: Str = "auth-token", "simple", Y::Same, Later,
+        auth_token: Str = "auth-token", "simple", Y::Same, Member,
             "Auth token type and options: 'simple' or 'jwt,...'.";
-        bcrypt_cost: Uint = "bcrypt-cost", "10", Y::Same, Later,
+        bcrypt_cost: Uint = "bcrypt-cost", "10", Y::Same, Member,
             "bcrypt cost for password hashes, 4 to 31.";
-        auth_token_ttl: Uint = "auth-token-ttl", "300", Y::Same, Later,
+        auth_token_ttl: Uint = "auth-token-ttl", "300", Y::Same, Member,
             "Lifetime of a simple token, in seconds.";
     }
     Monitoring {

@@ -211,6 +211,9 @@ pub fn member_config(c: &EtcdConfig) -> Result<MemberConfig, String> {
         },
         peer_auto_tls: c.peer_auto_tls,
         peer_skip_client_san_verification: c.experimental_peer_skip_client_san_verification,
+        auth_token: c.auth_token.clone(),
+        auth_token_ttl: Duration::from_secs(c.auth_token_ttl),
+        bcrypt_cost: u32::try_from(c.bcrypt_cost).unwrap_or(u32::MAX),
     })
 }
 

@@ -40,7 +40,9 @@ pub enum Applied {
     LeaseRevoke(LeaseRevokeResponse),
     /// A membership change: the member list after it.
     Members(Vec<MemberRecord>),
-    /// Requests whose only answer is "done" (publish, lease checkpoints).
+    /// Authenticate's simple token.
+    Token(String),
+    /// Requests whose only answer is "done" (publish, lease checkpoints, auth changes).
     Done,
 }
 
@@ -99,6 +101,8 @@ pub struct Applier {
     pub watch_hub: Arc<WatchHub>,
     /// the leases, changed by lease requests and by writes that attach or detach keys
     pub lessor: Arc<Lessor>,
+    /// users and roles: auth requests change them, every request is checked against them
+    pub auth: Arc<crate::auth::AuthStore>,
     last_snapshot_index: u64,
     last_durable_index: u64,
     last_durable_at: Instant,
@@ -114,6 +118,7 @@ impl Applier {
         snapshot_count: u64,
         watch_hub: Arc<WatchHub>,
         lessor: Arc<Lessor>,
+        auth: Arc<crate::auth::AuthStore>,
     ) -> Self {
         let index = store.applied_index();
         Applier {
@@ -125,6 +130,7 @@ impl Applier {
             snapshot_count: snapshot_count.max(1),
             watch_hub,
             lessor,
+            auth,
             last_snapshot_index: index,
             last_durable_index: index,
             last_durable_at: Instant::now(),
@@ -209,7 +215,7 @@ impl Applier {
                         Ok(req) => {
                             let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
                             let updates_members = matches!(req.request, Some(Request::MemberUpdate(_)));
-                            let res = self.apply_request(&mut wb, req);
+                            let res = self.apply_request(&mut wb, req, e.index);
                             self.lessor.apply_key_changes(&wb.take_lease_changes());
                             if updates_members && res.is_ok() {
                                 conf_changes.push(None);
@@ -291,6 +297,7 @@ impl Applier {
             }
         }
         self.lessor.recover(&self.store)?;
+        self.auth.recover(&self.store)?;
         self.watch_hub.restored(self.store.current_revision());
         info!(target: "etcdserver", "applied snapshot at index {restored}");
         self.last_snapshot_index = restored;
@@ -338,11 +345,27 @@ impl Applier {
         Ok(Applied::Members(self.cluster.members()))
     }
 
-    fn apply_request(&self, wb: &mut WriteBatch<'_>, req: RaftRequest) -> ApplyResult {
+    fn apply_request(&self, wb: &mut WriteBatch<'_>, req: RaftRequest, index: u64) -> ApplyResult {
         let Some(request) = req.request else {
             return Err(EtcdError::KeyNotFound);
         };
+        // etcd's auth applier: the proposer's user and auth revision, checked as of now
+        self.auth.check_applied(&req.header.unwrap_or_default(), &request, &|id| self.lessor.keys_of(id))?;
         match request {
+            auth @ (Request::AuthEnable(_)
+            | Request::AuthDisable(_)
+            | Request::Authenticate(_)
+            | Request::UserAdd(_)
+            | Request::UserDelete(_)
+            | Request::UserChangePassword(_)
+            | Request::UserGrantRole(_)
+            | Request::UserRevokeRole(_)
+            | Request::RoleAdd(_)
+            | Request::RoleDelete(_)
+            | Request::RoleGrantPermission(_)
+            | Request::RoleRevokePermission(_)) => {
+                Ok(self.auth.apply_change(wb, auth, index)?.map_or(Applied::Done, Applied::Token))
+            }
             Request::Put(p) => {
                 if p.lease != 0 && !self.lessor.exists(p.lease) {
                     return Err(EtcdError::LeaseNotFound);

@@ -205,6 +205,11 @@ impl Lessor {
         self.lock().leases.contains_key(&id)
     }
 
+    /// The keys attached to a lease (none when it does not exist), for auth's write checks.
+    pub fn keys_of(&self, id: i64) -> Vec<Bytes> {
+        self.lock().leases.get(&id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default()
+    }
+
     /// Applies a committed LeaseGrant: returns the TTL granted.
     pub fn grant(&self, wb: &mut WriteBatch<'_>, id: i64, ttl: i64) -> Result<i64, EtcdError> {
         if id == 0 {

@@ -143,6 +143,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        // etcd's checkMembershipOperationPermission: root only, once auth is enabled
+        self.0.check_admin(&req).await?;
         let req = req.into_inner();
         let s = &self.0;
         let peer_urls = check_peer_urls(&req.peer_ur_ls)?;
@@ -185,6 +187,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        // etcd's checkMembershipOperationPermission: root only, once auth is enabled
+        self.0.check_admin(&req).await?;
         let id = req.into_inner().id;
         let s = &self.0;
         let member = s.cluster.member(id).ok_or(EtcdError::MemberNotFound)?;
@@ -205,6 +209,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        // etcd's checkMembershipOperationPermission: root only, once auth is enabled
+        self.0.check_admin(&req).await?;
         let req = req.into_inner();
         let s = &self.0;
         let peer_urls = check_peer_urls(&req.peer_ur_ls)?;
@@ -232,6 +238,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        // etcd's checkMembershipOperationPermission: root only, once auth is enabled
+        self.0.check_admin(&req).await?;
         let id = req.into_inner().id;
         let s = &self.0;
         let member = s.cluster.member(id).ok_or(EtcdError::MemberNotFound)?;

@@ -29,6 +29,17 @@ const WAIT_QUEUE: usize = 64;
 const WAIT_QUEUE_BYTES: usize = 1 << 20;
 
 /// An error as etcd's Lock and Election handlers return it: UNKNOWN, with the text.
+/// An error of the KV requests a lock or election makes: auth refusals keep their code (as
+/// etcd's v3lock passes on its KV server's status), anything else is Unknown with etcd's text.
+pub fn kv_error(e: EtcdError) -> Status {
+    match e {
+        EtcdError::PermissionDenied | EtcdError::UserEmpty | EtcdError::InvalidAuthToken | EtcdError::AuthOldRevision => {
+            e.into()
+        }
+        other => unknown(other),
+    }
+}
+
 pub fn unknown(text: impl std::fmt::Display) -> Status {
     Status::unknown(text.to_string())
 }
@@ -150,6 +161,8 @@ impl Server {
     /// A linearizable read of the local store.
     pub async fn range_linearizable(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
         self.linearizable_barrier().await?;
+        let ai = super::auth::REQUEST_AUTH.try_with(|a| a.clone()).ok().flatten();
+        self.auth.check_range(ai.as_ref(), &req.key, &req.range_end)?;
         let mut resp = self.store.range(req)?;
         self.fill_header(&mut resp.header);
         Ok(resp)

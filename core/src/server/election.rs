@@ -43,50 +43,62 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
 #[tonic::async_trait]
 impl Election for ElectionService {
     async fn campaign(&self, req: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
-        let req = req.into_inner();
-        let server = &self.server;
-        let lease = server.session_lease(req.lease).await.map_err(unknown)?;
-        let prefix = prefix_of(&req.name);
-        let key = session_key(&prefix, lease);
-        let txn = TxnRequest {
-            compare: vec![create_revision_is(&key, 0)],
-            success: vec![put_op(&key, req.value.clone(), lease)],
-            failure: vec![range_op(RangeRequest { key: key.clone(), ..Default::default() })],
-        };
-        let resp = server.txn_through_log(txn).await.map_err(unknown)?;
-        let header = resp.header.clone();
-        // Campaigning again with the same lease keeps the key (and its place in line).
-        let existing = (!resp.succeeded).then(|| range_kvs(&resp, 0).first().cloned().unwrap_or_default());
-        let rev = match &existing {
-            Some(kv) => kv.create_revision,
-            None => header.as_ref().map_or(0, |h| h.revision),
-        };
-        // Until elected, a campaign that fails or whose caller goes away resigns (as etcd's
-        // does on a cancelled campaign), so its key does not block those behind it.
-        let mut resign = DeleteOnDrop::new(server.clone(), key.clone(), Some(rev));
-        if existing.is_some_and(|kv| kv.value != req.value) {
-            proclaim(server, &key, rev, lease, req.value.clone()).await?;
-        }
-        server.wait_deletes(&prefix, rev - 1).await.map_err(unknown)?;
-        resign.disarm();
-        Ok(Response::new(CampaignResponse {
-            header,
-            leader: Some(LeaderKey { name: req.name, key, rev, lease }),
-        }))
+        let ai = self.server.auth_of(&req).await?;
+        super::auth::REQUEST_AUTH.scope(ai, async move {
+            let req = req.into_inner();
+            let server = &self.server;
+            let lease = server.session_lease(req.lease).await.map_err(super::concurrency::kv_error)?;
+            let prefix = prefix_of(&req.name);
+            let key = session_key(&prefix, lease);
+            let txn = TxnRequest {
+                compare: vec![create_revision_is(&key, 0)],
+                success: vec![put_op(&key, req.value.clone(), lease)],
+                failure: vec![range_op(RangeRequest { key: key.clone(), ..Default::default() })],
+            };
+            let resp = server.txn_through_log(txn).await.map_err(super::concurrency::kv_error)?;
+            let header = resp.header.clone();
+            // Campaigning again with the same lease keeps the key (and its place in line).
+            let existing = (!resp.succeeded).then(|| range_kvs(&resp, 0).first().cloned().unwrap_or_default());
+            let rev = match &existing {
+                Some(kv) => kv.create_revision,
+                None => header.as_ref().map_or(0, |h| h.revision),
+            };
+            // Until elected, a campaign that fails or whose caller goes away resigns (as etcd's
+            // does on a cancelled campaign), so its key does not block those behind it.
+            let mut resign = DeleteOnDrop::new(server.clone(), key.clone(), Some(rev));
+            if existing.is_some_and(|kv| kv.value != req.value) {
+                proclaim(server, &key, rev, lease, req.value.clone()).await?;
+            }
+            server.wait_deletes(&prefix, rev - 1).await.map_err(super::concurrency::kv_error)?;
+            resign.disarm();
+            Ok(Response::new(CampaignResponse {
+                header,
+                leader: Some(LeaderKey { name: req.name, key, rev, lease }),
+            }))
+        })
+        .await
     }
 
     async fn proclaim(&self, req: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
-        let req = req.into_inner();
-        let leader = req.leader.ok_or_else(|| unknown(MISSING_LEADER_KEY))?;
-        let header = proclaim(&self.server, &leader.key, leader.rev, leader.lease, req.value).await?;
-        Ok(Response::new(ProclaimResponse { header }))
+        let ai = self.server.auth_of(&req).await?;
+        super::auth::REQUEST_AUTH.scope(ai, async move {
+            let req = req.into_inner();
+            let leader = req.leader.ok_or_else(|| unknown(MISSING_LEADER_KEY))?;
+            let header = proclaim(&self.server, &leader.key, leader.rev, leader.lease, req.value).await?;
+            Ok(Response::new(ProclaimResponse { header }))
+        })
+        .await
     }
 
     async fn leader(&self, req: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
-        let prefix = prefix_of(&req.into_inner().name);
-        let resp = self.server.range_linearizable(&first_created(&prefix)).await.map_err(unknown)?;
-        let kv = resp.kvs.first().cloned().ok_or_else(|| unknown(NO_LEADER))?;
-        Ok(Response::new(LeaderResponse { header: resp.header, kv: Some(kv) }))
+        let ai = self.server.auth_of(&req).await?;
+        super::auth::REQUEST_AUTH.scope(ai, async move {
+            let prefix = prefix_of(&req.into_inner().name);
+            let resp = self.server.range_linearizable(&first_created(&prefix)).await.map_err(super::concurrency::kv_error)?;
+            let kv = resp.kvs.first().cloned().ok_or_else(|| unknown(NO_LEADER))?;
+            Ok(Response::new(LeaderResponse { header: resp.header, kv: Some(kv) }))
+        })
+        .await
     }
 
     type ObserveStream = ReceiverStream<Result<LeaderResponse, Status>>;
@@ -109,14 +121,18 @@ impl Election for ElectionService {
     }
 
     async fn resign(&self, req: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
-        let leader = req.into_inner().leader.ok_or_else(|| unknown(MISSING_LEADER_KEY))?;
-        let txn = TxnRequest {
-            compare: vec![create_revision_is(&leader.key, leader.rev)],
-            success: vec![delete_op(&leader.key)],
-            failure: vec![],
-        };
-        let resp = self.server.txn_through_log(txn).await.map_err(unknown)?;
-        Ok(Response::new(ResignResponse { header: resp.header }))
+        let ai = self.server.auth_of(&req).await?;
+        super::auth::REQUEST_AUTH.scope(ai, async move {
+            let leader = req.into_inner().leader.ok_or_else(|| unknown(MISSING_LEADER_KEY))?;
+            let txn = TxnRequest {
+                compare: vec![create_revision_is(&leader.key, leader.rev)],
+                success: vec![delete_op(&leader.key)],
+                failure: vec![],
+            };
+            let resp = self.server.txn_through_log(txn).await.map_err(super::concurrency::kv_error)?;
+            Ok(Response::new(ResignResponse { header: resp.header }))
+        })
+        .await
     }
 }
 
@@ -133,7 +149,7 @@ async fn proclaim(
         success: vec![put_op(key, value, lease)],
         failure: vec![],
     };
-    let resp = server.txn_through_log(txn).await.map_err(unknown)?;
+    let resp = server.txn_through_log(txn).await.map_err(super::concurrency::kv_error)?;
     if !resp.succeeded {
         return Err(unknown(NOT_LEADER));
     }

@@ -18,6 +18,7 @@ pub struct KvService(pub SharedServer);
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let ai = self.0.auth_of(&req).await;
         let req = req.into_inner();
         validate::check_range(&req)?;
         if !req.serializable && self.0.cluster.local_is_learner() {
@@ -26,15 +27,21 @@ impl Kv for KvService {
         if !req.serializable {
             self.0.linearizable_barrier().await?;
         }
+        // etcd's doSerialize: the caller, its read permission, the read, then the auth
+        // revision again (a change meanwhile makes the answer unsafe to give)
+        let ai = ai?;
+        self.0.auth.check_range(ai.as_ref(), &req.key, &req.range_end)?;
         let mut resp = self.0.store.range_for_wire(&req)?;
+        check_auth_revision(&self.0, ai.as_ref())?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let ai = self.0.auth_of(&req).await?;
         let req = req.into_inner();
         validate::check_put(&req)?;
-        let mut resp = expect_applied!(self.0.propose(Proposal::Put(req)).await, Put)?;
+        let mut resp = expect_applied!(self.0.propose_as(ai.as_ref(), Proposal::Put(req)).await, Put)?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -43,14 +50,16 @@ impl Kv for KvService {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let ai = self.0.auth_of(&req).await?;
         let req = req.into_inner();
         validate::check_delete(&req)?;
-        let mut resp = expect_applied!(self.0.propose(Proposal::DeleteRange(req)).await, DeleteRange)?;
+        let mut resp = expect_applied!(self.0.propose_as(ai.as_ref(), Proposal::DeleteRange(req)).await, DeleteRange)?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let ai = self.0.auth_of(&req).await;
         let req = req.into_inner();
         validate::check_txn(&req, self.0.max_txn_ops)?;
         // A txn that only reads needs no log entry: a read barrier (unless every range is
@@ -59,11 +68,15 @@ impl Kv for KvService {
             if !ketch_mvcc::is_serializable_txn(&req) {
                 self.0.linearizable_barrier().await?;
             }
+            let ai = ai?;
+            self.0.auth.check_txn(ai.as_ref(), &req)?;
             let mut resp = self.0.store.txn_read(&req)?;
+            check_auth_revision(&self.0, ai.as_ref())?;
             self.0.fill_header(&mut resp.header);
             return Ok(Response::new(resp));
         }
-        let mut resp = expect_applied!(self.0.propose(Proposal::Txn(req)).await, Txn)?;
+        let ai = ai?;
+        let mut resp = expect_applied!(self.0.propose_as(ai.as_ref(), Proposal::Txn(req)).await, Txn)?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -72,9 +85,21 @@ impl Kv for KvService {
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        // etcd 3.4 checks no permission on compaction: only the token must be valid
+        let ai = self.0.auth_of(&req).await?;
         let req = req.into_inner();
-        let mut resp = expect_applied!(self.0.propose(Proposal::Compaction(req)).await, Compaction)?;
+        let mut resp = expect_applied!(self.0.propose_as(ai.as_ref(), Proposal::Compaction(req)).await, Compaction)?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
+    }
+}
+
+/// A serializable read answered under an auth revision that has since moved on is refused.
+fn check_auth_revision(server: &super::Server, ai: Option<&crate::auth::AuthInfo>) -> Result<(), Status> {
+    match ai {
+        Some(a) if a.revision != 0 && a.revision != server.auth.revision() => {
+            Err(ketch_api::status::EtcdError::AuthOldRevision.into())
+        }
+        _ => Ok(()),
     }
 }

@@ -40,19 +40,21 @@ pub struct LeaseService {
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        let ai = self.server.auth_of(&req).await?;
         let mut req = req.into_inner();
         // No id given: choose one, positive (etcd's reqIDGen, top bit cleared).
         while req.id == 0 {
             req.id = (self.server.ids.next() & (i64::MAX as u64)) as i64;
         }
-        let mut resp = expect_applied!(self.server.propose(Proposal::LeaseGrant(req)).await, LeaseGrant)?;
+        let mut resp = expect_applied!(self.server.propose_as(ai.as_ref(), Proposal::LeaseGrant(req)).await, LeaseGrant)?;
         self.server.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let ai = self.server.auth_of(&req).await?;
         let req = req.into_inner();
-        let mut resp = expect_applied!(self.server.propose(Proposal::LeaseRevoke(req)).await, LeaseRevoke)?;
+        let mut resp = expect_applied!(self.server.propose_as(ai.as_ref(), Proposal::LeaseRevoke(req)).await, LeaseRevoke)?;
         self.server.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }

@@ -150,6 +150,10 @@ pub fn serve_clients(
             )
             .add_service(LockServer::new(LockService(server.clone())).max_decoding_message_size(max_recv))
             .add_service(
+                ketch_api::etcdserverpb::auth_server::AuthServer::new(super::auth::AuthService(server.clone()))
+                    .max_decoding_message_size(max_recv),
+            )
+            .add_service(
                 ElectionServer::new(ElectionService { server: server.clone(), shutdown: shutdown.clone() })
                     .max_decoding_message_size(max_recv),
             )

@@ -88,15 +88,18 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(&self, req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        self.0.check_admin_maintenance(&req).await?;
         Err(not_yet("defragment"))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.0.check_admin_maintenance(&req).await?;
         Err(not_yet("hash of the whole backend"))
     }
 
     async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.0.check_admin_maintenance(&req).await?;
         let (hash, compact_revision) = self.0.store.hash_kv(req.into_inner().revision)?;
         Ok(Response::new(HashKvResponse { header: Some(self.0.header(0)), hash, compact_revision }))
     }
@@ -106,7 +109,8 @@ impl Maintenance for MaintenanceService {
     /// The backend as a file, streamed in chunks with the bytes remaining, then its SHA-256 as
     /// a last message (`etcdctl snapshot save` checks that one is there), as etcd does. The copy
     /// is consistent (one committed state) and never holds up writers.
-    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(&self, req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.0.check_admin_maintenance(&req).await?;
         let store = self.0.store.clone();
         let (file, total) = tokio::task::spawn_blocking(move || store.snapshot_copy())
             .await

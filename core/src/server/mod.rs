@@ -2,6 +2,7 @@
 //! cluster.rs, maintenance.rs, lock.rs and election.rs over concurrency.rs), the propose-and-wait path (propose.rs) and the listener that serves gRPC
 //! and HTTP on each client URL (listen.rs). Every service holds an `Arc<Server>`.
 
+pub mod auth;
 pub mod authority;
 pub mod cluster;
 pub mod concurrency;
@@ -53,6 +54,8 @@ pub struct Server {
     pub lessor: Arc<crate::lease::Lessor>,
     /// keep-alives and TTL queries answered on the leader
     pub primary_leases: crate::lease::primary::PrimaryLeases,
+    /// users, roles and tokens (the apply thread changes them)
+    pub auth: Arc<crate::auth::AuthStore>,
 }
 
 impl Server {

@@ -40,11 +40,20 @@ impl IdGenerator {
 }
 
 impl Server {
-    /// Proposes `request` and waits for its applied result.
+    /// Proposes `request` and waits for its applied result, on behalf of the caller the
+    /// task serves (`server::auth::REQUEST_AUTH`), if any.
     pub async fn propose(&self, request: Request) -> ApplyResult {
+        let ai = super::auth::REQUEST_AUTH.try_with(|a| a.clone()).ok().flatten();
+        self.propose_as(ai.as_ref(), request).await
+    }
+
+    /// Proposes `request` for the caller `ai`: its user name and auth revision go in the
+    /// header, where the apply thread checks them against the auth state of that moment.
+    pub async fn propose_as(&self, ai: Option<&crate::auth::AuthInfo>, request: Request) -> ApplyResult {
         let id = self.ids.next();
+        let (username, auth_revision) = ai.map(|a| (a.username.clone(), a.revision)).unwrap_or_default();
         let data = RaftRequest {
-            header: Some(RequestHeader { id, ..Default::default() }),
+            header: Some(RequestHeader { id, username, auth_revision }),
             request: Some(request),
         }
         .encode_to_vec();

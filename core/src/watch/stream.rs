@@ -19,6 +19,7 @@ use std::time::Duration;
 use ketch_api::etcdserverpb::watch_create_request::FilterType;
 use ketch_api::etcdserverpb::watch_request::RequestUnion;
 use ketch_api::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
+use ketch_api::status::EtcdError;
 use ketch_api::watch::{fragments, DUPLICATE_ID, EMPTY_RANGE, INVALID_WATCH_ID};
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
@@ -59,6 +60,8 @@ pub struct WatchStream {
     next_id: i64,
     /// Responses above this size are split when the watch asked for fragments.
     max_response_bytes: usize,
+    /// who opened the stream: each create is checked for read permission on its range
+    credentials: crate::server::auth::Credentials,
 }
 
 /// The client has gone away (or the member is stopping): end the stream.
@@ -72,6 +75,7 @@ impl WatchStream {
         out: ResponseSender,
         shutdown: watch::Receiver<bool>,
         max_response_bytes: usize,
+        credentials: crate::server::auth::Credentials,
     ) {
         let (updates_tx, updates_rx) = update_queue(STREAM_QUEUE, STREAM_QUEUE_BYTES);
         let mut stream = WatchStream {
@@ -83,6 +87,7 @@ impl WatchStream {
             by_hub: HashMap::new(),
             next_id: 0,
             max_response_bytes,
+            credentials,
         };
         stream.run(inbound, updates_rx, shutdown).await;
         for w in stream.watches.values() {
@@ -181,6 +186,19 @@ impl WatchStream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
+        // etcd's isWatchPermitted: refused as a created-and-canceled watch
+        let permitted = match self.server.resolve(&self.credentials).await {
+            Ok(ai) => self.server.auth.check_range(ai.as_ref(), &c.key, &c.range_end),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = permitted {
+            let reason = match e {
+                EtcdError::InvalidAuthToken | EtcdError::AuthOldRevision | EtcdError::UserEmpty => e,
+                _ => EtcdError::PermissionDenied,
+            };
+            let resp = refuse(&reason.to_string(), self.hub.notified_revision(), self);
+            return self.send(resp).await;
+        }
         let Some(range) = KeyRange::from_request(&c.key, &c.range_end) else {
             let resp = refuse(EMPTY_RANGE, self.hub.notified_revision(), self);
             return self.send(resp).await;
