@@ -51,9 +51,11 @@ pub struct CacheKey {
     pub request: Bytes,
 }
 
-/// One kept answer.
+/// One kept answer: the member's encoded RangeResponse, as it came.
 pub struct Cached {
-    pub response: RangeResponse,
+    message: Bytes,
+    /// its header's revision
+    revision: i64,
     key: Bytes,
     range_end: Bytes,
     weight: u32,
@@ -147,41 +149,43 @@ impl RangeCache {
         req.serializable && req.revision == 0
     }
 
-    /// A kept answer, with its revision raised to the watermark; `None` when there is none
-    /// or it could be older than what this proxy has already shown.
-    pub fn get(&self, key: &CacheKey) -> Option<RangeResponse> {
+    /// A kept answer (an encoded RangeResponse), with its revision raised to the watermark;
+    /// `None` when there is none or it could be older than what this proxy has already shown.
+    /// While nothing has changed since the answer, it is sent again byte for byte.
+    pub fn get(&self, key: &CacheKey) -> Option<Bytes> {
         let watermark = self.watermark.load(Ordering::Acquire);
         let fresh_enough = self.live.load(Ordering::Acquire) && watermark >= self.seen.load(Ordering::Acquire);
         let hit = if fresh_enough { self.entries.get(key) } else { None };
-        match hit {
-            Some(c) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                let mut resp = c.response.clone();
-                if let Some(h) = resp.header.as_mut() {
-                    h.revision = h.revision.max(watermark);
-                }
-                Some(resp)
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        let Some(c) = hit else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        if c.revision >= watermark {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(c.message.clone());
         }
+        let mut resp = RangeResponse::decode(&c.message[..]).ok()?;
+        if let Some(h) = resp.header.as_mut() {
+            h.revision = h.revision.max(watermark);
+        }
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(resp.encode_to_vec().into())
     }
 
-    /// Keeps a member's answer to `req` if nothing newer than it has been seen to change.
-    pub fn insert(&self, key: CacheKey, req: &RangeRequest, response: RangeResponse, encoded_len: usize) {
-        if encoded_len > MAX_ENTRY_BYTES {
+    /// Keeps a member's answer to `req` (its encoded RangeResponse) if nothing newer than it
+    /// has been seen to change.
+    pub fn insert(&self, key: CacheKey, req: &RangeRequest, message: Bytes) {
+        if message.len() > MAX_ENTRY_BYTES {
             return;
         }
-        let revision = response.header.as_ref().map_or(0, |h| h.revision);
+        let Some(revision) = header_revision(&message) else { return };
         let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         if !self.live.load(Ordering::Acquire) || revision < self.watermark.load(Ordering::Acquire) {
             return;
         }
         let key = Arc::new(key);
-        let weight = (encoded_len as u32).saturating_add(key.request.len() as u32).saturating_add(ENTRY_OVERHEAD);
-        let cached = Cached { response, key: req.key.clone(), range_end: req.range_end.clone(), weight };
+        let weight = (message.len() as u32).saturating_add(key.request.len() as u32).saturating_add(ENTRY_OVERHEAD);
+        let cached = Cached { message, revision, key: req.key.clone(), range_end: req.range_end.clone(), weight };
         self.coverage.lock().unwrap_or_else(|e| e.into_inner()).add(key.clone(), &cached.key, &cached.range_end);
         self.entries.insert(key, Arc::new(cached));
     }
@@ -317,13 +321,19 @@ mod tests {
     use ketch_api::etcdserverpb::ResponseHeader;
     use ketch_api::mvccpb::KeyValue;
 
-    fn answer(rev: i64, key: &str) -> RangeResponse {
+    fn answer(rev: i64, key: &str) -> Bytes {
         RangeResponse {
             header: Some(ResponseHeader { revision: rev, ..Default::default() }),
             kvs: vec![KeyValue { key: key.as_bytes().to_vec().into(), ..Default::default() }],
             count: 1,
             ..Default::default()
         }
+        .encode_to_vec()
+        .into()
+    }
+
+    fn revision(b: Bytes) -> i64 {
+        header_revision(&b).unwrap()
     }
 
     fn req(key: &str, end: &str) -> RangeRequest {
@@ -345,12 +355,12 @@ mod tests {
     fn hits_need_a_live_watch_and_a_watermark_at_what_was_seen() {
         let c = live_cache(5);
         let r = req("a", "");
-        c.insert(ck(&r, None), &r, answer(5, "a"), 10);
-        assert_eq!(c.get(&ck(&r, None)).unwrap().header.unwrap().revision, 5);
+        c.insert(ck(&r, None), &r, answer(5, "a"));
+        assert_eq!(c.get(&ck(&r, None)).unwrap(), answer(5, "a"), "unchanged: the member's bytes");
         c.saw(7); // a write through the proxy got revision 7; its event has not come yet
         assert!(c.get(&ck(&r, None)).is_none());
         c.watermark.store(9, Ordering::Release);
-        assert_eq!(c.get(&ck(&r, None)).unwrap().header.unwrap().revision, 9, "answered as of the watermark");
+        assert_eq!(revision(c.get(&ck(&r, None)).unwrap()), 9, "answered as of the watermark");
         c.live.store(false, Ordering::Release);
         assert!(c.get(&ck(&r, None)).is_none());
     }
@@ -359,7 +369,7 @@ mod tests {
     fn answers_older_than_the_watermark_are_not_kept() {
         let c = live_cache(8);
         let r = req("a", "");
-        c.insert(ck(&r, None), &r, answer(7, "a"), 10);
+        c.insert(ck(&r, None), &r, answer(7, "a"));
         assert!(c.get(&ck(&r, None)).is_none());
     }
 
@@ -367,7 +377,7 @@ mod tests {
     fn each_caller_has_its_own_entries() {
         let c = live_cache(1);
         let r = req("secret", "");
-        c.insert(ck(&r, Some("alice")), &r, answer(1, "secret"), 10);
+        c.insert(ck(&r, Some("alice")), &r, answer(1, "secret"));
         assert!(c.get(&ck(&r, Some("alice"))).is_some());
         assert!(c.get(&ck(&r, Some("mallory"))).is_none());
         assert!(c.get(&ck(&r, None)).is_none());
@@ -381,7 +391,7 @@ mod tests {
         let from = req("x", "\0");
         let other = req("d", "");
         for r in [&point, &range, &from, &other] {
-            c.insert(ck(r, None), r, answer(1, "k"), 10);
+            c.insert(ck(r, None), r, answer(1, "k"));
         }
         c.invalidate_key(b"b");
         assert!(c.get(&ck(&point, None)).is_none());

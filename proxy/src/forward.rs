@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use ketch_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, TxnRequest};
+use ketch_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
 use prost::Message;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -98,8 +98,8 @@ impl Forwarder {
                 if RangeCache::cacheable(&req) {
                     let token = parts.headers.get("token").and_then(|v| v.to_str().ok()).map(str::to_string);
                     let key = CacheKey { token, request: Bytes::copy_from_slice(message) };
-                    if let Some(resp) = self.cache.get(&key) {
-                        return grpc_ok(&resp);
+                    if let Some(message) = self.cache.get(&key) {
+                        return grpc_ok(&message);
                     }
                     cache_key = Some(key);
                 }
@@ -157,9 +157,7 @@ impl Forwarder {
                 match path.as_str() {
                     RANGE => {
                         if let (Some(key), Some(req)) = (cache_key, range_req) {
-                            if let Ok(r) = RangeResponse::decode(answer) {
-                                cache.insert(key, &req, r, answer.len());
-                            }
+                            cache.insert(key, &req, Bytes::copy_from_slice(answer));
                         }
                     }
                     "/etcdserverpb.KV/Put" => {
@@ -237,13 +235,12 @@ fn invalidate_txn(cache: &RangeCache, txn: &TxnRequest) {
     }
 }
 
-/// A successful unary gRPC answer made here: one message, then `grpc-status: 0`.
-fn grpc_ok(msg: &impl Message) -> http::Response<Body> {
-    let encoded = msg.encode_to_vec();
+/// A successful unary gRPC answer made here: one encoded message, then `grpc-status: 0`.
+fn grpc_ok(encoded: &[u8]) -> http::Response<Body> {
     let mut framed = Vec::with_capacity(5 + encoded.len());
     framed.push(0);
     framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&encoded);
+    framed.extend_from_slice(encoded);
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
     let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![Ok(Frame::data(Bytes::from(framed))), Ok(Frame::trailers(trailers))];

@@ -152,7 +152,7 @@ async fn run_upstream(
                     Ok(Some(resp)) => {
                         let waiters = waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&resp.id).unwrap_or_default();
                         for w in waiters {
-                            let _ = w.send(Ok(resp.clone()));
+                            let _ = w.send(Ok(resp));
                         }
                     }
                     Ok(None) => break,
@@ -195,12 +195,12 @@ impl Lease for LeaseService {
     // with its retries and timeouts); these forward too, should the service be used alone.
     async fn lease_grant(&self, r: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
         let backend = self.leases.director.pick(b"").into_iter().next().ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone()).lease_grant(forwarded(r.metadata(), r.get_ref().clone())).await
+        LeaseClient::new(backend.channel.clone()).lease_grant(forwarded(r.metadata(), *r.get_ref())).await
     }
 
     async fn lease_revoke(&self, r: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
         let backend = self.leases.director.pick(b"").into_iter().next().ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone()).lease_revoke(forwarded(r.metadata(), r.get_ref().clone())).await
+        LeaseClient::new(backend.channel.clone()).lease_revoke(forwarded(r.metadata(), *r.get_ref())).await
     }
 
     async fn lease_time_to_live(
@@ -208,12 +208,12 @@ impl Lease for LeaseService {
         r: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let backend = self.leases.director.pick(b"").into_iter().next().ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone()).lease_time_to_live(forwarded(r.metadata(), r.get_ref().clone())).await
+        LeaseClient::new(backend.channel.clone()).lease_time_to_live(forwarded(r.metadata(), *r.get_ref())).await
     }
 
     async fn lease_leases(&self, r: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
         let backend = self.leases.director.pick(b"").into_iter().next().ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone()).lease_leases(forwarded(r.metadata(), r.get_ref().clone())).await
+        LeaseClient::new(backend.channel.clone()).lease_leases(forwarded(r.metadata(), *r.get_ref())).await
     }
 
     type LeaseKeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;

@@ -242,7 +242,7 @@ impl Receiver {
         if events.is_empty() {
             return None;
         }
-        Some(WatchResponse { header: resp.header.clone(), watch_id: self.watch_id, events, ..Default::default() })
+        Some(WatchResponse { header: resp.header, watch_id: self.watch_id, events, ..Default::default() })
     }
 }
 
@@ -276,7 +276,7 @@ fn forwarded(metadata: &MetadataMap) -> Vec<(&'static str, tonic::metadata::Meta
 /// member would say: the current revision as the broadcast knows it — for a watcher starting
 /// "now", the broadcast's position, after which it gets every event.
 fn created_response(st: &BroadcastState, watch_id: i64, historical: bool) -> WatchResponse {
-    let mut header = st.header.clone().unwrap_or_default();
+    let mut header = st.header.unwrap_or_default();
     if !historical {
         header.revision = (st.next_rev - 1).max(0);
     }
@@ -378,7 +378,7 @@ impl Broadcast {
                 st.created = true;
                 let rev = resp.header.as_ref().map_or(0, |h| h.revision);
                 st.next_rev = if st.start_rev > 0 { st.start_rev } else { rev + 1 };
-                st.header = resp.header.clone();
+                st.header = resp.header;
                 let next_rev = st.next_rev;
                 for i in 0..st.receivers.len() {
                     if !st.receivers[i].created_sent {
@@ -403,7 +403,7 @@ impl Broadcast {
             // The member ended the watch (history compacted, or refused): so do the receivers.
             for r in &st.receivers {
                 let mut out = WatchResponse {
-                    header: resp.header.clone(),
+                    header: resp.header,
                     watch_id: r.watch_id,
                     canceled: true,
                     compact_revision: resp.compact_revision,
@@ -424,14 +424,14 @@ impl Broadcast {
             return true;
         }
         if resp.header.is_some() {
-            st.header = resp.header.clone();
+            st.header = resp.header;
         }
         let last = resp.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision).max();
         let progress = resp.events.is_empty();
         let mut dropped = Vec::new();
         for (i, r) in st.receivers.iter_mut().enumerate() {
             let out = if progress {
-                r.progress_notify.then(|| WatchResponse { header: resp.header.clone(), watch_id: r.watch_id, ..Default::default() })
+                r.progress_notify.then(|| WatchResponse { header: resp.header, watch_id: r.watch_id, ..Default::default() })
             } else {
                 r.events_of(&resp)
             };
@@ -540,7 +540,7 @@ impl ClientStream {
             Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
             Some(RequestUnion::CancelRequest(c)) => {
                 if let Some(b) = self.watches.remove(&c.watch_id) {
-                    let header = b.lock().header.clone();
+                    let header = b.lock().header;
                     self.proxy.leave(&b, self.stream, c.watch_id);
                     return self.send(WatchResponse { header, watch_id: c.watch_id, canceled: true, ..Default::default() }).await;
                 }
@@ -553,7 +553,7 @@ impl ClientStream {
                 for b in self.watches.values() {
                     let st = b.lock();
                     if let Some(h) = &st.header {
-                        let mut h = h.clone();
+                        let mut h = *h;
                         h.revision = st.next_rev - 1;
                         if header.as_ref().is_none_or(|cur| h.revision < cur.revision) {
                             header = Some(h);
@@ -569,7 +569,7 @@ impl ClientStream {
     async fn create(&mut self, c: WatchCreateRequest) -> bool {
         let header = self.proxy.latest_header(&self.metadata).await;
         let refuse = |reason: &str| WatchResponse {
-            header: header.clone(),
+            header,
             watch_id: INVALID_WATCH_ID,
             created: true,
             canceled: true,

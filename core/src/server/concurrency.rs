@@ -184,7 +184,7 @@ impl Server {
                 ..Default::default()
             };
             let resp = self.range_linearizable(&req).await?;
-            let header = resp.header.clone().unwrap_or_default();
+            let header = resp.header.unwrap_or_default();
             let Some(kv) = resp.kvs.first() else {
                 return Ok(header);
             };

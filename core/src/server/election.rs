@@ -56,7 +56,7 @@ impl Election for ElectionService {
                 failure: vec![range_op(RangeRequest { key: key.clone(), ..Default::default() })],
             };
             let resp = server.txn_through_log(txn).await.map_err(super::concurrency::kv_error)?;
-            let header = resp.header.clone();
+            let header = resp.header;
             // Campaigning again with the same lease keeps the key (and its place in line).
             let existing = (!resp.succeeded).then(|| range_kvs(&resp, 0).first().cloned().unwrap_or_default());
             let rev = match &existing {
@@ -178,7 +178,7 @@ async fn observe(server: SharedServer, prefix: Vec<u8>, tx: mpsc::Sender<Result<
                     if let Some(kv) = put.and_then(|e| e.kv) {
                         // (a batch may hold several puts: the header is this one's revision)
                         header = server.header(kv.mod_revision);
-                        if tx.send(Ok(LeaderResponse { header: Some(header.clone()), kv: Some(kv.clone()) })).await.is_err() {
+                        if tx.send(Ok(LeaderResponse { header: Some(header), kv: Some(kv.clone()) })).await.is_err() {
                             return;
                         }
                         if !follow(&server, &kv.key, header.revision + 1, &tx).await {
@@ -190,7 +190,7 @@ async fn observe(server: SharedServer, prefix: Vec<u8>, tx: mpsc::Sender<Result<
                 continue;
             }
         };
-        if tx.send(Ok(LeaderResponse { header: Some(header.clone()), kv: Some(kv.clone()) })).await.is_err() {
+        if tx.send(Ok(LeaderResponse { header: Some(header), kv: Some(kv.clone()) })).await.is_err() {
             return;
         }
         if !follow(&server, &kv.key, header.revision + 1, &tx).await {

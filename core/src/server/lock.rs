@@ -34,7 +34,7 @@ impl Lock for LockService {
                 failure: vec![range_op(ketch_api::etcdserverpb::RangeRequest { key: key.clone(), ..Default::default() }), owner],
             };
             let resp = server.txn_through_log(txn).await.map_err(super::concurrency::kv_error)?;
-            let header = resp.header.clone();
+            let header = resp.header;
             let my_rev = if resp.succeeded {
                 header.as_ref().map_or(0, |h| h.revision)
             } else {
