@@ -126,18 +126,7 @@ fn run(args: &[String], env: &[(String, String)]) -> u8 {
         return 1;
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cpus.max_set)
-        .thread_name("ketch-worker")
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            startup::fatal("etcdmain", &format!("cannot start the async runtime: {e}"));
-            return 1;
-        }
-    };
+    let Some(runtime) = runtime(cpus, "ketch-worker") else { return 1 };
     runtime.block_on(serve::serve(member, &config))
 }
 
@@ -199,19 +188,24 @@ fn run_proxy(config: &flags::EtcdConfig, cpus: startup::Cpus) -> u8 {
             return 1;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let Some(runtime) = runtime(cpus, "ketch-proxy") else { return 1 };
+    runtime.block_on(serve::serve_proxy(proxy))
+}
+
+/// The async runtime, one worker per CPU etcd would use; `None` (logged) if it cannot start.
+fn runtime(cpus: startup::Cpus, name: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cpus.max_set)
-        .thread_name("ketch-proxy")
+        .thread_name(name)
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime,
+        Ok(runtime) => Some(runtime),
         Err(e) => {
             startup::fatal("etcdmain", &format!("cannot start the async runtime: {e}"));
-            return 1;
+            None
         }
-    };
-    runtime.block_on(serve::serve_proxy(proxy))
+    }
 }
 
 /// Why this process cannot start as asked, for what ketch does not do yet. A data dir that

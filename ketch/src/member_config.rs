@@ -49,6 +49,32 @@ pub enum DataDirKind {
     Proxy,
 }
 
+/// The client side's TLS settings from etcd's flags (`--cert-file`, `--key-file`, ...).
+pub fn client_tls_info(c: &EtcdConfig) -> TlsInfo {
+    TlsInfo {
+        cert_file: c.cert_file.clone(),
+        key_file: c.key_file.clone(),
+        trusted_ca_file: c.trusted_ca_file.clone(),
+        client_cert_auth: c.client_cert_auth,
+        crl_file: c.client_crl_file.clone(),
+        cipher_suites: c.cipher_suites.clone(),
+        self_signed: false,
+    }
+}
+
+/// The peer side's TLS settings from etcd's flags (`--peer-cert-file`, ...).
+pub fn peer_tls_info(c: &EtcdConfig) -> TlsInfo {
+    TlsInfo {
+        cert_file: c.peer_cert_file.clone(),
+        key_file: c.peer_key_file.clone(),
+        trusted_ca_file: c.peer_trusted_ca_file.clone(),
+        client_cert_auth: c.peer_client_cert_auth,
+        crl_file: c.peer_crl_file.clone(),
+        cipher_suites: c.cipher_suites.clone(),
+        self_signed: false,
+    }
+}
+
 /// etcd's `identifyDataDirOrDie`: `member/` means a member, `proxy/` a v2 proxy. Other entries
 /// are returned so the caller can warn about them.
 pub fn identify_data_dir(dir: &Path) -> Result<(DataDirKind, Vec<String>), String> {
@@ -190,25 +216,9 @@ pub fn member_config(c: &EtcdConfig) -> Result<MemberConfig, String> {
         },
         lease_checkpoint: c.experimental_enable_lease_checkpoint,
         lease_checkpoint_persist: c.experimental_enable_lease_checkpoint_persist,
-        client_tls: TlsInfo {
-            cert_file: c.cert_file.clone(),
-            key_file: c.key_file.clone(),
-            trusted_ca_file: c.trusted_ca_file.clone(),
-            client_cert_auth: c.client_cert_auth,
-            crl_file: c.client_crl_file.clone(),
-            cipher_suites: c.cipher_suites.clone(),
-            self_signed: false,
-        },
+        client_tls: client_tls_info(c),
         client_auto_tls: c.auto_tls,
-        peer_tls: TlsInfo {
-            cert_file: c.peer_cert_file.clone(),
-            key_file: c.peer_key_file.clone(),
-            trusted_ca_file: c.peer_trusted_ca_file.clone(),
-            client_cert_auth: c.peer_client_cert_auth,
-            crl_file: c.peer_crl_file.clone(),
-            cipher_suites: c.cipher_suites.clone(),
-            self_signed: false,
-        },
+        peer_tls: peer_tls_info(c),
         peer_auto_tls: c.peer_auto_tls,
         peer_skip_client_san_verification: c.experimental_peer_skip_client_san_verification,
         auth_token: c.auth_token.clone(),

@@ -7,11 +7,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ketch_gateway::tls::TlsInfo;
 use ketch_proxy::{ProxyConfig, ProxyMode};
 
 use crate::flags::EtcdConfig;
-use crate::member_config::parse_initial_cluster;
+use crate::member_config::{client_tls_info, parse_initial_cluster, peer_tls_info};
 
 /// gRPC framing and metadata on top of the largest request a member accepts.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -20,7 +19,10 @@ pub fn proxy_config(c: &EtcdConfig) -> Result<ProxyConfig, String> {
     let mode = if c.proxy == "readonly" { ProxyMode::Readonly } else { ProxyMode::On };
     let mut config = ProxyConfig::new(mode, PathBuf::from(&c.data_dir));
     config.listen = listen_addrs(&c.listen_client_urls)?;
-    (config.client_tls, config.peer_tls) = tls_infos(c);
+    // (auto TLS is not offered on a proxy: members could not check a certificate made up on
+    // the spot)
+    config.client_tls = client_tls_info(c);
+    config.peer_tls = peer_tls_info(c);
     config.initial_peer_urls = parse_initial_cluster(&c.initial_cluster)?
         .into_iter()
         .map(|(_, url)| url.as_str().trim_end_matches('/').to_string())
@@ -53,30 +55,6 @@ fn listen_addrs(urls: &[String]) -> Result<Vec<(SocketAddr, bool)>, String> {
         out.extend(addrs.take(1).map(|a| (a, https)));
     }
     Ok(out)
-}
-
-/// etcd's two TLS sides from its flags (auto TLS is not offered on a proxy: members could not
-/// check a certificate made up on the spot).
-fn tls_infos(c: &EtcdConfig) -> (TlsInfo, TlsInfo) {
-    let client = TlsInfo {
-        cert_file: c.cert_file.clone(),
-        key_file: c.key_file.clone(),
-        trusted_ca_file: c.trusted_ca_file.clone(),
-        client_cert_auth: c.client_cert_auth,
-        crl_file: c.client_crl_file.clone(),
-        cipher_suites: c.cipher_suites.clone(),
-        self_signed: false,
-    };
-    let peer = TlsInfo {
-        cert_file: c.peer_cert_file.clone(),
-        key_file: c.peer_key_file.clone(),
-        trusted_ca_file: c.peer_trusted_ca_file.clone(),
-        client_cert_auth: c.peer_client_cert_auth,
-        crl_file: c.peer_crl_file.clone(),
-        cipher_suites: c.cipher_suites.clone(),
-        self_signed: false,
-    };
-    (client, peer)
 }
 
 #[cfg(test)]
