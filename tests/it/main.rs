@@ -2,6 +2,7 @@
 //! loopback, and every behaviour is compared with real etcd 3.4.23 (see the `ketch-tests`
 //! library). Modules by feature.
 
+mod auth;
 mod cluster;
 mod compaction;
 mod durability;
@@ -20,6 +21,7 @@ mod proxy;
 mod tls;
 mod proxy_cache;
 mod proxy_watch;
+mod quota;
 mod snapshot;
 mod txn;
 mod txn_grpc;

@@ -196,7 +196,9 @@ impl WatchStream {
                 EtcdError::InvalidAuthToken | EtcdError::AuthOldRevision | EtcdError::UserEmpty => e,
                 _ => EtcdError::PermissionDenied,
             };
-            let resp = refuse(&reason.to_string(), self.hub.notified_revision(), self);
+            // etcd sends the gRPC error's text: "rpc error: code = ... desc = ..."
+            let reason = format!("rpc error: code = {} desc = {reason}", go_code_name(reason.code()));
+            let resp = refuse(&reason, self.hub.notified_revision(), self);
             return self.send(resp).await;
         }
         let Some(range) = KeyRange::from_request(&c.key, &c.range_end) else {
@@ -301,6 +303,16 @@ impl WatchStream {
 
 /// The progress period with etcd's floor and up to 10% jitter, so streams opened together do
 /// not all tick together.
+/// grpc-go's name of a status code, as its errors print it.
+fn go_code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::PermissionDenied => "PermissionDenied",
+        tonic::Code::InvalidArgument => "InvalidArgument",
+        tonic::Code::Unauthenticated => "Unauthenticated",
+        _ => "Unknown",
+    }
+}
+
 fn progress_period(configured: Duration) -> Duration {
     let base = configured.max(MIN_PROGRESS_INTERVAL);
     let jitter_ns = (base.as_nanos() / 10).min(u64::MAX as u128) as u64;
