@@ -6,6 +6,7 @@
 //! watchers) → the waiting request is woken with its response. Leases expire on the leader
 //! (`lease::primary`) and are revoked through the log like any write.
 
+pub mod alarm;
 pub mod apply;
 pub mod auth;
 pub mod cluster;

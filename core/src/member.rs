@@ -103,6 +103,8 @@ impl Member {
                 .map_err(|e| StartError::Other(format!("auth recovery task failed: {e}")))?
                 .map_err(|e| StartError::Other(format!("recover auth: {e}")))?;
         }
+        let alarms = Arc::new(crate::alarm::Alarms::default());
+        alarms.recover(&store).map_err(|e| StartError::Other(format!("recover alarms: {e}")))?;
         let (apply_task, apply_rx) = Applier::channel(waits.clone());
         let applier = Applier::new(
             store.clone(),
@@ -114,6 +116,7 @@ impl Member {
             watch_hub.clone(),
             lessor.clone(),
             auth.clone(),
+            alarms.clone(),
         );
         let apply_thread = std::thread::Builder::new()
             .name("ketch-apply".into())
@@ -177,6 +180,8 @@ impl Member {
             lessor,
             primary_leases: primary_leases.clone(),
             auth,
+            alarms,
+            quota_bytes: config.quota_bytes(),
         });
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();

@@ -22,6 +22,7 @@ mod tls;
 mod proxy_cache;
 mod proxy_watch;
 mod quota;
+mod quota;
 mod snapshot;
 mod txn;
 mod txn_grpc;

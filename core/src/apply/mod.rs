@@ -38,6 +38,7 @@ pub enum Applied {
     Compaction(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    Alarm(ketch_api::etcdserverpb::AlarmResponse),
     /// A membership change: the member list after it.
     Members(Vec<MemberRecord>),
     /// Authenticate's simple token.
@@ -103,12 +104,16 @@ pub struct Applier {
     pub lessor: Arc<Lessor>,
     /// users and roles: auth requests change them, every request is checked against them
     pub auth: Arc<crate::auth::AuthStore>,
+    /// raised alarms: a NOSPACE alarm caps the writes that grow the store
+    pub alarms: Arc<crate::alarm::Alarms>,
     last_snapshot_index: u64,
     last_durable_index: u64,
     last_durable_at: Instant,
 }
 
 impl Applier {
+    // One argument per part of the member the apply thread changes.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
         waits: Arc<WaitRegistry>,
@@ -119,6 +124,7 @@ impl Applier {
         watch_hub: Arc<WatchHub>,
         lessor: Arc<Lessor>,
         auth: Arc<crate::auth::AuthStore>,
+        alarms: Arc<crate::alarm::Alarms>,
     ) -> Self {
         let index = store.applied_index();
         Applier {
@@ -131,6 +137,7 @@ impl Applier {
             watch_hub,
             lessor,
             auth,
+            alarms,
             last_snapshot_index: index,
             last_durable_index: index,
             last_durable_at: Instant::now(),
@@ -297,6 +304,7 @@ impl Applier {
             }
         }
         self.lessor.recover(&self.store)?;
+        self.alarms.recover(&self.store)?;
         self.auth.recover(&self.store)?;
         self.watch_hub.restored(self.store.current_revision());
         info!(target: "etcdserver", "applied snapshot at index {restored}");
@@ -351,6 +359,7 @@ impl Applier {
         };
         // etcd's auth applier: the proposer's user and auth revision, checked as of now
         self.auth.check_applied(&req.header.unwrap_or_default(), &request, &|id| self.lessor.keys_of(id))?;
+        self.capped(&request)?;
         match request {
             auth @ (Request::AuthEnable(_)
             | Request::AuthDisable(_)
@@ -395,8 +404,22 @@ impl Applier {
                 self.lessor.checkpoint(wb, &c.checkpoints);
                 Ok(Applied::Done)
             }
-            Request::Alarm(_) => Err(EtcdError::NotCapable),
+            Request::Alarm(a) => Ok(Applied::Alarm(self.alarms.apply(wb, &a))),
         }
+    }
+
+    /// etcd's capped applier: while NOSPACE is raised, writes that grow the store are refused
+    /// (deletes, compaction, revocations and the rest still apply).
+    fn capped(&self, request: &Request) -> Result<(), EtcdError> {
+        let grows = match request {
+            Request::Put(_) | Request::LeaseGrant(_) => true,
+            Request::Txn(t) => !ketch_mvcc::is_read_only_txn(t),
+            _ => false,
+        };
+        if grows && self.alarms.no_space() {
+            return Err(EtcdError::NoSpace);
+        }
+        Ok(())
     }
 }
 

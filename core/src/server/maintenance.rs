@@ -1,6 +1,6 @@
-//! etcd's Maintenance service: status, hashes, leader transfer and snapshots; defragmentation,
-//! the whole-backend Hash and alarms that change state are not built yet and answer
-//! `Unimplemented` with a message saying so.
+//! etcd's Maintenance service: status, hashes, alarms, leader transfer and snapshots;
+//! defragmentation and the whole-backend Hash are not built yet and answer `Unimplemented`
+//! with a message saying so.
 
 use std::pin::Pin;
 
@@ -15,7 +15,9 @@ use ketch_api::etcdserverpb::{
 use ketch_api::status::EtcdError;
 use tonic::{Request, Response, Status};
 
+use super::propose::expect_applied;
 use super::SharedServer;
+use ketch_api::ketchpb::raft_request::Request as Proposal;
 
 pub struct MaintenanceService(pub SharedServer);
 
@@ -57,13 +59,15 @@ fn send_snapshot(
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
+    /// Lists the raised alarms (this member's view); raising and disarming go through the log.
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        match req.into_inner().action() {
-            // No alarm can be raised by this build (no quota enforcement yet), so the list is
-            // truthfully empty.
-            AlarmAction::Get => Ok(Response::new(AlarmResponse { header: Some(self.0.header(0)), alarms: vec![] })),
-            AlarmAction::Activate | AlarmAction::Deactivate => Err(not_yet("changing alarms")),
+        let req = req.into_inner();
+        if req.action() == AlarmAction::Get {
+            return Ok(Response::new(AlarmResponse { header: Some(self.0.header(0)), alarms: self.0.alarms.list() }));
         }
+        let mut resp = expect_applied!(self.0.propose(Proposal::Alarm(req)).await, Alarm)?;
+        self.0.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {

@@ -56,6 +56,11 @@ pub struct Server {
     pub primary_leases: crate::lease::primary::PrimaryLeases,
     /// users, roles and tokens (the apply thread changes them)
     pub auth: Arc<crate::auth::AuthStore>,
+    /// raised alarms (the apply thread changes them)
+    pub alarms: Arc<crate::alarm::Alarms>,
+    /// `--quota-backend-bytes`: live bytes of keys and values beyond which growing writes
+    /// raise NOSPACE
+    pub quota_bytes: u64,
 }
 
 impl Server {

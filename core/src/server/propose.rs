@@ -50,6 +50,7 @@ impl Server {
     /// Proposes `request` for the caller `ai`: its user name and auth revision go in the
     /// header, where the apply thread checks them against the auth state of that moment.
     pub async fn propose_as(&self, ai: Option<&crate::auth::AuthInfo>, request: Request) -> ApplyResult {
+        self.check_quota(&request).await?;
         let id = self.ids.next();
         let (username, auth_revision) = ai.map(|a| (a.username.clone(), a.revision)).unwrap_or_default();
         let data = RaftRequest {
@@ -72,6 +73,34 @@ impl Server {
             Ok(None) => Err(EtcdError::Stopped),
             Err(_) => Err(EtcdError::Timeout),
         }
+    }
+
+    /// etcd's quota check before a write that grows the store: over `--quota-backend-bytes`,
+    /// this member raises NOSPACE (through the log) and the write is refused; while NOSPACE is
+    /// raised, such writes are refused here already (the apply thread refuses them too).
+    async fn check_quota(&self, request: &Request) -> Result<(), EtcdError> {
+        let cost = match request {
+            Request::Put(p) => p.key.len() + p.value.len(),
+            Request::Txn(t) if !ketch_mvcc::is_read_only_txn(t) => t.encoded_len(),
+            Request::LeaseGrant(_) => 0,
+            _ => return Ok(()),
+        };
+        if self.alarms.no_space() {
+            return Err(EtcdError::NoSpace);
+        }
+        let used = self.store.db_size_in_use();
+        if used.saturating_add(cost as u64) <= self.quota_bytes {
+            return Ok(());
+        }
+        let alarm = ketch_api::etcdserverpb::AlarmRequest {
+            action: ketch_api::etcdserverpb::alarm_request::AlarmAction::Activate as i32,
+            member_id: self.cluster.member_id,
+            alarm: ketch_api::etcdserverpb::AlarmType::Nospace as i32,
+        };
+        tracing::warn!(target: "etcdserver", "alarm NOSPACE raised by {:x}: {used} bytes in use, quota {} bytes", self.cluster.member_id, self.quota_bytes);
+        // raised as the member itself (not as the caller), as etcd's quota interceptor does
+        Box::pin(self.propose_as(None, Request::Alarm(alarm))).await?;
+        Err(EtcdError::NoSpace)
     }
 
     /// Proposes a membership change and waits until this member has applied it.
