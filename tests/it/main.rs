@@ -22,7 +22,6 @@ mod tls;
 mod proxy_cache;
 mod proxy_watch;
 mod quota;
-mod quota;
 mod snapshot;
 mod txn;
 mod txn_grpc;
