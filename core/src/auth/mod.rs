@@ -593,6 +593,74 @@ mod tests {
         assert!(!covers(&[iv("k", "z")], b"k", b""));
     }
 
+    fn perm(t: PermType, key: &str, end: &str) -> Permission {
+        Permission { perm_type: t as i32, key: key.as_bytes().to_vec().into(), range_end: end.as_bytes().to_vec().into() }
+    }
+
+    fn txn_with(ops: Vec<RequestOp>) -> TxnRequest {
+        TxnRequest { compare: vec![], success: ops, failure: vec![] }
+    }
+
+    fn put(key: &str) -> RequestOp {
+        RequestOp {
+            request: Some(request_op::Request::RequestPut(ketch_api::etcdserverpb::PutRequest {
+                key: key.as_bytes().to_vec().into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Changes applied through a real backend, then etcd's checks: nested txns, old auth
+    /// revisions, no user, persistence across a recovery.
+    #[test]
+    fn applied_changes_drive_the_checks_and_survive_recovery() {
+        use ketch_api::etcdserverpb::{AuthEnableRequest, AuthRoleAddRequest};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let auth = AuthStore::new(std::time::Duration::from_secs(300), 4);
+        let mut wb = store.write().unwrap();
+        let user = |n: &str| User { name: n.as_bytes().to_vec().into(), password: Default::default(), roles: vec![], options: None };
+        for (i, req) in [
+            Request::UserAdd(user("root")),
+            Request::UserAdd(user("u")),
+            Request::RoleAdd(AuthRoleAddRequest { name: "r".into() }),
+            Request::RoleGrantPermission(AuthRoleGrantPermissionRequest { name: "r".into(), perm: Some(perm(PermType::Readwrite, "a", "m")) }),
+            Request::UserGrantRole(AuthUserGrantRoleRequest { user: "u".into(), role: "r".into() }),
+            Request::UserGrantRole(AuthUserGrantRoleRequest { user: "root".into(), role: ROOT_ROLE.into() }),
+            Request::AuthEnable(AuthEnableRequest {}),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            auth.apply_change(&mut wb, req, i as u64 + 1).unwrap();
+        }
+        wb.commit(true).unwrap();
+        let rev = auth.revision();
+        assert_eq!(rev, 6, "every change but enable moves the revision");
+        let u = AuthInfo { username: "u".into(), revision: rev };
+        assert_eq!(auth.check_key(Some(&u), b"b", b"", true), Ok(()));
+        assert_eq!(auth.check_range(Some(&u), b"a", b"m"), Ok(()));
+        assert_eq!(auth.check_range(Some(&u), b"a", b"n"), Err(EtcdError::PermissionDenied));
+        assert_eq!(auth.check_range(None, b"a", b""), Err(EtcdError::UserEmpty));
+        let old = AuthInfo { username: "u".into(), revision: rev - 1 };
+        assert_eq!(auth.check_range(Some(&old), b"a", b""), Err(EtcdError::AuthOldRevision));
+        // a put outside the permission, two txns deep
+        let inner = txn_with(vec![put("b"), put("z")]);
+        let outer = txn_with(vec![put("c"), RequestOp { request: Some(request_op::Request::RequestTxn(inner)) }]);
+        assert_eq!(auth.check_txn(Some(&u), &outer), Err(EtcdError::PermissionDenied));
+        assert_eq!(auth.check_txn(Some(&u), &txn_with(vec![put("c")])), Ok(()));
+        let root = AuthInfo { username: "root".into(), revision: rev };
+        assert_eq!(auth.check_txn(Some(&root), &outer), Ok(()));
+        assert_eq!(auth.check_admin(Some(&u)), Err(EtcdError::PermissionDenied));
+
+        let again = AuthStore::new(std::time::Duration::from_secs(300), 4);
+        again.recover(&store).unwrap();
+        assert!(again.is_enabled());
+        assert_eq!(again.revision(), rev);
+        assert_eq!(again.check_key(Some(&u), b"b", b"", true), Ok(()));
+        assert_eq!(again.user_names(), vec!["root".to_string(), "u".to_string()]);
+    }
+
     #[test]
     fn keys_match_points_and_ranges() {
         assert!(overlaps(b"foo", &point_end(b"foo"), b"foo", &point_end(b"foo")));
