@@ -241,11 +241,14 @@ pub struct DeleteOnDrop {
     server: Option<Arc<Server>>,
     key: Bytes,
     created_at: Option<i64>,
+    /// the caller, whose permission the delete needs once auth is enabled
+    auth: Option<crate::auth::AuthInfo>,
 }
 
 impl DeleteOnDrop {
     pub fn new(server: Arc<Server>, key: Bytes, created_at: Option<i64>) -> Self {
-        DeleteOnDrop { server: Some(server), key, created_at }
+        let auth = super::auth::REQUEST_AUTH.try_with(|a| a.clone()).ok().flatten();
+        DeleteOnDrop { server: Some(server), key, created_at, auth }
     }
 
     pub fn disarm(&mut self) {
@@ -258,7 +261,8 @@ impl Drop for DeleteOnDrop {
         let Some(server) = self.server.take() else { return };
         let key = std::mem::take(&mut self.key);
         let created_at = self.created_at;
-        tokio::spawn(async move {
+        let auth = self.auth.take();
+        tokio::spawn(super::auth::REQUEST_AUTH.scope(auth, async move {
             let result = match created_at {
                 None => server.delete_through_log(DeleteRangeRequest { key, ..Default::default() }).await.map(drop),
                 Some(rev) => {
@@ -273,6 +277,6 @@ impl Drop for DeleteOnDrop {
             if let Err(e) = result {
                 tracing::warn!(target: "v3lock", "failed to remove an abandoned waiter's key: {e}");
             }
-        });
+        }));
     }
 }

@@ -105,7 +105,11 @@ impl Election for ElectionService {
 
     async fn observe(&self, req: Request<LeaderRequest>) -> Result<Response<Self::ObserveStream>, Status> {
         super::refuse_without_leader(&self.server, &req)?;
+        // etcd's observer reads the election's keys as the caller
+        let ai = self.server.auth_of(&req).await?;
         let prefix = prefix_of(&req.into_inner().name);
+        let end = super::concurrency::prefix_end(&prefix);
+        self.server.auth.check_range(ai.as_ref(), &prefix, &end)?;
         let (tx, rx) = mpsc::channel(OBSERVE_QUEUE);
         let server = self.server.clone();
         let mut shutdown = self.shutdown.clone();
