@@ -88,6 +88,10 @@ pub struct MemberConfig {
     pub auth_token_ttl: Duration,
     /// `--bcrypt-cost` of password hashes; outside 4..=31 etcd's default 10 is used.
     pub bcrypt_cost: u32,
+    /// `--experimental-trusted-proxy-cn` (Ketch only): a caller whose verified client
+    /// certificate has one of these names is a Ketch proxy, believed when it says which user
+    /// it forwards for (its client's certificate name; see `PROXIED_IDENTITY`).
+    pub trusted_proxy_cns: Vec<String>,
 }
 
 /// etcd's lease checkpoint interval (not a flag in etcd 3.4).
@@ -137,6 +141,7 @@ impl Default for MemberConfig {
             auth_token: "simple".into(),
             auth_token_ttl: Duration::from_secs(300),
             bcrypt_cost: 10,
+            trusted_proxy_cns: Vec::new(),
         }
     }
 }

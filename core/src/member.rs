@@ -182,6 +182,7 @@ impl Member {
             auth,
             alarms,
             quota_bytes: config.quota_bytes(),
+            trusted_proxy_cns: config.trusted_proxy_cns.clone(),
         });
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
         let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();

@@ -33,7 +33,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
-pub use stream::{client_identity, request_identity, ConnInfo, ServerStream, TlsConnector};
+pub use stream::{client_identity, request_identity, ConnInfo, ServerStream, TlsConnector, PROXIED_IDENTITY};
 
 /// Why a TLS configuration could not be made. The message is for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

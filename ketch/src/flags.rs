@@ -303,6 +303,8 @@ flag_table! {
             "bcrypt cost for password hashes, 4 to 31.";
         auth_token_ttl: Uint = "auth-token-ttl", "300", Y::Same, Member,
             "Lifetime of a simple token, in seconds.";
+        experimental_trusted_proxy_cn: StrList = "experimental-trusted-proxy-cn", "", Y::Same, Member,
+            "Ketch only: client certificate names of proxies trusted to say which user they forward for.";
     }
     Monitoring {
         enable_pprof: Bool = "enable-pprof", "false", Y::Same, Member,

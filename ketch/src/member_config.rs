@@ -224,6 +224,7 @@ pub fn member_config(c: &EtcdConfig) -> Result<MemberConfig, String> {
         auth_token: c.auth_token.clone(),
         auth_token_ttl: Duration::from_secs(c.auth_token_ttl),
         bcrypt_cost: u32::try_from(c.bcrypt_cost).unwrap_or(u32::MAX),
+        trusted_proxy_cns: c.experimental_trusted_proxy_cn.clone(),
     })
 }
 

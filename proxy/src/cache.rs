@@ -12,7 +12,7 @@
 //!   answer is served only when the watermark has reached it, so a client never reads a
 //!   revision older than one it got from this proxy; the answer carries the watermark as its
 //!   revision, as it is exactly what a read at that revision gives.
-//! - Entries are kept per caller (auth token): one user is never served what another was
+//! - Entries are kept per caller (auth token or client certificate): one user is never served what another was
 //!   allowed to read (etcd #22112). With auth on, the proxy's own watch may be refused; the
 //!   cache then stays off.
 //! - Requests for a specific revision are not cached (a compaction would have to be seen).
@@ -45,7 +45,7 @@ const REWATCH_PAUSE: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct CacheKey {
-    /// the caller's auth token
+    /// the caller: its auth token, or `cn:` and its client certificate's name
     pub token: Option<String>,
     /// the encoded RangeRequest
     pub request: Bytes,

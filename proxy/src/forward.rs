@@ -96,7 +96,9 @@ impl Forwarder {
         if path == RANGE {
             if let Ok(req) = RangeRequest::decode(message) {
                 if RangeCache::cacheable(&req) {
-                    let token = parts.headers.get("token").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    // per caller: the token, else the client certificate's name
+                    let header = |k: &str| parts.headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let token = header("token").or_else(|| header(crate::PROXIED_IDENTITY).map(|cn| format!("cn:{cn}")));
                     let key = CacheKey { token, request: Bytes::copy_from_slice(message) };
                     if let Some(message) = self.cache.get(&key) {
                         return grpc_ok(&message);

@@ -47,7 +47,7 @@ struct Upstream {
 
 pub struct LeaseProxy {
     director: Arc<Director>,
-    /// by caller token
+    /// by caller (token, or certificate name)
     upstreams: Mutex<HashMap<Option<String>, Arc<Upstream>>>,
     /// keep-alives clients sent, and renewals sent upstream for them
     pub client_keepalives: AtomicU64,
@@ -65,7 +65,7 @@ impl LeaseProxy {
     }
 
     fn upstream(self: &Arc<Self>, metadata: &MetadataMap) -> Arc<Upstream> {
-        let token = metadata.get("token").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let token = crate::watch::caller(metadata);
         let mut all = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(u) = all.get(&token) {
             if !u.requests.is_closed() {
@@ -126,8 +126,18 @@ async fn run_upstream(
             let _ = tx.try_send(LeaseKeepAliveRequest { id });
         }
         let mut request = Request::new(ReceiverStream::new(rx));
-        if let Some(t) = token.as_deref().and_then(|t| t.parse().ok()) {
-            request.metadata_mut().insert("token", t);
+        match token.as_deref() {
+            Some(cn) if cn.starts_with("cn:") => {
+                if let Ok(v) = cn["cn:".len()..].parse() {
+                    request.metadata_mut().insert(crate::PROXIED_IDENTITY, v);
+                }
+            }
+            Some(t) => {
+                if let Ok(v) = t.parse() {
+                    request.metadata_mut().insert("token", v);
+                }
+            }
+            None => {}
         }
         let mut stream = match LeaseClient::new(backend.channel.clone()).lease_keep_alive(request).await {
             Ok(s) => s.into_inner(),
@@ -181,7 +191,7 @@ pub struct LeaseService {
 
 fn forwarded<T>(metadata: &MetadataMap, message: T) -> Request<T> {
     let mut req = Request::new(message);
-    for key in ["token", "hasleader"] {
+    for key in ["token", "hasleader", crate::PROXIED_IDENTITY] {
         if let Some(v) = metadata.get(key) {
             req.metadata_mut().insert(key, v.clone());
         }

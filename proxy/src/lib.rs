@@ -125,6 +125,17 @@ impl Proxy {
     }
 }
 
+pub use ketch_gateway::tls::PROXIED_IDENTITY;
+
+/// Passes the client's certificate name on to members (see [`PROXIED_IDENTITY`]), never one the
+/// client claims itself.
+fn carry_identity(headers: &mut ::http::HeaderMap, identity: Option<&str>) {
+    headers.remove(PROXIED_IDENTITY);
+    if let Some(v) = identity.and_then(|i| ::http::HeaderValue::from_str(i).ok()) {
+        headers.insert(PROXIED_IDENTITY, v);
+    }
+}
+
 /// Serves accepted connections (plain or TLS, as the listener is) until `stop`; each over
 /// HTTP/1 or HTTP/2 as the client speaks, gRPC to the gRPC forwarder and everything else to
 /// the HTTP one.
@@ -148,9 +159,12 @@ async fn serve(
             None => break,
         };
         let routes = routes.clone();
+        // The client's identity on this connection: the CN of its verified certificate.
+        let identity = stream.info().identity();
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req: ::http::Request<Incoming>| {
+            let service = hyper::service::service_fn(move |mut req: ::http::Request<Incoming>| {
                 let routes = routes.clone();
+                carry_identity(req.headers_mut(), identity.as_deref());
                 async move {
                     let grpc = req
                         .headers()

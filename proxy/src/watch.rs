@@ -45,7 +45,7 @@ pub const CLIENT_QUEUE: usize = 1024;
 const RESUME_PAUSE: Duration = Duration::from_millis(100);
 /// Metadata a client's watch carries that the member must see: who the caller is, and
 /// whether it needs a leader.
-const FORWARDED_METADATA: [&str; 2] = ["token", "hasleader"];
+const FORWARDED_METADATA: [&str; 3] = ["token", "hasleader", crate::PROXIED_IDENTITY];
 
 type ClientOut = mpsc::Sender<Result<WatchResponse, Status>>;
 
@@ -54,7 +54,8 @@ type ClientOut = mpsc::Sender<Result<WatchResponse, Status>>;
 struct RangeKey {
     key: Bytes,
     range_end: Bytes,
-    /// the caller's auth token: one caller never receives events under another's permissions
+    /// the caller (auth token or certificate name): one caller never receives events under
+    /// another's permissions
     token: Option<String>,
 }
 
@@ -266,6 +267,13 @@ pub struct Broadcast {
     /// Told when the last receiver left.
     retire: Notify,
     metadata: Vec<(&'static str, tonic::metadata::MetadataValue<tonic::metadata::Ascii>)>,
+}
+
+/// Who is asking, for sharing upstream watches: the auth token, else the client certificate's
+/// name the proxy passes on.
+pub(crate) fn caller(metadata: &MetadataMap) -> Option<String> {
+    let get = |k: &str| metadata.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    get("token").or_else(|| get(crate::PROXIED_IDENTITY).map(|cn| format!("cn:{cn}")))
 }
 
 fn forwarded(metadata: &MetadataMap) -> Vec<(&'static str, tonic::metadata::MetadataValue<tonic::metadata::Ascii>)> {
@@ -592,7 +600,7 @@ impl ClientStream {
             c.watch_id
         };
         let (created_tx, created_rx) = tokio::sync::oneshot::channel();
-        let token = self.metadata.get("token").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let token = caller(&self.metadata);
         let key = RangeKey { key: c.key.clone(), range_end: c.range_end.clone(), token };
         let receiver = Receiver {
             stream: self.stream,

@@ -280,3 +280,34 @@ fn a_tls_proxy_with_client_cert_auth_in_front_of_a_tls_cluster() {
     let m = &c.members[0];
     assert_eq!(ok(&m.etcdctl(), &["get", "secure", "--print-value-only"]).stdout_str(), "yes\n");
 }
+
+/// With auth on, a member that trusts the proxy's certificate takes the user from the client's
+/// certificate at the proxy (the proxy passes its name on); one that does not trust it sees
+/// only the proxy, which is no user.
+#[test]
+fn through_a_trusted_proxy_the_clients_certificate_name_is_the_user() {
+    use ketch_tests::tls::TestCerts;
+    let certs = TestCerts::generate();
+    // the proxy presents server.pem, whose name is ketch-tests-member
+    let mut c = Cluster::start_custom(Kind::Ketch, 3, true, |b| {
+        let mut b = b.client_tls(certs.client(Some("client"))).arg("--experimental-trusted-proxy-cn=ketch-tests-member");
+        for flag in certs.peer_auth_flags().into_iter().chain(certs.client_auth_flags()) {
+            b = b.arg(flag);
+        }
+        b
+    });
+    c.wait_leader(WAIT);
+    let direct = c.members[0].etcdctl();
+    ok(&direct, &["user", "add", "root:rootpw"]);
+    ok(&direct, &["auth", "enable"]);
+    let mut args = vec!["--proxy=on".to_string(), format!("--initial-cluster={}", c.initial_cluster())];
+    args.extend(certs.client_auth_flags());
+    args.extend(certs.peer_auth_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // the client's certificate (client.pem) is named root: through the proxy it acts as root
+    let proxy = ProxyProcess::start_tls(&args, certs.client(Some("client")));
+    let ctl = proxy.etcdctl();
+    assert_eq!(ok(&ctl, &["put", "as-root", "yes"]).stdout_str(), "OK\n");
+    assert_eq!(ok(&ctl, &["user", "list"]).stdout_str(), "root\n");
+    assert_eq!(ok(&direct, &["get", "as-root", "--print-value-only"]).stdout_str(), "yes\n");
+}

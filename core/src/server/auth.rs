@@ -42,13 +42,23 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    pub fn of(md: &MetadataMap, ext: &http::Extensions) -> Self {
+    /// `trusted_proxies`: certificate names of Ketch proxies whose word about their client's
+    /// certificate name is taken (`--experimental-trusted-proxy-cn`).
+    pub fn of(md: &MetadataMap, ext: &http::Extensions, trusted_proxies: &[String]) -> Self {
         let token = md.get(TOKEN_KEY).or_else(|| md.get(TOKEN_KEY_GATEWAY)).and_then(|v| v.to_str().ok());
-        let identity = if md.get("grpcgateway-accept").is_some() {
+        let mut identity = if md.get("grpcgateway-accept").is_some() {
             None
         } else {
             ketch_gateway::tls::request_identity(ext)
         };
+        if identity.as_ref().is_some_and(|cn| trusted_proxies.contains(cn)) {
+            // a trusted proxy speaks for its client (and a client it did not name is nobody)
+            identity = md
+                .get(ketch_gateway::tls::PROXIED_IDENTITY)
+                .and_then(|v| v.to_str().ok())
+                .filter(|cn| !cn.is_empty())
+                .map(str::to_string);
+        }
         Credentials { token: token.map(str::to_string), identity }
     }
 }
@@ -56,7 +66,7 @@ impl Credentials {
 impl Server {
     /// Who is asking: `None` when no token is sent and no client certificate names a user.
     pub async fn auth_info(&self, md: &MetadataMap, ext: &http::Extensions) -> Result<Option<AuthInfo>, EtcdError> {
-        self.resolve(&Credentials::of(md, ext)).await
+        self.resolve(&Credentials::of(md, ext, &self.trusted_proxy_cns)).await
     }
 
     pub async fn resolve(&self, c: &Credentials) -> Result<Option<AuthInfo>, EtcdError> {

@@ -61,6 +61,8 @@ pub struct Server {
     /// `--quota-backend-bytes`: live bytes of keys and values beyond which growing writes
     /// raise NOSPACE
     pub quota_bytes: u64,
+    /// `--experimental-trusted-proxy-cn`: see `auth::Credentials::of`
+    pub trusted_proxy_cns: Vec<String>,
 }
 
 impl Server {

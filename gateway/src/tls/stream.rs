@@ -67,6 +67,12 @@ pub fn client_identity<S>(stream: &tokio_rustls::server::TlsStream<S>) -> Option
     x509::names(cert)?.common_name.filter(|cn| !cn.is_empty())
 }
 
+/// The gRPC metadata in which a Ketch proxy tells members who its client is: the name (CN) of
+/// the client's verified certificate. A member believes it only from a proxy whose own
+/// certificate name it trusts (`--experimental-trusted-proxy-cn`); a proxy drops any value a
+/// client sends itself.
+pub const PROXIED_IDENTITY: &str = "ketch-proxied-identity";
+
 /// The client identity of the connection a request came on (from the extensions tonic fills
 /// with the connection's [`ConnInfo`]); `None` without TLS or without a client certificate.
 pub fn request_identity(extensions: &http::Extensions) -> Option<String> {
