@@ -52,7 +52,7 @@ pub fn parse_retention(mode: AutoCompactionMode, text: &str) -> Result<Retention
 }
 
 /// Go's time.ParseDuration for the units etcd users write (ns, us, ms, s, m, h; fractions).
-fn parse_go_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
     let mut rest = s.trim();
     if rest.is_empty() {
         return None;

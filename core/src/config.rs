@@ -82,7 +82,7 @@ pub struct MemberConfig {
     /// `--experimental-peer-skip-client-san-verification`: peer client certificates need not
     /// name the address they connect from.
     pub peer_skip_client_san_verification: bool,
-    /// `--auth-token`: `simple` (JWT tokens are not supported yet).
+    /// `--auth-token`: `simple`, or `jwt,priv-key=...,pub-key=...,sign-method=...,ttl=...`.
     pub auth_token: String,
     /// `--auth-token-ttl`: how long an unused simple token lives.
     pub auth_token_ttl: Duration,
@@ -218,10 +218,8 @@ impl MemberConfig {
             }
         }
         let token_type = self.auth_token.split(',').next().unwrap_or_default();
-        if token_type != "simple" {
-            return Err(ConfigError::Invalid(format!(
-                "--auth-token {token_type:?}: only simple tokens are supported (JWT is not implemented); auth: invalid auth options"
-            )));
+        if token_type != "simple" && token_type != "jwt" {
+            return Err(ConfigError::Invalid(format!("unknown token type {token_type:?}; auth: invalid auth options")));
         }
         if self.max_txn_ops == 0 {
             return Err(ConfigError::Invalid("--max-txn-ops must be positive".into()));

@@ -95,7 +95,11 @@ impl Member {
                 .map_err(|e| StartError::Other(format!("lease recovery task failed: {e}")))?
                 .map_err(|e| StartError::Other(format!("recover leases: {e}")))?;
         }
-        let auth = Arc::new(crate::auth::AuthStore::new(config.auth_token_ttl, config.bcrypt_cost));
+        let jwt = match config.auth_token.split_once(',') {
+            Some(("jwt", options)) => Some(crate::auth::jwt::JwtTokens::from_options(options).map_err(StartError::Other)?),
+            _ => None,
+        };
+        let auth = Arc::new(crate::auth::AuthStore::new(config.auth_token_ttl, config.bcrypt_cost, jwt));
         {
             let (auth, store) = (auth.clone(), store.clone());
             tokio::task::spawn_blocking(move || auth.recover(&store))

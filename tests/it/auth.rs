@@ -277,3 +277,29 @@ fn the_common_name_of_a_client_certificate_is_the_user() {
         },
     );
 }
+
+/// `--auth-token jwt,...`: signed tokens, checked by the member without remembering them.
+#[test]
+fn jwt_tokens_authenticate_like_simple_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("jwt.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["genrsa", "-out", &key.display().to_string(), "2048"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !made {
+        eprintln!("skipping: openssl is needed to make the signing key");
+        return;
+    }
+    let s = Server::builder(Kind::Ketch)
+        .arg(format!("--auth-token=jwt,priv-key={},sign-method=RS256,ttl=10m", key.display()))
+        .start();
+    let ctl = s.etcdctl();
+    ctl.run(&["user", "add", "root:rootpw"]).assert_success();
+    ctl.run(&["auth", "enable"]).assert_success();
+    ctl.run(&["--user", "root:rootpw", "put", "a", "1"]).assert_success();
+    let got = ctl.run(&["--user", "root:rootpw", "get", "a", "--print-value-only"]);
+    assert_eq!(got.stdout_str(), "1\n", "{}", got.transcript());
+    assert!(ctl.run(&["--user", "root:bad", "get", "a"]).stderr_str().contains("authentication failed"));
+    assert!(ctl.run(&["get", "a"]).stderr_str().contains("user name is empty"));
+}

@@ -9,6 +9,7 @@
 //! (`ErrAuthOldRevision`), the root role may do anything, other users need a permission
 //! covering the key or range (`range_perm_cache.go`).
 
+pub mod jwt;
 pub mod token;
 
 use std::collections::BTreeMap;
@@ -62,19 +63,21 @@ pub type AuthResult<T> = Result<T, EtcdError>;
 pub struct AuthStore {
     state: RwLock<State>,
     pub tokens: SimpleTokens,
+    /// `--auth-token jwt,...`: signed tokens instead of simple ones
+    pub jwt: Option<jwt::JwtTokens>,
     /// `--bcrypt-cost`
     pub bcrypt_cost: u32,
 }
 
 impl AuthStore {
-    pub fn new(token_ttl: std::time::Duration, bcrypt_cost: u32) -> Self {
+    pub fn new(token_ttl: std::time::Duration, bcrypt_cost: u32, jwt: Option<jwt::JwtTokens>) -> Self {
         let bcrypt_cost = if (4..=31).contains(&bcrypt_cost) {
             bcrypt_cost
         } else {
             warn!(target: "auth", "use default bcrypt cost 10 instead of the invalid value {bcrypt_cost}");
             10
         };
-        AuthStore { state: RwLock::new(State::default()), tokens: SimpleTokens::new(token_ttl), bcrypt_cost }
+        AuthStore { state: RwLock::new(State::default()), tokens: SimpleTokens::new(token_ttl), jwt, bcrypt_cost }
     }
 
     /// Loads the state from the backend (at start and after a snapshot is restored).
@@ -291,8 +294,16 @@ impl AuthStore {
                 if user.options.as_ref().is_some_and(|o| o.no_password) {
                     return Err(EtcdError::AuthFailed);
                 }
-                let t = format!("{}.{index}", a.simple_token);
-                self.tokens.assign(&a.name, &t);
+                let t = match &self.jwt {
+                    // signed with the revision as of now (a member without the private key
+                    // issues none: its clients authenticate elsewhere)
+                    Some(jwt) => jwt.sign(&a.name, st.revision).unwrap_or_default(),
+                    None => {
+                        let t = format!("{}.{index}", a.simple_token);
+                        self.tokens.assign(&a.name, &t);
+                        t
+                    }
+                };
                 token = Some(t);
             }
             Request::UserAdd(u) => {
@@ -617,7 +628,7 @@ mod tests {
         use ketch_api::etcdserverpb::{AuthEnableRequest, AuthRoleAddRequest};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let auth = AuthStore::new(std::time::Duration::from_secs(300), 4);
+        let auth = AuthStore::new(std::time::Duration::from_secs(300), 4, None);
         let mut wb = store.write().unwrap();
         let user = |n: &str| User { name: n.as_bytes().to_vec().into(), password: Default::default(), roles: vec![], options: None };
         for (i, req) in [
@@ -653,7 +664,7 @@ mod tests {
         assert_eq!(auth.check_txn(Some(&root), &outer), Ok(()));
         assert_eq!(auth.check_admin(Some(&u)), Err(EtcdError::PermissionDenied));
 
-        let again = AuthStore::new(std::time::Duration::from_secs(300), 4);
+        let again = AuthStore::new(std::time::Duration::from_secs(300), 4, None);
         again.recover(&store).unwrap();
         assert!(again.is_enabled());
         assert_eq!(again.revision(), rev);
