@@ -60,6 +60,12 @@ pub struct TlsInfo {
     /// The certificate was made by auto TLS: a client with this info does not verify the
     /// server (etcd's `selfCert` → `InsecureSkipVerify`).
     pub self_signed: bool,
+    /// etcd's `AllowedCN` (`--peer-cert-allowed-cn`): a client certificate must have this
+    /// common name. Exclusive with `allowed_hostname`.
+    pub allowed_cn: String,
+    /// etcd's `AllowedHostname` (`--client-cert-allowed-hostname`,
+    /// `--peer-cert-allowed-hostname`): a client certificate must name this host.
+    pub allowed_hostname: String,
 }
 
 impl std::fmt::Display for TlsInfo {
@@ -125,7 +131,18 @@ impl TlsInfo {
                 load_roots(&self.trusted_ca_file)?
             };
             let crl = (!self.crl_file.is_empty()).then(|| self.crl_file.clone());
-            builder.with_client_cert_verifier(Arc::new(reload::ClientCertCheck::new(roots, crl, provider)?))
+            let allowed = match (self.allowed_cn.is_empty(), self.allowed_hostname.is_empty()) {
+                (true, true) => None,
+                (false, true) => Some(reload::AllowedName::CommonName(self.allowed_cn.clone())),
+                (true, false) => Some(reload::AllowedName::Hostname(self.allowed_hostname.clone())),
+                (false, false) => {
+                    return Err(TlsError(format!(
+                        "AllowedCN and AllowedHostname are mutually exclusive (cn={:?}, hostname={:?})",
+                        self.allowed_cn, self.allowed_hostname
+                    )))
+                }
+            };
+            builder.with_client_cert_verifier(Arc::new(reload::ClientCertCheck::new(roots, crl, provider, allowed)?))
         } else {
             builder.with_no_client_auth()
         };

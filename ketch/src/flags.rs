@@ -267,7 +267,7 @@ flag_table! {
             "Require client certificates signed by --trusted-ca-file.";
         client_crl_file: Str = "client-crl-file", "", Y::No, Member,
             "Revocation list for client certificates.";
-        client_cert_allowed_hostname: Str = "client-cert-allowed-hostname", "", Y::No, Later,
+        client_cert_allowed_hostname: Str = "client-cert-allowed-hostname", "", Y::No, Member,
             "Host name a client certificate must carry.";
         trusted_ca_file: Str = "trusted-ca-file", "", Y::Client("trusted-ca-file"), Member,
             "CA bundle for client certificates.";
@@ -281,9 +281,9 @@ flag_table! {
             "Require peer certificates signed by --peer-trusted-ca-file.";
         peer_trusted_ca_file: Str = "peer-trusted-ca-file", "", Y::Peer("trusted-ca-file"), Member,
             "CA bundle for peer certificates.";
-        peer_cert_allowed_cn: Str = "peer-cert-allowed-cn", "", Y::No, Later,
+        peer_cert_allowed_cn: Str = "peer-cert-allowed-cn", "", Y::No, Member,
             "Common name a peer certificate must carry.";
-        peer_cert_allowed_hostname: Str = "peer-cert-allowed-hostname", "", Y::No, Later,
+        peer_cert_allowed_hostname: Str = "peer-cert-allowed-hostname", "", Y::No, Member,
             "Host name a peer certificate must carry.";
         peer_auto_tls: Bool = "peer-auto-tls", "false", Y::Peer("auto-tls"), Member,
             "Serve peers with a generated self-signed certificate.";

@@ -59,6 +59,8 @@ pub fn client_tls_info(c: &EtcdConfig) -> TlsInfo {
         crl_file: c.client_crl_file.clone(),
         cipher_suites: c.cipher_suites.clone(),
         self_signed: false,
+        allowed_cn: String::new(),
+        allowed_hostname: c.client_cert_allowed_hostname.clone(),
     }
 }
 
@@ -72,6 +74,8 @@ pub fn peer_tls_info(c: &EtcdConfig) -> TlsInfo {
         crl_file: c.peer_crl_file.clone(),
         cipher_suites: c.cipher_suites.clone(),
         self_signed: false,
+        allowed_cn: c.peer_cert_allowed_cn.clone(),
+        allowed_hostname: c.peer_cert_allowed_hostname.clone(),
     }
 }
 

@@ -140,6 +140,40 @@ pub struct ClientCertCheck {
     crl_file: Option<String>,
     provider: Arc<CryptoProvider>,
     state: Mutex<VerifierState>,
+    /// etcd's `--peer-cert-allowed-cn` / `--*-cert-allowed-hostname`: what a verified
+    /// certificate must also name
+    allowed: Option<AllowedName>,
+}
+
+/// The one name a client certificate must carry, besides being valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedName {
+    /// its subject's common name, exactly
+    CommonName(String),
+    /// a DNS name or IP address among its subject alternative names
+    Hostname(String),
+}
+
+impl AllowedName {
+    fn admits(&self, cert: &CertificateDer<'_>) -> bool {
+        let Some(names) = super::x509::names(cert) else { return false };
+        match self {
+            AllowedName::CommonName(cn) => names.common_name.as_deref() == Some(cn.as_str()),
+            AllowedName::Hostname(host) => match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => names.ips.contains(&ip),
+                Err(_) => names.dns.iter().any(|d| dns_matches(d, host)),
+            },
+        }
+    }
+}
+
+/// A certificate DNS name (possibly `*.example.com`) against a host name, case-insensitively.
+fn dns_matches(pattern: &str, host: &str) -> bool {
+    let (pattern, host) = (pattern.to_ascii_lowercase(), host.to_ascii_lowercase());
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.split_once('.').is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
+        None => pattern == host,
+    }
 }
 
 #[derive(Debug)]
@@ -154,6 +188,7 @@ impl ClientCertCheck {
         roots: Arc<RootCertStore>,
         crl_file: Option<String>,
         provider: Arc<CryptoProvider>,
+        allowed: Option<AllowedName>,
     ) -> Result<ClientCertCheck, TlsError> {
         let crl_mtime = crl_file.as_deref().and_then(mtime);
         let inner = build_verifier(&roots, crl_file.as_deref(), &provider)?;
@@ -163,6 +198,7 @@ impl ClientCertCheck {
             crl_file,
             provider,
             state: Mutex::new(VerifierState { checked: Instant::now(), crl_mtime, inner }),
+            allowed,
         })
     }
 
@@ -223,7 +259,14 @@ impl ClientCertVerifier for ClientCertCheck {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.current().verify_client_cert(end_entity, intermediates, now)
+        let verified = self.current().verify_client_cert(end_entity, intermediates, now)?;
+        match &self.allowed {
+            Some(allowed) if !allowed.admits(end_entity) => {
+                // etcd's wording for a valid certificate that names the wrong peer
+                Err(rustls::Error::General("client certificate authentication failed".into()))
+            }
+            _ => Ok(verified),
+        }
     }
 
     fn verify_tls12_signature(

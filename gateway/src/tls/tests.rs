@@ -280,3 +280,30 @@ async fn requests_carry_the_identity_of_their_connection() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("alice"), "{response}");
 }
+
+#[tokio::test]
+async fn an_allowed_common_name_or_hostname_narrows_who_may_connect() {
+    let f = Fixture::new();
+    let mut info = server_info(&f, true);
+    info.allowed_cn = "root".into();
+    let server = info.server_config().unwrap();
+    let root = client_info(&f, Some(f.pair("root", &f.ca, "root", 5, false))).client_config().unwrap();
+    assert_eq!(exchange(server.clone(), root).await.unwrap().as_deref(), Some("root"));
+    let other = client_info(&f, Some(f.pair("alice", &f.ca, "alice", 6, false))).client_config().unwrap();
+    assert!(exchange(server, other).await.is_err(), "a certificate with another name is refused");
+    // the leaves made here name localhost and 127.0.0.1
+    let mut info = server_info(&f, true);
+    info.allowed_hostname = "127.0.0.1".into();
+    let server = info.server_config().unwrap();
+    let alice = client_info(&f, Some(f.pair("alice2", &f.ca, "alice", 7, false))).client_config().unwrap();
+    assert!(exchange(server, alice).await.is_ok());
+    let mut info = server_info(&f, true);
+    info.allowed_hostname = "elsewhere.example".into();
+    let server = info.server_config().unwrap();
+    let alice = client_info(&f, Some(f.pair("alice3", &f.ca, "alice", 8, false))).client_config().unwrap();
+    assert!(exchange(server, alice).await.is_err());
+    let mut both = server_info(&f, true);
+    both.allowed_cn = "root".into();
+    both.allowed_hostname = "localhost".into();
+    assert!(both.server_config().unwrap_err().to_string().contains("mutually exclusive"));
+}
