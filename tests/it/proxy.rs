@@ -241,26 +241,41 @@ fn the_l4_gateway_passes_etcdctl_through_and_skips_a_dead_member() {
     }
 }
 
+/// Three members requiring client certificates on client and peer URLs (and `extra` flags),
+/// with a leader.
+fn tls_cluster(certs: &ketch_tests::tls::TestCerts, extra: &[&str]) -> Cluster {
+    let mut c = Cluster::start_custom(Kind::Ketch, 3, true, |b| {
+        let mut b = b.client_tls(certs.client(Some("client")));
+        for flag in certs.peer_auth_flags().into_iter().chain(certs.client_auth_flags()) {
+            b = b.arg(flag);
+        }
+        for flag in extra {
+            b = b.arg(*flag);
+        }
+        b
+    });
+    c.wait_leader(WAIT);
+    c
+}
+
+/// A proxy with an https listener requiring client certificates, in front of `c`; its own
+/// certificate (server.pem) serves its listener and identifies it to the members.
+fn tls_proxy(certs: &ketch_tests::tls::TestCerts, c: &Cluster) -> ProxyProcess {
+    let mut args = vec!["--proxy=on".to_string(), format!("--initial-cluster={}", c.initial_cluster())];
+    args.extend(certs.client_auth_flags());
+    args.extend(certs.peer_auth_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ProxyProcess::start_tls(&args, certs.client(Some("client")))
+}
+
 /// The user's line: a proxy on every host with TLS and client-certificate auth on its listener,
 /// in front of members that require client certificates on their client and peer URLs.
 #[test]
 fn a_tls_proxy_with_client_cert_auth_in_front_of_a_tls_cluster() {
     use ketch_tests::tls::TestCerts;
     let certs = TestCerts::generate();
-    let mut c = Cluster::start_custom(Kind::Ketch, 3, true, |b| {
-        let mut b = b.client_tls(certs.client(Some("client")));
-        for flag in certs.peer_auth_flags().into_iter().chain(certs.client_auth_flags()) {
-            b = b.arg(flag);
-        }
-        b
-    });
-    c.wait_leader(WAIT);
-    let mut args = vec!["--proxy=on".to_string(), format!("--initial-cluster={}", c.initial_cluster())];
-    // the proxy's own certificate serves its listener and identifies it to the members
-    args.extend(certs.client_auth_flags());
-    args.extend(certs.peer_auth_flags());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proxy = ProxyProcess::start_tls(&args, certs.client(Some("client")));
+    let c = tls_cluster(&certs, &[]);
+    let proxy = tls_proxy(&certs, &c);
     let ctl = proxy.etcdctl();
     assert_eq!(ok(&ctl, &["put", "secure", "yes"]).stdout_str(), "OK\n");
     assert_eq!(ok(&ctl, &["get", "secure", "--print-value-only"]).stdout_str(), "yes\n");
@@ -289,23 +304,12 @@ fn through_a_trusted_proxy_the_clients_certificate_name_is_the_user() {
     use ketch_tests::tls::TestCerts;
     let certs = TestCerts::generate();
     // the proxy presents server.pem, whose name is ketch-tests-member
-    let mut c = Cluster::start_custom(Kind::Ketch, 3, true, |b| {
-        let mut b = b.client_tls(certs.client(Some("client"))).arg("--experimental-trusted-proxy-cn=ketch-tests-member");
-        for flag in certs.peer_auth_flags().into_iter().chain(certs.client_auth_flags()) {
-            b = b.arg(flag);
-        }
-        b
-    });
-    c.wait_leader(WAIT);
+    let c = tls_cluster(&certs, &["--experimental-trusted-proxy-cn=ketch-tests-member"]);
     let direct = c.members[0].etcdctl();
     ok(&direct, &["user", "add", "root:rootpw"]);
     ok(&direct, &["auth", "enable"]);
-    let mut args = vec!["--proxy=on".to_string(), format!("--initial-cluster={}", c.initial_cluster())];
-    args.extend(certs.client_auth_flags());
-    args.extend(certs.peer_auth_flags());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // the client's certificate (client.pem) is named root: through the proxy it acts as root
-    let proxy = ProxyProcess::start_tls(&args, certs.client(Some("client")));
+    let proxy = tls_proxy(&certs, &c);
     let ctl = proxy.etcdctl();
     assert_eq!(ok(&ctl, &["put", "as-root", "yes"]).stdout_str(), "OK\n");
     assert_eq!(ok(&ctl, &["user", "list"]).stdout_str(), "root\n");
