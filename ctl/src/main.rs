@@ -4,19 +4,23 @@
 //!
 //! The layers: [`cli`] turns argv into a command (cobra and pflag's rules), [`global`] turns the
 //! global flags into a [`client::Client`] and a [`printer::Printer`], and one module per
-//! command group runs the command: [`kv`], [`txn`], [`cluster`], [`endpoint`].
+//! command group runs the command: [`kv`], [`txn`], [`cluster`], [`endpoint`], [`lease`],
+//! [`watch`], and [`concurrency`] (`lock`, `elect`).
 
 mod cli;
 mod client;
 mod cluster;
+mod concurrency;
 mod endpoint;
 mod error;
 mod global;
 mod gofmt;
 mod kv;
+mod lease;
 mod logline;
 mod printer;
 mod txn;
+mod watch;
 
 use std::io::Write;
 use std::os::unix::ffi::OsStringExt;
@@ -109,6 +113,14 @@ async fn dispatch(root: &spec::Command, inv: &mut Invocation<'_>) -> CtlResult {
         Some(Action::EndpointHealth) => endpoint::health(inv).await,
         Some(Action::EndpointStatus) => endpoint::status(inv).await,
         Some(Action::EndpointHashKv) => endpoint::hashkv(inv).await,
+        Some(Action::LeaseGrant) => lease::grant(inv).await,
+        Some(Action::LeaseRevoke) => lease::revoke(inv).await,
+        Some(Action::LeaseTimeToLive) => lease::time_to_live(inv).await,
+        Some(Action::LeaseList) => lease::list(inv).await,
+        Some(Action::LeaseKeepAlive) => lease::keep_alive(inv).await,
+        Some(Action::Lock) => concurrency::lock(inv).await,
+        Some(Action::Elect) => concurrency::elect(inv).await,
+        Some(Action::Watch) => watch::run(inv).await,
         Some(Action::Version) => version(),
         Some(Action::Help) => help(root, &inv.args),
         Some(Action::NotImplemented) | None => {

@@ -72,6 +72,14 @@ pub enum Action {
     EndpointHashKv,
     Version,
     Help,
+    LeaseGrant,
+    LeaseRevoke,
+    LeaseTimeToLive,
+    LeaseList,
+    LeaseKeepAlive,
+    Lock,
+    Elect,
+    Watch,
     /// An etcdctl command ketchctl does not implement yet.
     NotImplemented,
 }
@@ -436,6 +444,64 @@ const MEMBER_LIST_LONG: &str = "When --write-out is set to simple, this command 
 The items in the lists are ID, Status, Name, Peer Addrs, Client Addrs, Is Learner.
 ";
 
+pub fn watch_command() -> Command {
+    Command::run(
+        "watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]",
+        "Watches events stream on keys or prefixes",
+        Action::Watch,
+    )
+    .flags(vec![
+        short_flag("interactive", b'i', Bool, "false", "Interactive mode"),
+        flag(
+            "prefix",
+            Bool,
+            "false",
+            "Watch on a prefix if prefix is set",
+        ),
+        flag("rev", Int64, "0", "Revision to start watching"),
+        flag(
+            "prev-kv",
+            Bool,
+            "false",
+            "get the previous key-value pair before the event happens",
+        ),
+    ])
+}
+
+fn lease_command() -> Command {
+    Command::group(
+        "lease <subcommand>",
+        "Lease related commands",
+        vec![
+            Command::run("grant <ttl>", "Creates leases", Action::LeaseGrant),
+            Command::run("revoke <leaseID>", "Revokes leases", Action::LeaseRevoke),
+            Command::run(
+                "timetolive <leaseID> [options]",
+                "Get lease information",
+                Action::LeaseTimeToLive,
+            )
+            .flags(vec![flag(
+                "keys",
+                Bool,
+                "false",
+                "Get keys attached to this lease",
+            )]),
+            Command::run("list", "List all active leases", Action::LeaseList),
+            Command::run(
+                "keep-alive [options] <leaseID>",
+                "Keeps leases alive (renew)",
+                Action::LeaseKeepAlive,
+            )
+            .flags(vec![flag(
+                "once",
+                Bool,
+                "false",
+                "Resets the keep-alive time to its original value and exits immediately",
+            )]),
+        ],
+    )
+}
+
 /// The whole tree, rooted at `etcdctl`.
 pub fn root() -> Command {
     let todo = Command::todo;
@@ -454,22 +520,9 @@ pub fn root() -> Command {
         todo("defrag", "Defragments the storage of the etcd members with given endpoints"),
         endpoint_command(),
         todo("move-leader <transferee-member-id>", "Transfers leadership to another etcd cluster member."),
-        todo(
-            "watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]",
-            "Watches events stream on keys or prefixes",
-        ),
+        watch_command(),
         Command::run("version", "Prints the version of etcdctl", Action::Version),
-        group(
-            "lease <subcommand>",
-            "Lease related commands",
-            vec![
-                todo("grant <ttl>", "Creates leases"),
-                todo("revoke <leaseID>", "Revokes leases"),
-                todo("timetolive <leaseID> [options]", "Get lease information"),
-                todo("list", "List all active leases"),
-                todo("keep-alive [options] <leaseID>", "Keeps leases alive (renew)"),
-            ],
-        ),
+        lease_command(),
         member_command(),
         group(
             "snapshot <subcommand>",
@@ -482,8 +535,18 @@ pub fn root() -> Command {
         ),
         todo("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster"),
         todo("migrate", "Migrates keys in a v2 store to a mvcc store"),
-        todo("lock <lockname> [exec-command arg1 arg2 ...]", "Acquires a named lock"),
-        todo("elect <election-name> [proposal]", "Observes and participates in leader election"),
+        Command::run(
+            "lock <lockname> [exec-command arg1 arg2 ...]",
+            "Acquires a named lock",
+            Action::Lock,
+        )
+        .flags(vec![flag("ttl", Int64, "10", "timeout for session")]),
+        Command::run(
+            "elect <election-name> [proposal]",
+            "Observes and participates in leader election",
+            Action::Elect,
+        )
+        .flags(vec![short_flag("listen", b'l', Bool, "false", "observation mode")]),
         group(
             "auth <enable or disable>",
             "Enable or disable authentication",

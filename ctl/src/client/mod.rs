@@ -14,10 +14,13 @@ use std::time::Duration;
 use ketch_api::etcdserverpb::auth_client::AuthClient;
 use ketch_api::etcdserverpb::cluster_client::ClusterClient;
 use ketch_api::etcdserverpb::kv_client::KvClient;
+use ketch_api::etcdserverpb::lease_client::LeaseClient;
 use ketch_api::etcdserverpb::maintenance_client::MaintenanceClient;
 use ketch_api::etcdserverpb::{
     AuthenticateRequest, CompactionRequest, CompactionResponse, DeleteRangeRequest,
-    DeleteRangeResponse, HashKvRequest, HashKvResponse, MemberListRequest, MemberListResponse,
+    DeleteRangeResponse, HashKvRequest, HashKvResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberListRequest, MemberListResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, StatusRequest, StatusResponse,
     TxnRequest, TxnResponse,
 };
@@ -391,6 +394,77 @@ impl Client {
             |ch, r| async move { ClusterClient::new(ch).member_list(r).await },
         )
         .await
+    }
+
+    pub async fn lease_grant(
+        &self,
+        req: LeaseGrantRequest,
+        deadline: Deadline,
+    ) -> Result<LeaseGrantResponse, RpcError> {
+        self.main_call(deadline, Retry::NonRepeatable, &req, |ch, r| async move {
+            LeaseClient::new(ch).lease_grant(r).await
+        })
+        .await
+    }
+
+    pub async fn lease_revoke(
+        &self,
+        req: LeaseRevokeRequest,
+        deadline: Deadline,
+    ) -> Result<LeaseRevokeResponse, RpcError> {
+        self.main_call(deadline, Retry::Repeatable, &req, |ch, r| async move {
+            LeaseClient::new(ch).lease_revoke(r).await
+        })
+        .await
+    }
+
+    pub async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+        deadline: Deadline,
+    ) -> Result<LeaseTimeToLiveResponse, RpcError> {
+        self.main_call(deadline, Retry::Repeatable, &req, |ch, r| async move {
+            LeaseClient::new(ch).lease_time_to_live(r).await
+        })
+        .await
+    }
+
+    pub async fn lease_leases(&self, deadline: Deadline) -> Result<LeaseLeasesResponse, RpcError> {
+        self.main_call(
+            deadline,
+            Retry::Repeatable,
+            &LeaseLeasesRequest::default(),
+            |ch, r| async move { LeaseClient::new(ch).lease_leases(r).await },
+        )
+        .await
+    }
+
+    /// A channel for a streaming call (watch, lease keep-alive), waiting as long as it takes,
+    /// and a request carrying `message` with the metadata clientv3 attaches.
+    pub async fn stream_request<T>(
+        &self,
+        message: T,
+        require_leader: bool,
+    ) -> Result<(Channel, tonic::Request<T>), RpcError> {
+        let ready = self
+            .main
+            .ready(None)
+            .await
+            .map_err(|_| RpcError::DeadlineExceeded)?;
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("client-api-version", MetadataValue::from_static("3.4"));
+        if require_leader {
+            request
+                .metadata_mut()
+                .insert("hasleader", MetadataValue::from_static("true"));
+        }
+        let token = self.token.lock().await.clone();
+        if let Some(t) = token.and_then(|t| MetadataValue::try_from(t).ok()) {
+            request.metadata_mut().insert("token", t);
+        }
+        Ok((ready.channel, request))
     }
 
     /// clientv3's `Dial(ep)`: a connection to one endpoint, authenticated anew.

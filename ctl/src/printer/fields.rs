@@ -4,8 +4,9 @@ use std::io::Write;
 
 use ketch_api::etcdserverpb::response_op::Response;
 use ketch_api::etcdserverpb::{
-    DeleteRangeResponse, MemberListResponse, PutResponse, RangeResponse, ResponseHeader,
-    TxnResponse,
+    DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveResponse, MemberListResponse, PutResponse, RangeResponse,
+    ResponseHeader, TxnResponse, WatchResponse,
 };
 use ketch_api::mvccpb::KeyValue;
 
@@ -38,6 +39,60 @@ fn hdr(out: &mut dyn Write, h: &Option<ResponseHeader>) -> CtlResult {
 impl Printer for FieldsPrinter {
     fn format_name(&self) -> &'static str {
         "fields"
+    }
+
+    fn watch(&self, out: &mut dyn Write, r: &WatchResponse) -> CtlResult {
+        hdr(out, &r.header)?;
+        for ev in &r.events {
+            writeln!(out, "\"Type\" : {}", super::event_type_name(ev.r#type))?;
+            if let Some(prev) = &ev.prev_kv {
+                kv(out, "Prev", prev)?;
+            }
+            kv(out, "", &ev.kv.clone().unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
+    fn grant(&self, out: &mut dyn Write, r: &LeaseGrantResponse) -> CtlResult {
+        hdr(out, &r.header)?;
+        writeln!(out, "\"ID\" : {}", r.id)?;
+        writeln!(out, "\"TTL\" : {}", r.ttl)?;
+        Ok(())
+    }
+
+    fn revoke(&self, out: &mut dyn Write, _id: i64, r: &LeaseRevokeResponse) -> CtlResult {
+        hdr(out, &r.header)
+    }
+
+    fn keep_alive(&self, out: &mut dyn Write, r: &LeaseKeepAliveResponse) -> CtlResult {
+        hdr(out, &r.header)?;
+        writeln!(out, "\"ID\" : {}", r.id)?;
+        writeln!(out, "\"TTL\" : {}", r.ttl)?;
+        Ok(())
+    }
+
+    fn time_to_live(
+        &self,
+        out: &mut dyn Write,
+        r: &LeaseTimeToLiveResponse,
+        _keys: bool,
+    ) -> CtlResult {
+        hdr(out, &r.header)?;
+        writeln!(out, "\"ID\" : {}", r.id)?;
+        writeln!(out, "\"TTL\" : {}", r.ttl)?;
+        writeln!(out, "\"GrantedTTL\" : {}", r.granted_ttl)?;
+        for k in &r.keys {
+            writeln!(out, "\"Key\" : {}", quote(k))?;
+        }
+        Ok(())
+    }
+
+    fn leases(&self, out: &mut dyn Write, r: &LeaseLeasesResponse) -> CtlResult {
+        hdr(out, &r.header)?;
+        for l in &r.leases {
+            writeln!(out, "\"ID\" : {}", l.id)?;
+        }
+        Ok(())
     }
 
     fn del(&self, out: &mut dyn Write, r: &DeleteRangeResponse) -> CtlResult {

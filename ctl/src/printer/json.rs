@@ -5,8 +5,9 @@ use std::io::Write;
 
 use ketch_api::etcdserverpb::response_op::Response;
 use ketch_api::etcdserverpb::{
-    DeleteRangeResponse, HashKvResponse, Member, MemberListResponse, PutResponse, RangeResponse,
-    ResponseHeader, StatusResponse, TxnResponse,
+    DeleteRangeResponse, HashKvResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
+    LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, Member, MemberListResponse,
+    PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse, WatchResponse,
 };
 use ketch_api::mvccpb::KeyValue;
 
@@ -133,6 +134,48 @@ fn hash_kv(r: &HashKvResponse) -> Json {
         .build()
 }
 
+/// clientv3's lease responses embed `*pb.ResponseHeader`: its fields sit at the top level.
+fn inline_header(h: &Option<ResponseHeader>) -> Object {
+    let h = h.unwrap_or_default();
+    Object::new()
+        .u64("cluster_id", h.cluster_id)
+        .u64("member_id", h.member_id)
+        .i64("revision", h.revision)
+        .u64("raft_term", h.raft_term)
+}
+
+fn number(v: impl ToString) -> Json {
+    Json::Number(v.to_string())
+}
+
+/// clientv3's `WatchResponse`: Go field names, no json tags; the header is a value.
+fn watch(r: &WatchResponse) -> Json {
+    let events = if r.events.is_empty() {
+        Json::Null
+    } else {
+        Json::Array(
+            r.events
+                .iter()
+                .map(|ev| {
+                    Object::new()
+                        .i64("type", ev.r#type as i64)
+                        .object("kv", ev.kv.as_ref().map(key_value))
+                        .object("prev_kv", ev.prev_kv.as_ref().map(key_value))
+                        .build()
+                })
+                .collect(),
+        )
+    };
+    let h = r.header.unwrap_or_default();
+    Object::new()
+        .field("Header", header(&Some(h)).unwrap_or(Json::Null))
+        .field("Events", events)
+        .field("CompactRevision", number(r.compact_revision))
+        .field("Canceled", Json::Bool(r.canceled))
+        .field("Created", Json::Bool(r.created))
+        .build()
+}
+
 fn print(out: &mut dyn Write, j: Json) -> CtlResult {
     writeln!(out, "{}", j.encode())?;
     Ok(())
@@ -141,6 +184,71 @@ fn print(out: &mut dyn Write, j: Json) -> CtlResult {
 impl Printer for JsonPrinter {
     fn format_name(&self) -> &'static str {
         "json"
+    }
+
+    fn watch(&self, out: &mut dyn Write, r: &WatchResponse) -> CtlResult {
+        print(out, watch(r))
+    }
+
+    fn grant(&self, out: &mut dyn Write, r: &LeaseGrantResponse) -> CtlResult {
+        let j = inline_header(&r.header)
+            .field("ID", number(r.id))
+            .field("TTL", number(r.ttl))
+            .field("Error", Json::Str(r.error.as_bytes().to_vec()))
+            .build();
+        print(out, j)
+    }
+
+    fn revoke(&self, out: &mut dyn Write, _id: i64, r: &LeaseRevokeResponse) -> CtlResult {
+        print(
+            out,
+            Object::new().object("header", header(&r.header)).build(),
+        )
+    }
+
+    fn keep_alive(&self, out: &mut dyn Write, r: &LeaseKeepAliveResponse) -> CtlResult {
+        let j = inline_header(&r.header)
+            .field("ID", number(r.id))
+            .field("TTL", number(r.ttl))
+            .build();
+        print(out, j)
+    }
+
+    fn time_to_live(
+        &self,
+        out: &mut dyn Write,
+        r: &LeaseTimeToLiveResponse,
+        _keys: bool,
+    ) -> CtlResult {
+        let keys = if r.keys.is_empty() {
+            Json::Null
+        } else {
+            Json::Array(
+                r.keys
+                    .iter()
+                    .map(|k| Json::Str(crate::gofmt::base64_std(k).into_bytes()))
+                    .collect(),
+            )
+        };
+        let j = inline_header(&r.header)
+            .field("id", number(r.id))
+            .field("ttl", number(r.ttl))
+            .field("granted-ttl", number(r.granted_ttl))
+            .field("keys", keys)
+            .build();
+        print(out, j)
+    }
+
+    fn leases(&self, out: &mut dyn Write, r: &LeaseLeasesResponse) -> CtlResult {
+        let list = r
+            .leases
+            .iter()
+            .map(|l| Object::new().field("id", number(l.id)).build())
+            .collect();
+        let j = inline_header(&r.header)
+            .field("leases", Json::Array(list))
+            .build();
+        print(out, j)
     }
 
     fn put(&self, out: &mut dyn Write, r: &PutResponse) -> CtlResult {

@@ -13,8 +13,9 @@ mod tablewriter;
 use std::io::Write;
 
 use ketch_api::etcdserverpb::{
-    DeleteRangeResponse, HashKvResponse, MemberListResponse, PutResponse, RangeResponse,
-    StatusResponse, TxnResponse,
+    DeleteRangeResponse, HashKvResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
+    LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, MemberListResponse,
+    PutResponse, RangeResponse, StatusResponse, TxnResponse, WatchResponse,
 };
 
 use crate::error::{CtlError, CtlResult};
@@ -92,6 +93,34 @@ pub trait Printer {
     fn endpoint_hashkv(&self, _out: &mut dyn Write, _list: &[EpHashKv]) -> CtlResult {
         Err(self.unsupported())
     }
+    fn watch(&self, _out: &mut dyn Write, _r: &WatchResponse) -> CtlResult {
+        Err(self.unsupported())
+    }
+    fn grant(&self, _out: &mut dyn Write, _r: &LeaseGrantResponse) -> CtlResult {
+        Err(self.unsupported())
+    }
+    /// `id` is the lease asked for: the response does not carry it.
+    fn revoke(&self, _out: &mut dyn Write, _id: i64, _r: &LeaseRevokeResponse) -> CtlResult {
+        Err(self.unsupported())
+    }
+    fn keep_alive(&self, _out: &mut dyn Write, _r: &LeaseKeepAliveResponse) -> CtlResult {
+        Err(self.unsupported())
+    }
+    fn time_to_live(
+        &self,
+        _out: &mut dyn Write,
+        _r: &LeaseTimeToLiveResponse,
+        _keys: bool,
+    ) -> CtlResult {
+        Err(self.unsupported())
+    }
+    fn leases(&self, _out: &mut dyn Write, _r: &LeaseLeasesResponse) -> CtlResult {
+        Err(self.unsupported())
+    }
+    /// Whether this is the simple printer (`lease keep-alive` prints its last line only there).
+    fn is_simple(&self) -> bool {
+        false
+    }
 }
 
 /// etcdctl's `NewPrinter`; `None` for an unknown format.
@@ -103,6 +132,15 @@ pub fn new_printer(format: &str, hex: bool) -> Option<Box<dyn Printer>> {
         "table" => Some(Box::new(table::TablePrinter)),
         "protobuf" => Some(Box::new(protobuf::ProtobufPrinter)),
         _ => None,
+    }
+}
+
+/// mvccpb's `Event_EventType` names.
+fn event_type_name(t: i32) -> String {
+    match t {
+        0 => "PUT".to_string(),
+        1 => "DELETE".to_string(),
+        n => n.to_string(),
     }
 }
 

@@ -4,12 +4,40 @@
 use std::io::Write;
 
 use ketch_api::etcdserverpb::{
-    DeleteRangeResponse, MemberListResponse, PutResponse, RangeResponse, TxnResponse,
+    DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveResponse, MemberListResponse, PutResponse, RangeResponse,
+    ResponseHeader, TxnResponse, WatchResponse,
 };
 use prost::Message;
 
 use super::Printer;
-use crate::error::CtlResult;
+use crate::error::{CtlError, CtlResult};
+
+/// clientv3's lease responses embed `*pb.ResponseHeader`, whose `Marshal` they inherit: etcdctl
+/// prints the header's encoding only.
+fn header_only(out: &mut dyn Write, h: &Option<ResponseHeader>) -> CtlResult {
+    print(out, &h.unwrap_or_default())
+}
+
+/// gogoproto's compact text form of a header (`String()`): each set field and a space.
+fn header_text(h: &ResponseHeader) -> String {
+    let mut s = String::new();
+    for (name, v) in [
+        ("cluster_id", h.cluster_id),
+        ("member_id", h.member_id),
+        ("revision", h.revision as u64),
+        ("raft_term", h.raft_term),
+    ] {
+        if v != 0 {
+            if name == "revision" {
+                s += &format!("{name}:{} ", v as i64);
+            } else {
+                s += &format!("{name}:{v} ");
+            }
+        }
+    }
+    s
+}
 
 pub struct ProtobufPrinter;
 
@@ -41,6 +69,50 @@ impl Printer for ProtobufPrinter {
 
     fn member_list(&self, out: &mut dyn Write, r: &MemberListResponse) -> CtlResult {
         print(out, r)
+    }
+
+    fn watch(&self, out: &mut dyn Write, r: &WatchResponse) -> CtlResult {
+        // etcdctl rebuilds the response from clientv3's: watch id, fragment and cancel
+        // reason are left out.
+        let wr = WatchResponse {
+            header: Some(r.header.unwrap_or_default()),
+            events: r.events.clone(),
+            compact_revision: r.compact_revision,
+            canceled: r.canceled,
+            created: r.created,
+            ..Default::default()
+        };
+        print(out, &wr)
+    }
+
+    fn grant(&self, out: &mut dyn Write, r: &LeaseGrantResponse) -> CtlResult {
+        header_only(out, &r.header)
+    }
+
+    fn revoke(&self, _out: &mut dyn Write, _id: i64, r: &LeaseRevokeResponse) -> CtlResult {
+        // clientv3.LeaseRevokeResponse is a distinct type without pb's Marshal.
+        let h = r.header.unwrap_or_default();
+        Err(CtlError::bad_feature(format!(
+            "marshal unsupported for type clientv3.LeaseRevokeResponse ({{{}}})",
+            header_text(&h)
+        )))
+    }
+
+    fn keep_alive(&self, out: &mut dyn Write, r: &LeaseKeepAliveResponse) -> CtlResult {
+        header_only(out, &r.header)
+    }
+
+    fn time_to_live(
+        &self,
+        out: &mut dyn Write,
+        r: &LeaseTimeToLiveResponse,
+        _keys: bool,
+    ) -> CtlResult {
+        header_only(out, &r.header)
+    }
+
+    fn leases(&self, out: &mut dyn Write, r: &LeaseLeasesResponse) -> CtlResult {
+        header_only(out, &r.header)
     }
 }
 

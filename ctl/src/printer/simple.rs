@@ -5,7 +5,9 @@ use std::io::Write;
 
 use ketch_api::etcdserverpb::response_op::Response;
 use ketch_api::etcdserverpb::{
-    DeleteRangeResponse, MemberListResponse, PutResponse, RangeResponse, TxnResponse,
+    DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveResponse, MemberListResponse, PutResponse, RangeResponse,
+    TxnResponse, WatchResponse,
 };
 use ketch_api::mvccpb::KeyValue;
 
@@ -61,6 +63,75 @@ impl Printer for SimplePrinter {
     fn enable_value_only(&mut self) -> bool {
         self.value_only = true;
         true
+    }
+
+    fn is_simple(&self) -> bool {
+        true
+    }
+
+    fn watch(&self, out: &mut dyn Write, r: &WatchResponse) -> CtlResult {
+        for ev in &r.events {
+            writeln!(out, "{}", super::event_type_name(ev.r#type))?;
+            if let Some(prev) = &ev.prev_kv {
+                self.kv(out, prev)?;
+            }
+            self.kv(out, &ev.kv.clone().unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
+    fn grant(&self, out: &mut dyn Write, r: &LeaseGrantResponse) -> CtlResult {
+        writeln!(out, "lease {:016x} granted with TTL({}s)", r.id, r.ttl)?;
+        Ok(())
+    }
+
+    fn revoke(&self, out: &mut dyn Write, id: i64, _r: &LeaseRevokeResponse) -> CtlResult {
+        writeln!(out, "lease {id:016x} revoked")?;
+        Ok(())
+    }
+
+    fn keep_alive(&self, out: &mut dyn Write, r: &LeaseKeepAliveResponse) -> CtlResult {
+        writeln!(out, "lease {:016x} keepalived with TTL({})", r.id, r.ttl)?;
+        Ok(())
+    }
+
+    fn time_to_live(
+        &self,
+        out: &mut dyn Write,
+        r: &LeaseTimeToLiveResponse,
+        keys: bool,
+    ) -> CtlResult {
+        if r.granted_ttl == 0 && r.ttl == -1 {
+            writeln!(out, "lease {:016x} already expired", r.id)?;
+            return Ok(());
+        }
+        let mut line = format!(
+            "lease {:016x} granted with TTL({}s), remaining({}s)",
+            r.id, r.granted_ttl, r.ttl
+        )
+        .into_bytes();
+        if keys {
+            // Go's `%v` of a []string: `[a b]`.
+            line.extend_from_slice(b", attached keys([");
+            for (i, k) in r.keys.iter().enumerate() {
+                if i > 0 {
+                    line.push(b' ');
+                }
+                line.extend_from_slice(k);
+            }
+            line.extend_from_slice(b"])");
+        }
+        line.push(b'\n');
+        out.write_all(&line)?;
+        Ok(())
+    }
+
+    fn leases(&self, out: &mut dyn Write, r: &LeaseLeasesResponse) -> CtlResult {
+        writeln!(out, "found {} leases", r.leases.len())?;
+        for l in &r.leases {
+            writeln!(out, "{:016x}", l.id)?;
+        }
+        Ok(())
     }
 
     fn put(&self, out: &mut dyn Write, r: &PutResponse) -> CtlResult {
