@@ -79,6 +79,9 @@ pub struct ClusterState {
     removed: tokio::sync::watch::Sender<bool>,
     /// The leader's id (0 for none), for tasks that start or stop with leadership.
     leader_changes: tokio::sync::watch::Sender<u64>,
+    /// Members removed since this one started (etcd keeps them too): their Raft messages are
+    /// refused, which tells a removed member that missed its own removal.
+    removed_ids: RwLock<std::collections::HashSet<u64>>,
 }
 
 /// A membership change as the Raft log carries it (a `ConfChange` and its member record).
@@ -105,6 +108,7 @@ impl ClusterState {
             members: RwLock::new(members),
             removed: tokio::sync::watch::channel(false).0,
             leader_changes: tokio::sync::watch::channel(0).0,
+            removed_ids: RwLock::new(std::collections::HashSet::new()),
         }
     }
 
@@ -125,6 +129,8 @@ impl ClusterState {
                 if m.is_learner && members.iter().filter(|x| x.is_learner).count() >= MAX_LEARNERS {
                     return Err(EtcdError::TooManyLearners);
                 }
+                // an id added again is a member again
+                self.removed_ids.write().expect("removed ids lock").remove(&m.id);
                 members.push(m.clone());
             }
             MemberChange::Promote(id) => {
@@ -137,6 +143,7 @@ impl ClusterState {
             MemberChange::Remove(id) => {
                 let i = find(&members, *id).ok_or(EtcdError::MemberNotFound)?;
                 members.remove(i);
+                self.removed_ids.write().expect("removed ids lock").insert(*id);
                 if *id == self.member_id {
                     self.removed.send_replace(true);
                 }
@@ -174,6 +181,16 @@ impl ClusterState {
     pub async fn wait_removed(&self) {
         let mut rx = self.removed.subscribe();
         let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Whether `id` was a member that the cluster removed.
+    pub fn was_removed(&self, id: u64) -> bool {
+        self.removed_ids.read().expect("removed ids lock").contains(&id)
+    }
+
+    /// Peers say the cluster removed this member: it stops as if it had applied that itself.
+    pub fn mark_self_removed(&self) {
+        self.removed.send_replace(true);
     }
 
     pub fn is_removed(&self) -> bool {

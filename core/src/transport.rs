@@ -38,6 +38,9 @@ use tracing::{debug, info, warn};
 
 use crate::raft::{RaftHandle, RaftMsg};
 
+/// What a member answers the Raft messages of a member the cluster removed (etcd's words).
+const REMOVED_MEMBER: &str = "the member has been permanently removed from the cluster";
+
 /// Messages waiting for one peer; beyond this the Raft thread drops (Raft resends).
 const PEER_QUEUE: usize = 4096;
 /// A batch is closed at this many encoded bytes (Raft messages carry up to 1 MiB of entries).
@@ -393,6 +396,15 @@ impl LinkSender {
         Ok(PeerClient::new(channel).max_encoding_message_size(MAX_BATCH_BYTES))
     }
 
+    /// The stream ended: a peer that refuses a removed member tells this member it was removed.
+    fn ended(&self, error: Option<Status>) {
+        let Some(e) = error else { return };
+        if e.code() == tonic::Code::PermissionDenied && e.message() == REMOVED_MEMBER {
+            let _ = self.raft.send(RaftMsg::RemovedByPeer(self.to));
+        }
+        debug!(target: "rafthttp", "stream to peer {:x} ended: {e}", self.to);
+    }
+
     /// Streams batches until the link breaks (`Some`) or the queue is closed (`None`).
     async fn stream(
         &self,
@@ -407,9 +419,7 @@ impl LinkSender {
             let first = tokio::select! {
                 m = queue.recv() => m?,
                 r = &mut call => {
-                    if let Err(e) = r {
-                        debug!(target: "rafthttp", "stream to peer {:x} ended: {e}", self.to);
-                    }
+                    self.ended(r.err());
                     return Some(());
                 }
             };
@@ -438,7 +448,10 @@ impl LinkSender {
                     Ok(p) => p.send(batch),
                     Err(_) => return Some(()),
                 },
-                _ = &mut call => return Some(()),
+                r = &mut call => {
+                    self.ended(r.err());
+                    return Some(());
+                }
             }
         }
     }
@@ -481,6 +494,9 @@ impl Peer for PeerService {
                     batch.from, batch.cluster_id, self.cluster.cluster_id
                 );
                 return Err(Status::failed_precondition("cluster ID mismatch"));
+            }
+            if self.cluster.was_removed(batch.from) {
+                return Err(Status::permission_denied(REMOVED_MEMBER));
             }
             for raw in &batch.messages {
                 match Message::parse_from_bytes(raw) {

@@ -68,6 +68,9 @@ pub enum RaftMsg {
     Step(Message),
     /// The link to this peer failed; Raft slows down sending to it until it answers again.
     Unreachable(u64),
+    /// A peer refused this member's messages because the cluster removed it (it may never
+    /// receive the entry that did, once the others stopped sending to it).
+    RemovedByPeer(u64),
     /// The apply thread has applied (and committed to the backend) everything up to here.
     Applied(u64),
     /// Record a snapshot at `index` (already durable in the backend) and release the WAL and
@@ -266,6 +269,12 @@ impl RaftNode {
                 }
             }
             RaftMsg::Unreachable(id) => self.raw.report_unreachable(id),
+            RaftMsg::RemovedByPeer(peer) => {
+                if !self.cluster.is_removed() {
+                    warn!(target: "rafthttp", "peer {peer:x} says this member has been permanently removed from the cluster");
+                    self.cluster.mark_self_removed();
+                }
+            }
             RaftMsg::Applied(index) => {
                 if index > self.raw.raft.raft_log.applied {
                     self.raw.advance_apply_to(index);
