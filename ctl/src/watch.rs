@@ -366,6 +366,18 @@ pub async fn run(inv: &mut Invocation<'_>) -> CtlResult {
         )));
     }
     let os_args: Vec<Vec<u8>> = std::env::args_os().map(OsStringExt::into_vec).collect();
+    // etcdctl adds these to the inherited flags so the environment check takes the two
+    // variables as known.
+    for name in ["watch-key", "watch-range-end"] {
+        let spec = crate::cli::spec::FlagSpec {
+            name,
+            shorthand: None,
+            kind: crate::cli::spec::FlagKind::String,
+            default: "",
+            usage: std::borrow::Cow::Borrowed(""),
+        };
+        inv.flags.add(&spec, false);
+    }
     if inv.flags.bool("interactive") {
         return interactive(inv, &os_args, &env_key, &env_range).await;
     }

@@ -150,9 +150,8 @@ fn number(v: impl ToString) -> Json {
 
 /// clientv3's `WatchResponse`: Go field names, no json tags; the header is a value.
 fn watch(r: &WatchResponse) -> Json {
-    let events = if r.events.is_empty() {
-        Json::Null
-    } else {
+    // clientv3 always makes the events slice: `[]`, never `null`.
+    let events = {
         Json::Array(
             r.events
                 .iter()

@@ -4,6 +4,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Find `name` on PATH.
@@ -258,22 +260,16 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 /// What one command run produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub code: i32,
 }
 
-/// Run `program` with `args`, `stdin` and extra `env` (every other `ETCDCTL_*` variable
-/// removed, `ETCDCTL_API=3`), killing it after `limit`.
-pub fn run(
-    program: &Path,
-    args: &[String],
-    stdin: Option<&[u8]>,
-    env: &[(String, String)],
-    limit: Duration,
-) -> Outcome {
+/// `program` with `args` and extra `env` (every other `ETCDCTL_*` variable removed,
+/// `ETCDCTL_API=3`), stdout and stderr piped.
+fn command(program: &Path, args: &[String], env: &[(String, String)], stdin: bool) -> Command {
     let mut cmd = Command::new(program);
     cmd.args(args);
     for (key, _) in std::env::vars_os() {
@@ -285,13 +281,137 @@ pub fn run(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd
+    cmd
+}
+
+/// Read a pipe to its end into a shared buffer, on a thread.
+fn collect(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    let reader = std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("buffer").extend_from_slice(&chunk[..n]);
+        }
+    });
+    (buf, reader)
+}
+
+/// A long-running command (watch, lock, elect, keep-alive) in the background: its output so
+/// far can be waited on, and it can be interrupted as Ctrl-C would.
+pub struct Background {
+    child: Child,
+    what: String,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn spawn(program: &Path, args: &[String], env: &[(String, String)]) -> Background {
+        let mut child = command(program, args, env, false)
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+        let (stdout, r1) = collect(child.stdout.take().expect("stdout pipe"));
+        let (stderr, r2) = collect(child.stderr.take().expect("stderr pipe"));
+        Background {
+            child,
+            what: format!("{} {:?}", program.display(), args),
+            stdout,
+            stderr,
+            readers: vec![r1, r2],
+        }
+    }
+
+    /// Wait until stdout contains `marker` and then stays unchanged for a moment (so a
+    /// response printed in several writes is complete); panics after `limit`.
+    pub fn wait_for(&self, marker: &[u8], limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let contains = |b: &[u8]| b.windows(marker.len()).any(|w| w == marker);
+        loop {
+            let out = self.stdout.lock().expect("buffer").clone();
+            if contains(&out) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {:?} within {limit:?}; stdout {:?}, stderr {:?}",
+                self.what,
+                String::from_utf8_lossy(marker),
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&self.stderr.lock().expect("buffer")),
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut seen = self.stdout.lock().expect("buffer").len();
+        let quiet_until = Instant::now() + Duration::from_secs(2);
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.stdout.lock().expect("buffer").len();
+            if now == seen || Instant::now() > quiet_until {
+                return;
+            }
+            seen = now;
+        }
+    }
+
+    /// Send SIGINT, as Ctrl-C in a terminal does.
+    pub fn interrupt(&self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Wait for the process to exit (killing it and panicking after `limit`).
+    pub fn finish(mut self, limit: Duration) -> Outcome {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for child") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("{} did not finish within {limit:?}", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let take = |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().expect("buffer"));
+        Outcome {
+            stdout: take(&self.stdout),
+            stderr: take(&self.stderr),
+            code: status.code().unwrap_or(-1),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Run `program` with `args`, `stdin` and extra `env` (every other `ETCDCTL_*` variable
+/// removed, `ETCDCTL_API=3`), killing it after `limit`.
+pub fn run(
+    program: &Path,
+    args: &[String],
+    stdin: Option<&[u8]>,
+    env: &[(String, String)],
+    limit: Duration,
+) -> Outcome {
+    let mut child = command(program, args, env, stdin.is_some())
         .spawn()
         .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
     if let Some(input) = stdin {

@@ -13,7 +13,9 @@ mod normalize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::{free_port, run, which, Certs, Etcd, Outcome};
+use std::collections::HashMap;
+
+use harness::{free_port, run, which, Background, Certs, Etcd, Outcome};
 
 /// One command of the script.
 #[derive(Clone)]
@@ -32,6 +34,28 @@ struct Step {
     /// balancer error: ...`) depending on whether a connection attempt had already failed when
     /// it passed, which a loaded machine decides; either wording is accepted.
     connect_race: bool,
+    /// Run in the background, or wait on a background run (see [`Bg`]).
+    bg: Bg,
+    /// Remember the next revision as `{MARK}` before running.
+    mark: bool,
+    /// Output carries a lease's remaining TTL, which depends on when it ran.
+    remaining: bool,
+    /// JSON output carries keys that embed lease ids (base64 in JSON): mask the keys.
+    lease_keys: bool,
+}
+
+/// Long-running commands: started in one step, waited on (and interrupted) in a later one,
+/// where their output is compared. Slots are named.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bg {
+    No,
+    /// Start the command in the background under this name.
+    Spawn(&'static str),
+    /// Wait until the named command printed this (nothing compared here).
+    Await(&'static str, &'static str),
+    /// Wait until the named command printed this (if given), interrupt it with SIGINT if
+    /// asked, and compare its whole output and exit status.
+    Join(&'static str, Option<&'static str>, bool),
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -56,6 +80,10 @@ fn cmd(s: &str) -> Step {
         setup: false,
         timing: false,
         connect_race: false,
+        bg: Bg::No,
+        mark: false,
+        remaining: false,
+        lease_keys: false,
     }
 }
 
@@ -91,6 +119,46 @@ impl Step {
     fn connect_race(mut self) -> Self {
         self.connect_race = true;
         self
+    }
+    fn spawn(mut self, slot: &'static str) -> Self {
+        self.bg = Bg::Spawn(slot);
+        self
+    }
+    fn mark(mut self) -> Self {
+        self.mark = true;
+        self
+    }
+    fn remaining(mut self) -> Self {
+        self.remaining = true;
+        self
+    }
+    fn lease_keys(mut self) -> Self {
+        self.lease_keys = true;
+        self
+    }
+}
+
+/// Wait for a background command's output.
+fn await_bg(slot: &'static str, marker: &'static str) -> Step {
+    Step {
+        bg: Bg::Await(slot, marker),
+        ..raw("")
+    }
+}
+
+/// Wait for a background command's output, interrupt it (Ctrl-C) and compare what it did.
+fn interrupt(slot: &'static str, marker: &'static str) -> Step {
+    Step {
+        bg: Bg::Join(slot, Some(marker), true),
+        ..raw("")
+    }
+}
+
+/// Wait for a background command to finish by itself and compare what it did.
+fn join(slot: &'static str, marker: &'static str) -> Step {
+    Step {
+        bg: Bg::Join(slot, Some(marker), false),
+        ..raw("")
     }
 }
 
@@ -444,6 +512,190 @@ fn authentication() -> Vec<Step> {
     ]
 }
 
+/// `lease`: ids differ between runs and are numbered by the normaliser; `{LEASE}` is the
+/// last one granted. Leases are granted long enough to outlive the script, so none expires
+/// (a Raft entry) while later steps run.
+fn leases() -> Vec<Step> {
+    let mut s: Vec<Step> = [
+        "lease --help",
+        "lease grant --help",
+        "lease timetolive --help",
+        "lease keep-alive --help",
+    ]
+    .map(raw)
+    .to_vec();
+    for w in FORMATS {
+        s.push(cmd(&format!("lease list -w {w}")));
+    }
+    s.push(cmd("lease grant 1000"));
+    for w in FORMATS {
+        s.push(cmd(&format!("lease list -w {w}")));
+    }
+    s.push(cmd("put lk1 v --lease {LEASE}"));
+    // One key: etcd lists a lease's keys in map order.
+    for w in FORMATS {
+        s.push(cmd(&format!("lease timetolive {{LEASE}} -w {w}")).remaining());
+        s.push(cmd(&format!("lease timetolive {{LEASE}} --keys -w {w}")).remaining());
+        s.push(cmd(&format!("lease keep-alive --once {{LEASE}} -w {w}")));
+    }
+    // Keeps it alive until Ctrl-C (its next renewal is a third of the TTL away).
+    s.push(cmd("lease keep-alive {LEASE}").spawn("ka"));
+    s.push(interrupt("ka", "keepalived with TTL(1000)\n"));
+    s.push(cmd("lease keep-alive {LEASE} -w json").spawn("ka"));
+    s.push(interrupt("ka", "\"TTL\":1000}\n"));
+    s.push(cmd("lease revoke {LEASE}"));
+    s.push(cmd("get lk1"));
+    for w in ["json", "fields", "protobuf", "table"] {
+        s.push(cmd("lease grant 1000"));
+        s.push(cmd(&format!("lease revoke {{LEASE}} -w {w}")));
+    }
+    for w in FORMATS {
+        s.push(cmd(&format!("lease timetolive {{LEASE}} -w {w}")));
+        s.push(cmd(&format!("lease keep-alive --once {{LEASE}} -w {w}")));
+    }
+    // An expired or revoked lease ends keep-alive at its first answer.
+    s.push(cmd("lease keep-alive {LEASE}"));
+    s.push(cmd("lease keep-alive {LEASE} -w json"));
+    for w in ["json", "fields", "protobuf", "table", "simple"] {
+        s.push(cmd(&format!("lease grant 1000 -w {w}")));
+    }
+    s.extend(
+        [
+            "lease grant",
+            "lease grant x",
+            "lease grant 1 2",
+            "lease grant -5",
+            "lease revoke",
+            "lease revoke zz",
+            "lease revoke 1234",
+            "lease timetolive",
+            "lease timetolive zz",
+            "lease timetolive 1234 --keys",
+            "lease keep-alive",
+            "lease keep-alive zz",
+            "lease keep-alive --once 1234",
+            "lease list extra",
+        ]
+        .map(cmd),
+    );
+    s
+}
+
+/// `watch`. Events a watch replays from history come in one response, events it sees live
+/// in one each: the structured formats (which show responses) watch history only.
+fn watches() -> Vec<Step> {
+    let mut s: Vec<Step> = [
+        "watch --help",
+        "watch",
+        "watch a b --prefix",
+        "watch a --",
+        "watch --rev x a",
+        // Compacted away earlier in the script: canceled by the server.
+        "watch --rev 2 foo",
+        "watch --rev 2 foo -w json",
+        "watch --rev 2 foo -w fields",
+        "watch --rev 2 foo -w protobuf",
+    ]
+    .map(cmd)
+    .to_vec();
+    s.push(cmd("watch foo").env("ETCDCTL_WATCH_RANGE_END", "z"));
+    s.push(cmd("watch foo").env("ETCDCTL_WATCH_KEY", "foo"));
+    s.push(cmd("put w/a 1").mark());
+    s.extend(["put w/b 2", "del w/a", "put w/end x"].map(cmd));
+    for w in ["simple", "json", "fields", "protobuf"] {
+        let end = match w {
+            "simple" => "w/end\nx\n",
+            "json" => "\"value\":\"eA==\"",
+            "fields" => "\"Value\" : \"x\"\n\"Lease\" : 0\n",
+            _ => "w/end",
+        };
+        s.push(
+            cmd(&format!(
+                "watch --prefix w/ --rev {{MARK}} --prev-kv -w {w}"
+            ))
+            .spawn("w"),
+        );
+        s.push(interrupt("w", end));
+    }
+    s.push(cmd("watch --prefix w/ --rev {MARK} -w table"));
+    s.push(cmd("watch w/a w/c --rev {MARK} --hex").spawn("w"));
+    s.push(interrupt("w", "\\x32\n"));
+    // Live events, and ETCDCTL_WATCH_KEY.
+    s.push(
+        cmd("watch --prev-kv --rev {MARK}")
+            .env("ETCDCTL_WATCH_KEY", "w/live")
+            .spawn("live")
+            .mark(),
+    );
+    s.extend(["put w/live 1", "put w/live 2", "del w/live"].map(cmd));
+    s.push(interrupt("live", "DELETE\nw/live\n2\nw/live\n\n"));
+    // A command per event, with the event in its environment.
+    let show = "echo $ETCD_WATCH_REVISION $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE";
+    s.push(
+        cmd("watch --rev {MARK} w/live --")
+            .args(&["sh", "-c", show])
+            .spawn("exec"),
+    );
+    s.push(interrupt("exec", "\"DELETE\" \"w/live\" \"\"\n"));
+    s.push(cmd("watch --rev {MARK} w/live -- sh -c").args(&["exit 3"]));
+    s.push(cmd("watch --rev {MARK} w/live -- /nonexistent/cmd"));
+    // Interactive: bad lines are reported and skipped; the end of input ends it.
+    s.push(cmd("watch -i").stdin(b"\nbogus x\nwatch\nwatch a b --prefix\nput a\n"));
+    s.push(cmd("watch -i").stdin(b"watch a --bogus\n"));
+    s.push(cmd("watch -i").stdin(b"watch a --\n"));
+    s.push(cmd("watch -i").stdin(b"progress\nwatch a"));
+    s
+}
+
+/// `lock` and `elect`: held until Ctrl-C, which unlocks or resigns; the exec form of lock.
+fn locks_and_elections() -> Vec<Step> {
+    let mut s: Vec<Step> = [
+        "lock --help",
+        "elect --help",
+        "lock",
+        "lock --ttl x l",
+        "elect",
+        "elect e",
+        "elect -l e p",
+        "elect a b c",
+    ]
+    .map(cmd)
+    .to_vec();
+    s.push(cmd("lock --ttl 1000 l1").spawn("l"));
+    s.push(interrupt("l", "l1/"));
+    s.push(cmd("lock --ttl 1000 l1 -w json").spawn("l"));
+    s.push(interrupt("l", "\"count\":1}\n").lease_keys());
+    s.push(cmd("get --prefix l1/"));
+    let show = "echo $ETCD_LOCK_KEY $ETCD_LOCK_REV";
+    s.push(cmd("lock --ttl 1000 l2 --").args(&["sh", "-c", show]));
+    s.push(cmd("lock --ttl 1000 l2 -- sh -c").args(&["exit 3"]));
+    s.push(cmd("lock --ttl 1000 l2 -- /nonexistent/cmd"));
+    s.push(cmd("lock --ttl 1000 l2 -- nonexistent-cmd"));
+    // A second locker waits for the first to unlock.
+    s.push(cmd("lock --ttl 1000 l3").spawn("a"));
+    s.push(await_bg("a", "l3/"));
+    s.push(
+        cmd("lock --ttl 1000 l3 -- echo")
+            .args(&["second holder"])
+            .spawn("b"),
+    );
+    s.push(interrupt("a", "l3/"));
+    s.push(join("b", "second holder\n"));
+    // A campaign, an observer, Ctrl-C (resign) and a second leader.
+    s.push(cmd("elect e1 p1").spawn("e1"));
+    s.push(await_bg("e1", "p1\n"));
+    s.push(cmd("elect -l e1").spawn("obs"));
+    s.push(await_bg("obs", "p1\n"));
+    s.push(interrupt("e1", "p1\n"));
+    s.push(cmd("elect e1 p2").spawn("e2"));
+    s.push(interrupt("obs", "p2\n"));
+    s.push(interrupt("e2", "p2\n"));
+    s.push(cmd("elect e1 p3 -w json").spawn("e3"));
+    s.push(interrupt("e3", "\"count\":1}\n").lease_keys());
+    s.push(cmd("get --prefix e1/"));
+    s
+}
+
 fn script() -> Vec<Step> {
     [
         help_and_parsing(),
@@ -456,6 +708,9 @@ fn script() -> Vec<Step> {
         environment(),
         dead_endpoints(),
         authentication(),
+        leases(),
+        watches(),
+        locks_and_elections(),
     ]
     .concat()
 }
@@ -572,20 +827,62 @@ fn run_script(setup: &Setup, tool: &Path, steps: &[Step]) -> Vec<Outcome> {
     );
     let ep = format!("127.0.0.1:{}", server.client_port);
     let dead = format!("127.0.0.1:{dead_port}");
-    steps
-        .iter()
-        .map(|step| {
-            let (args, env) = expand(step, &ep, &dead, setup.certs);
-            let program = if step.setup { setup.etcdctl } else { tool };
-            run(
-                program,
-                &args,
-                step.stdin.as_deref(),
-                &env,
-                Duration::from_secs(30),
-            )
-        })
-        .collect()
+    let granted = regex::bytes::Regex::new(r"lease ([0-9a-f]{16}) granted").expect("regex");
+    let mut last_lease = String::new();
+    let mut mark = String::new();
+    let mut slots: HashMap<&'static str, Background> = HashMap::new();
+    let limit = Duration::from_secs(30);
+    let mut outcomes = Vec::new();
+    for step in steps {
+        if step.mark {
+            mark = (current_revision(setup.etcdctl, &ep) + 1).to_string();
+        }
+        let (mut args, mut env) = expand(step, &ep, &dead, setup.certs);
+        let sub = |s: &mut String| *s = s.replace("{LEASE}", &last_lease).replace("{MARK}", &mark);
+        args.iter_mut().for_each(sub);
+        env.iter_mut().for_each(|(_, v)| sub(v));
+        let program = if step.setup { setup.etcdctl } else { tool };
+        let outcome = match step.bg {
+            Bg::No => run(program, &args, step.stdin.as_deref(), &env, limit),
+            Bg::Spawn(slot) => {
+                slots.insert(slot, Background::spawn(program, &args, &env));
+                Outcome::default()
+            }
+            Bg::Await(slot, marker) => {
+                slots[slot].wait_for(marker.as_bytes(), limit);
+                Outcome::default()
+            }
+            Bg::Join(slot, marker, signal) => {
+                let bg = slots.remove(slot).expect("a spawned slot");
+                if let Some(m) = marker {
+                    bg.wait_for(m.as_bytes(), limit);
+                }
+                if signal {
+                    bg.interrupt();
+                }
+                bg.finish(limit)
+            }
+        };
+        if let Some(c) = granted.captures(&outcome.stdout) {
+            last_lease = String::from_utf8_lossy(&c[1]).into_owned();
+        }
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// The store's revision, asked with etcdctl.
+fn current_revision(etcdctl: &Path, ep: &str) -> i64 {
+    let args: Vec<String> = ["--endpoints", ep, "get", "revision-probe", "-w", "json"]
+        .map(String::from)
+        .to_vec();
+    let out = run(etcdctl, &args, None, &[], Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("\"revision\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no revision in {text:?}"))
 }
 
 /// Output for a failure report: text, shortened.
@@ -605,18 +902,35 @@ fn compare(setup: &Setup, steps: &[Step]) -> (usize, Vec<String>) {
     let expected = run_script(setup, setup.etcdctl, steps);
     let actual = run_script(setup, &ketchctl, steps);
     let norm = normalize::Normalizer::new();
+    let normalized = |outcomes: &[Outcome]| {
+        let all: Vec<_> = steps
+            .iter()
+            .zip(outcomes)
+            .map(|(step, o)| {
+                // `endpoint status` reports the backend's size, which depends on commit batching.
+                let sizes = step
+                    .args
+                    .windows(2)
+                    .any(|w| w[0] == "endpoint" && w[1] == "status");
+                let mut n = norm.apply(o, step.timing, sizes);
+                if step.remaining {
+                    n.0 = norm.mask_remaining_ttl(&n.0);
+                }
+                if step.lease_keys {
+                    n.0 = norm.mask_json_keys(&n.0);
+                }
+                n
+            })
+            .collect();
+        norm.mask_lease_ids(all)
+    };
+    let (expected, actual) = (normalized(&expected), normalized(&actual));
     let mut failures = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         if step.setup {
             continue;
         }
-        // `endpoint status` reports the backend's size, which depends on commit batching.
-        let sizes = step
-            .args
-            .windows(2)
-            .any(|w| w[0] == "endpoint" && w[1] == "status");
-        let want = norm.apply(&expected[i], step.timing, sizes);
-        let got = norm.apply(&actual[i], step.timing, sizes);
+        let (want, got) = (expected[i].clone(), actual[i].clone());
         let same = want == got
             || (step.connect_race
                 && want.0 == got.0

@@ -20,7 +20,15 @@ pub struct Normalizer {
     db_size: Regex,
     db_size_human: Regex,
     balancer_deadline: Regex,
+    lease_granted: Regex,
+    hex_id: Regex,
+    dec_id: Regex,
+    remaining: Regex,
+    json_key: Regex,
 }
+
+/// Normalised `(stdout, stderr, exit code)`.
+pub type Normalized = (Vec<u8>, Vec<u8>, i32);
 
 /// A Go duration as `time.Duration.String()` writes it.
 const DURATION: &str = r"(?:[0-9]+(?:\.[0-9]+)?(?:ns|µs|ms|h|m|s))+";
@@ -46,6 +54,11 @@ impl Normalizer {
             balancer_deadline: re(
                 r#"code = DeadlineExceeded desc = latest balancer error: (?:[^"\\]|\\.)*"#,
             ),
+            lease_granted: re(r"lease ([0-9a-f]{16}) granted"),
+            hex_id: re(r"\b[0-9a-f]{12,16}\b"),
+            dec_id: re(r"\b[0-9]{15,20}\b"),
+            remaining: re(r#"remaining\([0-9]+s\)|"ttl":[0-9]+|"TTL" : [0-9]+"#),
+            json_key: re(r#""key":"[A-Za-z0-9+/=]*""#),
         }
     }
 
@@ -96,6 +109,75 @@ impl Normalizer {
         (out, err, o.code)
     }
 
+    /// Lease ids differ between runs (etcd makes them from the member id and the clock):
+    /// number them in order of appearance over a run's outputs. A lease id is any hex or
+    /// decimal number with the leases' top 16 bits, learnt from the first `lease grant`.
+    pub fn mask_lease_ids(&self, mut outs: Vec<Normalized>) -> Vec<Normalized> {
+        let Some(prefix) = outs.iter().find_map(|o| {
+            self.lease_granted
+                .captures(&o.0)
+                .and_then(|c| u64::from_str_radix(std::str::from_utf8(&c[1]).ok()?, 16).ok())
+                .map(|id| id >> 48)
+        }) else {
+            return outs;
+        };
+        let mut ids: Vec<u64> = Vec::new();
+        let mut name = |id: u64| {
+            let n = ids.iter().position(|&i| i == id).unwrap_or_else(|| {
+                ids.push(id);
+                ids.len() - 1
+            });
+            format!("LEASE{n}").into_bytes()
+        };
+        let lease = |v: Option<u64>| v.filter(|v| *v >> 48 == prefix && *v >= 1 << 48);
+        for o in outs.iter_mut() {
+            for text in [&mut o.0, &mut o.1] {
+                let mut out = Vec::new();
+                let mut last = 0;
+                let mut found: Vec<(usize, usize, u64)> = Vec::new();
+                for m in self.hex_id.find_iter(text) {
+                    let v = std::str::from_utf8(m.as_bytes())
+                        .ok()
+                        .and_then(|t| u64::from_str_radix(t, 16).ok());
+                    if let Some(id) = lease(v) {
+                        found.push((m.start(), m.end(), id));
+                    }
+                }
+                for m in self.dec_id.find_iter(text) {
+                    let v = std::str::from_utf8(m.as_bytes())
+                        .ok()
+                        .and_then(|t| t.parse::<u64>().ok());
+                    if let Some(id) = lease(v) {
+                        if !found.iter().any(|f| f.0 < m.end() && m.start() < f.1) {
+                            found.push((m.start(), m.end(), id));
+                        }
+                    }
+                }
+                found.sort();
+                for (start, end, id) in found {
+                    out.extend_from_slice(&text[last..start]);
+                    out.extend_from_slice(&name(id));
+                    last = end;
+                }
+                out.extend_from_slice(&text[last..]);
+                *text = out;
+            }
+        }
+        outs
+    }
+
+    /// A lease's remaining TTL (`lease timetolive`), which ticks while the script runs.
+    pub fn mask_remaining_ttl(&self, out: &[u8]) -> Vec<u8> {
+        self.remaining.replace_all(out, &b"TTL"[..]).into_owned()
+    }
+
+    /// Keys in JSON output (base64, so lease ids in them cannot be told apart).
+    pub fn mask_json_keys(&self, out: &[u8]) -> Vec<u8> {
+        self.json_key
+            .replace_all(out, &br#""key":"K""#[..])
+            .into_owned()
+    }
+
     /// Whether two (normalised) outputs are the same but for how grpc-go worded a deadline
     /// that passed while connecting: line by line, one side may read `context deadline
     /// exceeded` where the other gives the balancer's latest error. Two balancer errors must
@@ -132,6 +214,23 @@ fn cut_stack_trace(err: &[u8]) -> Vec<u8> {
         }
     }
     err.to_vec()
+}
+
+#[test]
+fn lease_ids_are_numbered_in_order() {
+    let norm = Normalizer::new();
+    let o = |s: &str| (s.as_bytes().to_vec(), Vec::new(), 0);
+    let outs = norm.mask_lease_ids(vec![
+        o("lease 6294a24213038405 granted with TTL(5s)\n"),
+        o("{\"ID\":7103480916940653586,\"TTL\":5}\nl/6294a24213038405\n"),
+        o("cluster 11719934994822390420 rev 123456789012345\n"),
+    ]);
+    assert_eq!(outs[0].0, b"lease LEASE0 granted with TTL(5s)\n");
+    assert_eq!(outs[1].0, b"{\"ID\":LEASE1,\"TTL\":5}\nl/LEASE0\n");
+    assert_eq!(
+        outs[2].0,
+        b"cluster 11719934994822390420 rev 123456789012345\n"
+    );
 }
 
 #[test]
