@@ -87,6 +87,9 @@ pub fn cancel_error(r: &WatchResponse) -> String {
     }
 }
 
+/// The watch's key (and range end), and the command to run per event.
+type WatchArgs = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 /// `--prefix`, `--rev` and `--prev-kv`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct WatchOpts {
@@ -128,7 +131,7 @@ fn parse_watch_args(
     env_range: &[u8],
     interactive: bool,
     opts: &mut WatchOpts,
-) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), String> {
+) -> Result<WatchArgs, String> {
     let mut raw: &[Vec<u8>] = os_args;
     if let Some(i) = raw.iter().position(|a| a == b"watch") {
         raw = &raw[i + 1..];

@@ -360,6 +360,11 @@ impl Background {
         }
     }
 
+    /// What it printed on stdout so far.
+    pub fn stdout_now(&self) -> Vec<u8> {
+        self.stdout.lock().expect("buffer").clone()
+    }
+
     /// Send SIGINT, as Ctrl-C in a terminal does.
     pub fn interrupt(&self) {
         let _ = Command::new("kill")

@@ -1013,3 +1013,97 @@ fn ketchctl_matches_etcdctl_over_tls() {
     };
     assert_identical("tls", compare(&setup, &tls_script()));
 }
+
+/// The keys under `prefix`, asked with etcdctl.
+fn keys_under(etcdctl: &Path, ep: &str, prefix: &str) -> Vec<String> {
+    let args: Vec<String> = ["--endpoints", ep, "get", "--prefix", prefix, "--keys-only"]
+        .map(String::from)
+        .to_vec();
+    let out = run(etcdctl, &args, None, &[], Duration::from_secs(30));
+    assert_eq!(out.code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Poll until `prefix` holds `n` keys (a locker has queued, or let go).
+fn wait_for_keys(etcdctl: &Path, ep: &str, prefix: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys = keys_under(etcdctl, ep, prefix);
+        if keys.len() == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{prefix}: {keys:?}, expected {n} keys"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// ketchctl's and etcdctl's `lock` on one name against one server: whichever holds it, the
+/// other queues behind it and gets it only after Ctrl-C unlocks; a queued locker interrupted
+/// gives up its place.
+#[test]
+fn ketchctl_and_etcdctl_locks_exclude_each_other() {
+    let Some((etcd, etcdctl)) = tools() else {
+        eprintln!("skipping ketchctl_and_etcdctl_locks_exclude_each_other: `etcd` and `etcdctl` (3.4) must be on PATH");
+        return;
+    };
+    let ketchctl = PathBuf::from(env!("CARGO_BIN_EXE_ketchctl"));
+    let server = Etcd::start(&etcd, &etcdctl, free_port(), free_port(), None);
+    let ep = format!("127.0.0.1:{}", server.client_port);
+    let limit = Duration::from_secs(30);
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["--endpoints", ep.as_str(), "lock", "--ttl", "30"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    for (i, (first, second)) in [(&etcdctl, &ketchctl), (&ketchctl, &etcdctl)]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("mx{i}");
+        let prefix = format!("{name}/");
+        let holder = Background::spawn(first, &args(&[&name]), &[]);
+        holder.wait_for(prefix.as_bytes(), limit);
+        let waiter = Background::spawn(second, &args(&[&name, "--", "echo", "second"]), &[]);
+        // Queued behind the holder, and not running its command.
+        wait_for_keys(&etcdctl, &ep, &prefix, 2);
+        assert_eq!(
+            waiter.stdout_now(),
+            b"",
+            "{} ran while {} held the lock",
+            second.display(),
+            first.display()
+        );
+        // A third locker queued behind both, interrupted, leaves the line.
+        let quitter = Background::spawn(second, &args(&[&name]), &[]);
+        wait_for_keys(&etcdctl, &ep, &prefix, 3);
+        quitter.interrupt();
+        let q = quitter.finish(limit);
+        assert_eq!(
+            (q.code, String::from_utf8_lossy(&q.stderr).into_owned()),
+            (1, "Error: context canceled\n".to_string())
+        );
+        wait_for_keys(&etcdctl, &ep, &prefix, 2);
+        assert_eq!(waiter.stdout_now(), b"");
+        // Ctrl-C unlocks: the waiter gets the lock, runs its command and unlocks.
+        holder.interrupt();
+        let h = holder.finish(limit);
+        assert_eq!(h.code, 0, "{}", String::from_utf8_lossy(&h.stderr));
+        let w = waiter.finish(limit);
+        assert_eq!(
+            (w.code, w.stdout.as_slice()),
+            (0, &b"second\n"[..]),
+            "{}",
+            String::from_utf8_lossy(&w.stderr)
+        );
+        wait_for_keys(&etcdctl, &ep, &prefix, 0);
+    }
+}
