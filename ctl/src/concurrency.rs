@@ -155,6 +155,35 @@ async fn grant_session(client: &Client, ttl: i64) -> CtlResult<i64> {
     Ok(resp.id)
 }
 
+/// The session's keep-alive, polled alongside whatever the command waits for.
+struct Session<F: std::future::Future<Output = ()>> {
+    keep_alive: std::pin::Pin<Box<F>>,
+    expired: bool,
+}
+
+impl<F: std::future::Future<Output = ()>> Session<F> {
+    fn new(keep_alive: F) -> Self {
+        Session {
+            keep_alive: Box::pin(keep_alive),
+            expired: false,
+        }
+    }
+
+    /// Go's `<-s.Done()`: returns once the lease could no longer be kept alive.
+    async fn done(&mut self) {
+        if !self.expired {
+            self.keep_alive.as_mut().await;
+            self.expired = true;
+        }
+    }
+
+    /// Keep the lease alive while something else is awaited; never returns.
+    async fn keep(&mut self) {
+        self.done().await;
+        std::future::pending::<()>().await
+    }
+}
+
 /// Held key of a lock or a candidacy: `<name>/<lease hex>`.
 pub fn session_key(name: &[u8], lease: i64) -> Vec<u8> {
     let mut k = name.to_vec();
@@ -233,8 +262,7 @@ pub async fn lock(inv: &mut Invocation<'_>) -> CtlResult {
     let name = inv.args[0].clone();
     let cmd_args = inv.args[1..].to_vec();
     let lease = grant_session(&client, ttl).await?;
-    let session = keep_alive_loop(&client, lease, |_| true);
-    tokio::pin!(session);
+    let mut session = Session::new(keep_alive_loop(&client, lease, |_| true));
     let mut pfx = name.clone();
     pfx.push(b'/');
     let key = session_key(&name, lease);
@@ -243,7 +271,7 @@ pub async fn lock(inv: &mut Invocation<'_>) -> CtlResult {
     let acquired = tokio::select! {
         r = mutex_lock(&client, &pfx, &key, lease) => r,
         _ = signals.recv() => Err(WaitError::Canceled),
-        _ = &mut session => return Err(CtlError::error("session expired")),
+        _ = session.keep() => unreachable!(),
     };
     let header = match acquired {
         Ok(h) => h,
@@ -284,7 +312,7 @@ pub async fn lock(inv: &mut Invocation<'_>) -> CtlResult {
                 };
                 tokio::select! {
                     s = child_wait => Some(s),
-                    _ = &mut session => None,
+                    _ = session.keep() => None,
                 }
             }
             Err(_) => None,
@@ -328,7 +356,7 @@ pub async fn lock(inv: &mut Invocation<'_>) -> CtlResult {
         _ = signals.recv() => {
             delete_key(&client, &key).await.map_err(|e| CtlError::error(e.to_string()))
         }
-        _ = &mut session => Err(CtlError::error("session expired")),
+        _ = session.done() => Err(CtlError::error("session expired")),
     }
 }
 
@@ -409,14 +437,14 @@ pub async fn elect(inv: &mut Invocation<'_>) -> CtlResult {
     pfx.push(b'/');
     // concurrency.NewSession's default TTL.
     let lease = grant_session(&client, 60).await?;
-    let session = keep_alive_loop(&client, lease, |_| true);
-    tokio::pin!(session);
+    let mut session = Session::new(keep_alive_loop(&client, lease, |_| true));
     let mut signals = Signals::install()?;
 
     if inv.args.len() == 1 {
         let observed = tokio::select! {
             r = observe(&client, &pfx, printer.as_ref()) => r,
             _ = signals.recv() => return Ok(()),
+            _ = session.keep() => unreachable!(),
         };
         return match observed {
             Err(e) => Err(e),
@@ -429,6 +457,7 @@ pub async fn elect(inv: &mut Invocation<'_>) -> CtlResult {
     let elected = tokio::select! {
         r = campaign(&client, &pfx, &key, lease, &proposal) => r,
         _ = signals.recv() => Err(WaitError::Canceled),
+        _ = session.keep() => unreachable!(),
     };
     let leader_rev = match elected {
         Ok(rev) => rev,
@@ -456,7 +485,7 @@ pub async fn elect(inv: &mut Invocation<'_>) -> CtlResult {
     }
     tokio::select! {
         _ = signals.recv() => {}
-        _ = &mut session => return Err(CtlError::error("elect: session expired")),
+        _ = session.done() => return Err(CtlError::error("elect: session expired")),
     }
     resign(&client, &key, leader_rev)
         .await

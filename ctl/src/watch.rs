@@ -28,24 +28,48 @@ const BAD_ARGS_CONFLICT_ENV: &str = "bad number of arguments (found conflicting 
 const BAD_ARGS_SEPARATOR: &str = "bad number of arguments (found separator --, but no commands)";
 const BAD_ARGS_INTERACTIVE: &str = "args[0] must be 'watch' for interactive calls";
 
-/// One open watch (clientv3's watcher channel): responses after the creation notice.
-pub struct Watcher {
+/// One watch (clientv3's watcher channel): responses after the creation notice. A stream
+/// that breaks is reopened from the revision after the last one delivered, as clientv3
+/// resumes; an error the server returns ends the watch.
+pub struct Watcher<'c> {
+    client: &'c Client,
+    create: WatchCreateRequest,
+    require_leader: bool,
     stream: tonic::Streaming<WatchResponse>,
     requests: mpsc::Sender<WatchRequest>,
+    /// Set once the watch has ended.
+    ended: bool,
 }
 
-impl Watcher {
+impl<'c> Watcher<'c> {
     /// Open a stream and create `create` on it (with clientv3's `WithRequireLeader` when
     /// `require_leader`).
     pub async fn open(
-        client: &Client,
+        client: &'c Client,
         create: WatchCreateRequest,
         require_leader: bool,
-    ) -> Result<Watcher, RpcError> {
+    ) -> Result<Watcher<'c>, RpcError> {
+        let (stream, requests) = Self::connect(client, &create, require_leader).await?;
+        Ok(Watcher {
+            client,
+            create,
+            require_leader,
+            stream,
+            requests,
+            ended: false,
+        })
+    }
+
+    async fn connect(
+        client: &Client,
+        create: &WatchCreateRequest,
+        require_leader: bool,
+    ) -> Result<(tonic::Streaming<WatchResponse>, mpsc::Sender<WatchRequest>), RpcError> {
         let (tx, rx) = mpsc::channel(4);
+        // Queued before the call: the server sends its headers with its first answer.
         let _ = tx
             .send(WatchRequest {
-                request_union: Some(RequestUnion::CreateRequest(create)),
+                request_union: Some(RequestUnion::CreateRequest(create.clone())),
             })
             .await;
         let (channel, request) = client
@@ -57,21 +81,59 @@ impl Watcher {
             .await
             .map_err(|s| RpcError::from_status(&s))?
             .into_inner();
-        Ok(Watcher {
-            stream,
-            requests: tx,
-        })
+        Ok((stream, tx))
     }
 
-    /// The next response for the user; `None` once the stream ends. A canceled response is
-    /// returned (once) before the end.
+    /// The next response for the user; `None` once the watch has ended. A canceled response
+    /// (from the server, or made up for an error that ends the watch) comes once before the
+    /// end.
     pub async fn next(&mut self) -> Option<WatchResponse> {
         loop {
-            let resp = self.stream.message().await.ok()??;
-            if resp.created && !resp.canceled && resp.events.is_empty() {
-                continue;
+            if self.ended {
+                return None;
             }
-            return Some(resp);
+            let failure = match self.stream.message().await {
+                Ok(Some(resp)) => {
+                    if resp.canceled {
+                        self.ended = true;
+                        return Some(resp);
+                    }
+                    if resp.created && resp.events.is_empty() {
+                        if self.create.start_revision == 0 {
+                            self.create.start_revision = resp.header.map_or(0, |h| h.revision) + 1;
+                        }
+                        continue;
+                    }
+                    if let Some(last) = resp.events.last().and_then(|e| e.kv.as_ref()) {
+                        self.create.start_revision = last.mod_revision + 1;
+                    }
+                    return Some(resp);
+                }
+                Ok(None) => tonic::Status::unknown("EOF"),
+                Err(status) => status,
+            };
+            if !matches!(
+                failure.code(),
+                tonic::Code::Unavailable | tonic::Code::Internal
+            ) {
+                self.ended = true;
+                return Some(WatchResponse {
+                    canceled: true,
+                    cancel_reason: RpcError::from_status(&failure).to_string(),
+                    ..Default::default()
+                });
+            }
+            // Resume on a new stream once the server can be reached again.
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if let Ok((stream, requests)) =
+                    Self::connect(self.client, &self.create, self.require_leader).await
+                {
+                    self.stream = stream;
+                    self.requests = requests;
+                    break;
+                }
+            }
         }
     }
 }
@@ -254,7 +316,11 @@ fn create_request(args: &[Vec<u8>], opts: WatchOpts) -> Result<WatchCreateReques
 
 /// etcdctl's `printWatchCh`: print every response (and run the command per event) until the
 /// watch ends.
-async fn print_watch(mut w: Watcher, printer: &dyn Printer, exec_args: &[Vec<u8>]) -> CtlResult {
+async fn print_watch(
+    mut w: Watcher<'_>,
+    printer: &dyn Printer,
+    exec_args: &[Vec<u8>],
+) -> CtlResult {
     while let Some(resp) = w.next().await {
         let mut out = std::io::stdout().lock();
         if resp.canceled {
@@ -406,17 +472,19 @@ async fn interactive(
     env_range: &[u8],
 ) -> CtlResult {
     let (client, printer) = global::must_client(&mut inv.flags).await?;
+    // Watches print from their own tasks until the process exits: the client lives as long.
+    let client: &'static Client = Box::leak(Box::new(client));
     let printer: std::rc::Rc<dyn Printer> = std::rc::Rc::from(printer);
     // Each watch prints from its own task, on this thread.
     tokio::task::LocalSet::new()
         .run_until(interactive_loop(
-            &client, printer, os_args, env_key, env_range,
+            client, printer, os_args, env_key, env_range,
         ))
         .await
 }
 
 async fn interactive_loop(
-    client: &Client,
+    client: &'static Client,
     printer: std::rc::Rc<dyn Printer>,
     os_args: &[Vec<u8>],
     env_key: &[u8],
