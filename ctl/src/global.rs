@@ -84,11 +84,12 @@ fn debug_dump(flags: &FlagSet) {
     }
     let mut text = String::new();
     for f in flags.iter().filter(|f| !f.local) {
-        text.push_str(&format!(
-            "{}={}\n",
-            flag_to_env(f.spec.name),
-            f.value_string()
-        ));
+        // `watch`'s stand-ins for ETCDCTL_WATCH_KEY/RANGE_END discard what they are set to.
+        let value = match f.spec.name {
+            "watch-key" | "watch-range-end" => String::new(),
+            _ => f.value_string(),
+        };
+        text.push_str(&format!("{}={value}\n", flag_to_env(f.spec.name)));
     }
     logline::emit(&text);
 }

@@ -600,6 +600,13 @@ fn watches() -> Vec<Step> {
     .to_vec();
     s.push(cmd("watch foo").env("ETCDCTL_WATCH_RANGE_END", "z"));
     s.push(cmd("watch foo").env("ETCDCTL_WATCH_KEY", "foo"));
+    s.push(cmd("--debug watch --rev 2").env("ETCDCTL_WATCH_KEY", "foo"));
+    s.push(cmd("watch --rev 2 foo -- echo x").env("ETCDCTL_WATCH_KEY", "foo"));
+    s.push(
+        cmd("watch --rev 2 -- echo x")
+            .env("ETCDCTL_WATCH_KEY", "foo")
+            .env("ETCDCTL_WATCH_RANGE_END", "fop"),
+    );
     s.push(cmd("put w/a 1").mark());
     s.extend(["put w/b 2", "del w/a", "put w/end x"].map(cmd));
     for w in ["simple", "json", "fields", "protobuf"] {
