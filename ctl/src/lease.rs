@@ -202,6 +202,94 @@ pub async fn keep_alive_loop(
 mod tests {
     use super::*;
 
+    use ketch_api::etcdserverpb::{
+        LeaseGrantResponse, LeaseLeasesResponse, LeaseRevokeResponse, LeaseStatus,
+        LeaseTimeToLiveResponse, ResponseHeader,
+    };
+
+    fn header() -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: 6328709751833505057,
+            member_id: 11719934994822390420,
+            revision: 4,
+            raft_term: 2,
+        })
+    }
+
+    fn print(
+        format: &str,
+        f: impl Fn(&dyn crate::printer::Printer, &mut Vec<u8>) -> CtlResult,
+    ) -> Result<String, String> {
+        let p = crate::printer::new_printer(format, false).unwrap();
+        let mut out = Vec::new();
+        f(p.as_ref(), &mut out).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Outputs etcdctl 3.4 printed for these responses.
+    #[test]
+    fn lease_outputs_match_etcdctl() {
+        let grant = LeaseGrantResponse {
+            header: header(),
+            id: 7103480916940653590,
+            ttl: 50,
+            error: String::new(),
+        };
+        assert_eq!(
+            print("simple", |p, o| p.grant(o, &grant)).unwrap(),
+            "lease 6294a24213038416 granted with TTL(50s)\n"
+        );
+        assert_eq!(
+            print("json", |p, o| p.grant(o, &grant)).unwrap(),
+            "{\"cluster_id\":6328709751833505057,\"member_id\":11719934994822390420,\"revision\":4,\"raft_term\":2,\"ID\":7103480916940653590,\"TTL\":50,\"Error\":\"\"}\n"
+        );
+        let ttl = LeaseTimeToLiveResponse {
+            header: header(),
+            id: 7103480916940653586,
+            ttl: 99,
+            granted_ttl: 100,
+            keys: vec![b"lk".to_vec().into(), b"lk2".to_vec().into()],
+        };
+        assert_eq!(
+            print("simple", |p, o| p.time_to_live(o, &ttl, true)).unwrap(),
+            "lease 6294a24213038412 granted with TTL(100s), remaining(99s), attached keys([lk lk2])\n"
+        );
+        assert_eq!(
+            print("json", |p, o| p.time_to_live(o, &ttl, true)).unwrap(),
+            "{\"cluster_id\":6328709751833505057,\"member_id\":11719934994822390420,\"revision\":4,\"raft_term\":2,\"id\":7103480916940653586,\"ttl\":99,\"granted-ttl\":100,\"keys\":[\"bGs=\",\"bGsy\"]}\n"
+        );
+        let expired = LeaseTimeToLiveResponse {
+            header: header(),
+            id: 0x1234,
+            ttl: -1,
+            granted_ttl: 0,
+            keys: vec![],
+        };
+        assert_eq!(
+            print("simple", |p, o| p.time_to_live(o, &expired, false)).unwrap(),
+            "lease 0000000000001234 already expired\n"
+        );
+        let list = LeaseLeasesResponse {
+            header: header(),
+            leases: vec![LeaseStatus {
+                id: 7103480916940653576,
+            }],
+        };
+        assert_eq!(
+            print("fields", |p, o| p.leases(o, &list)).unwrap(),
+            "\"ClusterID\" : 6328709751833505057\n\"MemberID\" : 11719934994822390420\n\"Revision\" : 4\n\"RaftTerm\" : 2\n\"ID\" : 7103480916940653576\n"
+        );
+        let revoke = LeaseRevokeResponse { header: header() };
+        assert_eq!(
+            print("protobuf", |p, o| p.revoke(o, 1, &revoke)).unwrap_err(),
+            "marshal unsupported for type clientv3.LeaseRevokeResponse ({cluster_id:6328709751833505057 member_id:11719934994822390420 revision:4 raft_term:2 })"
+        );
+        assert_eq!(
+            print("table", |p, o| p.grant(o, &grant)).unwrap_err(),
+            "table not supported as output format"
+        );
+    }
+
     #[test]
     fn lease_ids_are_hex() {
         assert_eq!(lease_from_arg(b"1a").unwrap(), 26);

@@ -372,6 +372,8 @@ fn run_for_event(
         .env("ETCD_WATCH_EVENT_TYPE", format!("\"{kind}\""))
         .env("ETCD_WATCH_KEY", os(gofmt::quote(&kv.key).as_bytes()))
         .env("ETCD_WATCH_VALUE", os(gofmt::quote(&kv.value).as_bytes()))
+        // os/exec gives a command without Stdin /dev/null.
+        .stdin(std::process::Stdio::null())
         .status();
     let err = match status {
         Ok(s) if s.success() => return Ok(()),
@@ -665,6 +667,28 @@ mod tests {
         assert_eq!(
             parse_watch_args(&[], &a(&["put", "x"]), b"", b"", true, &mut o).unwrap_err(),
             BAD_ARGS_INTERACTIVE
+        );
+    }
+
+    #[test]
+    fn errors_read_like_go() {
+        let not_found = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(
+            exec_error(b"nope", &not_found),
+            "exec: \"nope\": executable file not found in $PATH"
+        );
+        assert_eq!(
+            exec_error(b"/no/such", &not_found),
+            "fork/exec /no/such: no such file or directory"
+        );
+        let compacted = WatchResponse {
+            canceled: true,
+            compact_revision: 5,
+            ..Default::default()
+        };
+        assert_eq!(
+            cancel_error(&compacted),
+            "etcdserver: mvcc: required revision has been compacted"
         );
     }
 
