@@ -20,17 +20,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use ketch_api::etcdserverpb::lease_server::LeaseServer;
 use ketch_api::etcdserverpb::watch_server::WatchServer;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use ketch_gateway::tls::stream::{incoming, ListenerTls, ServerStream};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
-use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 pub use config::{ProxyConfig, ProxyMode};
+pub use ketch_gateway::tls::PROXIED_IDENTITY;
 use director::Director;
 use forward::Forwarder;
 use http::HttpForwarder;
@@ -124,8 +125,6 @@ impl Proxy {
         while self.tasks.join_next().await.is_some() {}
     }
 }
-
-pub use ketch_gateway::tls::PROXIED_IDENTITY;
 
 /// Passes the client's certificate name on to members (see [`PROXIED_IDENTITY`]), never one the
 /// client claims itself.
