@@ -82,6 +82,8 @@ pub struct ClusterState {
     /// Members removed since this one started (etcd keeps them too): their Raft messages are
     /// refused, which tells a removed member that missed its own removal.
     removed_ids: RwLock<std::collections::HashSet<u64>>,
+    /// Times a new leader was seen (etcd_server_leader_changes_seen_total).
+    leader_changes_seen: AtomicU64,
 }
 
 /// A membership change as the Raft log carries it (a `ConfChange` and its member record).
@@ -109,6 +111,7 @@ impl ClusterState {
             removed: tokio::sync::watch::channel(false).0,
             leader_changes: tokio::sync::watch::channel(0).0,
             removed_ids: RwLock::new(std::collections::HashSet::new()),
+            leader_changes_seen: AtomicU64::new(0),
         }
     }
 
@@ -208,11 +211,19 @@ impl ClusterState {
     pub fn set_leader_and_term(&self, leader: u64, term: u64) {
         self.leader_id.store(leader, Ordering::Release);
         self.term.store(term, Ordering::Release);
-        self.leader_changes.send_if_modified(|known| {
+        let changed = self.leader_changes.send_if_modified(|known| {
             let changed = *known != leader;
             *known = leader;
             changed
         });
+        if changed && leader != 0 {
+            self.leader_changes_seen.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many times a new leader was seen.
+    pub fn leader_changes_seen(&self) -> u64 {
+        self.leader_changes_seen.load(Ordering::Relaxed)
     }
 
     /// The leader's id (0 while there is none), marked changed whenever another takes over.

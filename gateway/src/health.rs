@@ -1,4 +1,5 @@
-//! `/health` and `/version`, with etcd 3.4's JSON bodies and status codes.
+//! `/health` and `/version`, with etcd 3.4's JSON bodies and status codes, and `/metrics` in
+//! Prometheus's text format with etcd's metric names.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,12 +16,16 @@ pub trait HealthSource: Send + Sync + 'static {
     /// Healthy means what etcd means: no active alarm, a known leader, and a linearizable read
     /// that completes within a second.
     fn healthy(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+
+    /// The server's metrics, in Prometheus's text exposition format.
+    fn metrics(&self) -> String;
 }
 
 pub fn router(source: Arc<dyn HealthSource>) -> Router {
     Router::new()
         .route("/health", get_only(health))
         .route("/version", get_only(version))
+        .route("/metrics", get_only(metrics))
         .with_state(source)
 }
 
@@ -55,6 +60,22 @@ async fn health(State(source): State<Arc<dyn HealthSource>>) -> Response {
             "{\"health\":\"false\"}\n",
         )
             .into_response()
+    }
+}
+
+async fn metrics(State(source): State<Arc<dyn HealthSource>>) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], source.metrics()).into_response()
+}
+
+/// Writes one metric (HELP, TYPE and its sample) in Prometheus's text format.
+pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, labels: &str, value: f64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
     }
 }
 

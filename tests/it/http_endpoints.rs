@@ -51,3 +51,34 @@ fn unknown_path_is_not_found_like_etcd() {
     assert_eq!(e.status, 404);
     assert_eq!(k.status, e.status, "status of an unknown path");
 }
+
+/// `/metrics`: every metric Ketch exposes is one etcd exposes under the same name and type,
+/// and the values say what a single healthy member is.
+#[test]
+fn metrics_use_etcds_names_and_types() {
+    let (k, e) = both("/metrics");
+    assert_eq!((k.status, e.status), (200, 200));
+    let types = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
+    };
+    let (ours, etcds) = (types(&k.body_str()), types(&e.body_str()));
+    assert!(ours.len() >= 10, "{}", k.body_str());
+    for m in &ours {
+        assert!(etcds.contains(m), "{m:?} is not one of etcd's metrics");
+    }
+    let value = |name: &str| {
+        k.body_str()
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    assert_eq!(value("etcd_server_has_leader"), "1");
+    assert_eq!(value("etcd_server_is_leader"), "1");
+    assert_eq!(value("etcd_server_leader_changes_seen_total"), "1");
+}

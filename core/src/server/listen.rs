@@ -42,7 +42,8 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 impl HealthSource for Server {
     fn healthy(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(async move {
-            if self.cluster.leader() == 0 {
+            // etcd: any raised alarm, or no leader, is unhealthy
+            if self.cluster.leader() == 0 || !self.alarms.list().is_empty() {
                 return false;
             }
             matches!(
@@ -50,6 +51,30 @@ impl HealthSource for Server {
                 Ok(Ok(()))
             )
         })
+    }
+
+    /// etcd's names for what dashboards and alerts read most.
+    fn metrics(&self) -> String {
+        use ketch_gateway::health::write_metric as m;
+        let mut out = String::new();
+        let leader = self.cluster.leader();
+        let hub = self.watch_hub.counts();
+        m(&mut out, "etcd_cluster_version", "gauge", "Which version is running. 1 for 'cluster_version' label with current cluster version", &format!("cluster_version=\"{}\"", &ketch_api::ETCD_CLUSTER_VERSION[..3]), 1.0);
+        m(&mut out, "etcd_server_version", "gauge", "Which version is running. 1 for 'server_version' label with current version.", &format!("server_version=\"{}\"", ketch_api::ETCD_SERVER_VERSION), 1.0);
+        m(&mut out, "etcd_server_has_leader", "gauge", "Whether or not a leader exists. 1 is existence, 0 is not.", "", f64::from(u8::from(leader != 0)));
+        m(&mut out, "etcd_server_is_leader", "gauge", "Whether or not this member is a leader. 1 if is, 0 otherwise.", "", f64::from(u8::from(leader != 0 && leader == self.cluster.member_id)));
+        m(&mut out, "etcd_server_is_learner", "gauge", "Whether or not this member is a learner. 1 if is, 0 otherwise.", "", f64::from(u8::from(self.cluster.local_is_learner())));
+        m(&mut out, "etcd_server_leader_changes_seen_total", "counter", "The number of leader changes seen.", "", self.cluster.leader_changes_seen() as f64);
+        m(&mut out, "etcd_server_proposals_committed_total", "gauge", "The total number of consensus proposals committed.", "", self.cluster.commit_index() as f64);
+        m(&mut out, "etcd_server_proposals_applied_total", "gauge", "The total number of consensus proposals applied.", "", *self.applied.borrow() as f64);
+        m(&mut out, "etcd_server_quota_backend_bytes", "gauge", "Current backend storage quota size in bytes.", "", self.quota_bytes as f64);
+        m(&mut out, "etcd_mvcc_db_total_size_in_bytes", "gauge", "Total size of the underlying database physically allocated in bytes.", "", self.store.db_size() as f64);
+        m(&mut out, "etcd_mvcc_db_total_size_in_use_in_bytes", "gauge", "Total size of the underlying database logically in use in bytes.", "", self.store.db_size_in_use() as f64);
+        m(&mut out, "etcd_debugging_mvcc_current_revision", "gauge", "The current revision of store.", "", self.store.current_revision() as f64);
+        m(&mut out, "etcd_debugging_mvcc_compact_revision", "gauge", "The revision of the last compaction in store.", "", self.store.compact_revision().max(0) as f64);
+        m(&mut out, "etcd_debugging_mvcc_watcher_total", "gauge", "Total number of watchers.", "", (hub.synced + hub.unsynced) as f64);
+        m(&mut out, "etcd_debugging_mvcc_slow_watcher_total", "gauge", "Total number of unsynced slow watchers.", "", hub.unsynced as f64);
+        out
     }
 }
 
