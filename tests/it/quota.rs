@@ -43,7 +43,17 @@ fn over_the_quota_writes_fail_until_room_is_made_and_the_alarm_disarmed() {
     }
     let mut s = s;
     s.stop();
-    s.restart();
-    let list = s.etcdctl().run(&["alarm", "list"]);
+    // a raised alarm makes /health false (as in etcd), so wait for the member to answer instead
+    s.restart_unwaited();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let list = loop {
+        let list = s.etcdctl().run(&["alarm", "list", "--dial-timeout=2s"]);
+        if list.success() || std::time::Instant::now() >= deadline {
+            break list;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert!(list.stdout_str().contains("alarm:NOSPACE"), "{}", list.transcript());
+    let health = ketch_tests::http_get(s.client_addr(), "/health", std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!((health.status, health.body_str().trim()), (503, r#"{"health":"false"}"#), "a raised alarm is unhealthy");
 }

@@ -500,6 +500,15 @@ impl Server {
         self.wait_ready();
     }
 
+    /// Starts the process again like [`Server::restart`] but does not wait for `/health`:
+    /// for a member that comes back unhealthy on purpose (an alarm raised before it stopped).
+    pub fn restart_unwaited(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
