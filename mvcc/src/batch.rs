@@ -113,10 +113,10 @@ impl<'a> WriteBatch<'a> {
     /// Called by `Store::write` with the writer flag already taken; gives it back on failure.
     pub(crate) fn begin(store: &'a Store) -> Result<WriteBatch<'a>, StoreError> {
         let base = *store.writer_state.lock().unwrap_or_else(|e| e.into_inner());
-        let txn = match store.db.begin_write() {
+        let txn = match store.db().begin_write() {
             Ok(t) => t,
             Err(e) => {
-                store.writer_busy.store(false, Ordering::Release);
+                store.writer_busy.store(crate::store::FREE, Ordering::Release);
                 return Err(e.into());
             }
         };
@@ -475,7 +475,7 @@ impl Drop for WriteBatch<'_> {
                     .truncate_after(self.st.base.rev);
             }
         }
-        self.store.writer_busy.store(false, Ordering::Release);
+        self.store.writer_busy.store(crate::store::FREE, Ordering::Release);
     }
 }
 

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ketch_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse};
@@ -57,11 +57,15 @@ pub(crate) struct Snapshot {
     meta: MetaReadTable,
     app_meta: MetaReadTable,
     lease: KvReadTable,
+    /// The backend the tables are read from, kept open while they are (declared last: dropped
+    /// after them). After a defragmentation replaced it, the old backend closes with the last
+    /// snapshot of it: redb must not close a file under a live read.
+    _db: Arc<Database>,
 }
 
 impl Snapshot {
     fn open(
-        db: &Database,
+        db: &Arc<Database>,
         rev: i64,
         compact_rev: i64,
         applied_index: u64,
@@ -75,6 +79,7 @@ impl Snapshot {
             meta: txn.open_table(META)?,
             app_meta: txn.open_table(APP_META)?,
             lease: txn.open_table(LEASE)?,
+            _db: Arc::clone(db),
         })
     }
 }
@@ -100,15 +105,25 @@ pub struct Store {
     pub(crate) snapshot: RwLock<Arc<Snapshot>>,
     /// The key index, shared with readers (see [`crate::index`]).
     pub(crate) index: RwLock<Index>,
-    /// Set while a [`WriteBatch`] exists.
-    pub(crate) writer_busy: AtomicBool,
+    /// Who holds the writer: [`FREE`], [`BATCH`] (a [`WriteBatch`] exists) or [`DEFRAG`].
+    pub(crate) writer_busy: AtomicU8,
     /// Revision, compaction and applied index as of the last commit (the writer's copy).
     pub(crate) writer_state: Mutex<WriterState>,
     /// Bytes of keys and values of the rows in the backend (see [`Store::db_size_in_use`]).
     pub(crate) live_bytes: AtomicI64,
-    pub(crate) db: Database,
+    /// The backend; replaced (under the write lock) only by [`Store::defragment`].
+    db: RwLock<Arc<Database>>,
     path: PathBuf,
+    cache_bytes: usize,
 }
+
+/// `Store::writer_busy` values.
+pub(crate) const FREE: u8 = 0;
+pub(crate) const BATCH: u8 = 1;
+const DEFRAG: u8 = 2;
+
+/// How long a defragmentation waits for the writer between two batches.
+const DEFRAG_WAIT: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Opens the store at `path`, creating the file if it does not exist, and rebuilds the key
@@ -121,6 +136,8 @@ impl Store {
     /// [`Store::open`] with a page cache of `cache_bytes` (reads and not-yet-written pages).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         let started = Instant::now();
+        // what a defragmentation cut short left behind (the backend itself is whole)
+        let _ = std::fs::remove_file(defrag_tmp_path(path));
         let db = redb::Builder::new().set_cache_size(cache_bytes).create(path)?;
         {
             let mut txn = db.begin_write()?;
@@ -132,6 +149,7 @@ impl Store {
             txn.commit()?;
         }
         let (compact_rev, applied_index, map, rev, live_bytes) = load_state(&db)?;
+        let db = Arc::new(db);
         let snapshot = Snapshot::open(&db, rev, compact_rev, applied_index)?;
         tracing::info!(
             path = %path.display(),
@@ -143,9 +161,10 @@ impl Store {
             "mvcc store opened"
         );
         Ok(Store {
-            db,
+            db: RwLock::new(db),
             path: path.to_path_buf(),
-            writer_busy: AtomicBool::new(false),
+            cache_bytes,
+            writer_busy: AtomicU8::new(FREE),
             writer_state: Mutex::new(WriterState {
                 rev,
                 compact_rev,
@@ -171,8 +190,13 @@ impl Store {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
     }
 
+    /// The backend, for one call (a transaction does not borrow it).
+    pub(crate) fn db(&self) -> Arc<Database> {
+        Arc::clone(&self.db.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub(crate) fn open_snapshot(&self, state: &WriterState) -> Result<Snapshot, StoreError> {
-        Snapshot::open(&self.db, state.rev, state.compact_rev, state.applied_index)
+        Snapshot::open(&self.db(), state.rev, state.compact_rev, state.applied_index)
     }
 
     /// Raft index of the last entry whose effects are committed (stored in the same backend
@@ -192,16 +216,67 @@ impl Store {
     }
 
     /// Begins a write batch. There is one writer: while a batch exists this returns
-    /// [`StoreError::WriterBusy`] instead of waiting (waiting on oneself would never end).
+    /// [`StoreError::WriterBusy`] instead of waiting (waiting on oneself would never end);
+    /// while a defragmentation runs it waits for it, as etcd's writes do.
     pub fn write(&self) -> Result<WriteBatch<'_>, StoreError> {
-        if self
+        loop {
+            match self
+                .writer_busy
+                .compare_exchange(FREE, BATCH, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return WriteBatch::begin(self),
+                Err(DEFRAG) => std::thread::sleep(Duration::from_millis(1)),
+                Err(_) => return Err(StoreError::WriterBusy),
+            }
+        }
+    }
+
+    /// etcd's Defragment: rewrites the backend into a fresh file holding only the committed
+    /// state, without the free pages that deletes and compactions leave, and puts it in place of
+    /// the old one (fsynced, then an atomic rename: a crash at any point leaves one whole
+    /// backend). Writes wait meanwhile; reads go on from the state they started on. Returns the
+    /// file's size before and after.
+    pub fn defragment(&self) -> Result<(u64, u64), StoreError> {
+        let deadline = Instant::now() + DEFRAG_WAIT;
+        while self
             .writer_busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(FREE, DEFRAG, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            return Err(StoreError::WriterBusy);
+            if Instant::now() >= deadline {
+                return Err(StoreError::WriterBusy);
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
-        WriteBatch::begin(self)
+        let result = self.defragment_locked();
+        self.writer_busy.store(FREE, Ordering::Release);
+        result
+    }
+
+    fn defragment_locked(&self) -> Result<(u64, u64), StoreError> {
+        let before = self.db_size();
+        let tmp = self.defrag_tmp_path();
+        let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = self.snapshot_file(&tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
+        }
+        // The old backend (now unlinked) closes once the last snapshot of it is let go.
+        let fresh = redb::Builder::new().set_cache_size(self.cache_bytes).open(&self.path)?;
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        let state = *self.writer_state.lock().unwrap_or_else(|e| e.into_inner());
+        self.publish(self.open_snapshot(&state)?);
+        let after = self.db_size();
+        tracing::info!(before, after, "backend defragmented");
+        Ok((before, after))
+    }
+
+    fn defrag_tmp_path(&self) -> PathBuf {
+        defrag_tmp_path(&self.path)
     }
 
     /// etcd's Range over the committed state, with every key-value in memory. The header
@@ -498,13 +573,13 @@ impl Store {
     pub fn restore_from(&self, src: &Path) -> Result<u64, StoreError> {
         if self
             .writer_busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(FREE, BATCH, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             return Err(StoreError::WriterBusy);
         }
         let result = self.restore_locked(src);
-        self.writer_busy.store(false, Ordering::Release);
+        self.writer_busy.store(FREE, Ordering::Release);
         result
     }
 
@@ -512,7 +587,7 @@ impl Store {
         {
             let source = Database::open(src)?;
             let from = source.begin_read()?;
-            let mut txn = self.db.begin_write()?;
+            let mut txn = self.db().begin_write()?;
             txn.delete_table(KV)?;
             txn.delete_table(META)?;
             txn.delete_table(APP_META)?;
@@ -545,7 +620,7 @@ impl Store {
             txn.set_durability(Durability::Immediate)?;
             txn.commit()?;
         }
-        let (compact_rev, applied_index, map, rev, live_bytes) = load_state(&self.db)?;
+        let (compact_rev, applied_index, map, rev, live_bytes) = load_state(&self.db())?;
         let state = WriterState {
             rev,
             compact_rev,
@@ -585,6 +660,12 @@ impl Store {
 /// Reads what a store keeps about itself back from the backend and rebuilds the key index:
 /// (compact revision, applied index, index, current revision, live bytes).
 #[allow(clippy::type_complexity)]
+/// Where [`Store::defragment`] writes the new backend before renaming it into place.
+fn defrag_tmp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("db");
+    path.with_file_name(format!("{name}.defrag.tmp"))
+}
+
 fn load_state(db: &Database) -> Result<(i64, u64, BTreeMap<Bytes, KeyIndex>, i64, i64), StoreError> {
     let txn = db.begin_read()?;
     let meta = txn.open_table(META)?;

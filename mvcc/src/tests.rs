@@ -1687,3 +1687,57 @@ fn read_only_txn_over_a_snapshot_answers_as_the_write_path() {
     };
     assert_eq!(s.txn_read(&bad).unwrap_err(), EtcdError::FutureRev);
 }
+
+#[test]
+fn defragment_shrinks_the_file_and_keeps_every_revision_and_the_writer() {
+    let (dir, s) = open_tmp();
+    let big = "v".repeat(4096);
+    for i in 0..400 {
+        put(&s, &format!("k{i:04}"), &big);
+    }
+    put(&s, "stay", "1");
+    delete(&s, "k", "l");
+    let mut b = s.write().unwrap();
+    b.compact(s.current_revision()).unwrap();
+    b.set_applied_index(7);
+    b.commit(true).unwrap();
+    let reader = s.snapshot(); // a read in flight goes on from the old backend
+    let rows_before = reader.kv.iter().unwrap().count();
+    assert!(rows_before > 0);
+    let before_rev = s.current_revision();
+    let (before, after) = s.defragment().unwrap();
+    assert!(after * 2 < before, "{before} -> {after}");
+    assert_eq!(std::fs::metadata(dir.path().join("db")).unwrap().len(), after);
+    assert!(!dir.path().join("db.defrag.tmp").exists());
+    assert_eq!(reader.kv.iter().unwrap().count(), rows_before);
+    drop(reader);
+    assert_eq!(value(&get(&s, "stay").unwrap()), "1");
+    assert!(get(&s, "k0001").is_none());
+    assert_eq!((s.current_revision(), s.applied_index()), (before_rev, 7));
+    // the writer goes on in the new file, and it all survives a reopen
+    assert_eq!(put(&s, "after", "2"), before_rev + 1);
+    drop(s);
+    let s = Store::open(&dir.path().join("db")).unwrap();
+    assert_eq!(value(&get(&s, "after").unwrap()), "2");
+    assert_eq!(value(&get(&s, "stay").unwrap()), "1");
+    assert_eq!(s.applied_index(), 7);
+}
+
+#[test]
+fn a_write_waits_for_a_defragmentation_instead_of_failing() {
+    let (_dir, s) = open_tmp();
+    for i in 0..200 {
+        put(&s, &format!("k{i}"), &"x".repeat(1000));
+    }
+    let s = Arc::new(s);
+    let writer = {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || (0..200).map(|i| put(&s, &format!("w{i}"), "v")).last())
+    };
+    for _ in 0..5 {
+        s.defragment().unwrap();
+    }
+    let last = writer.join().unwrap().unwrap();
+    assert_eq!(last, s.current_revision());
+    assert_eq!(s.range(&range_req("w", "x")).unwrap().kvs.len(), 200);
+}

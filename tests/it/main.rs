@@ -5,6 +5,7 @@
 mod auth;
 mod cluster;
 mod compaction;
+mod defrag;
 mod durability;
 mod harness;
 mod http_endpoints;
