@@ -219,12 +219,18 @@ impl Store {
     /// [`StoreError::WriterBusy`] instead of waiting (waiting on oneself would never end);
     /// while a defragmentation runs it waits for it, as etcd's writes do.
     pub fn write(&self) -> Result<WriteBatch<'_>, StoreError> {
+        self.take_writer()?;
+        WriteBatch::begin(self)
+    }
+
+    /// Takes the writer flag for a batch or a restore, waiting out a defragmentation.
+    fn take_writer(&self) -> Result<(), StoreError> {
         loop {
             match self
                 .writer_busy
                 .compare_exchange(FREE, BATCH, Ordering::Acquire, Ordering::Relaxed)
             {
-                Ok(_) => return WriteBatch::begin(self),
+                Ok(_) => return Ok(()),
                 Err(DEFRAG) => std::thread::sleep(Duration::from_millis(1)),
                 Err(_) => return Err(StoreError::WriterBusy),
             }
@@ -568,16 +574,10 @@ impl Store {
 
     /// Replaces the whole state with the backend file at `src` (made by [`Store::snapshot_file`]
     /// on a peer), durably, and rebuilds the key index: how a member that fell too far behind
-    /// catches up. Returns the applied index the new state holds. Waits for no one: fails with
-    /// [`StoreError::WriterBusy`] while a batch is open. Reads running meanwhile may fail once.
+    /// catches up. Returns the applied index the new state holds. Fails with
+    /// [`StoreError::WriterBusy`] while a batch is open; waits out a defragmentation. Reads running meanwhile may fail once.
     pub fn restore_from(&self, src: &Path) -> Result<u64, StoreError> {
-        if self
-            .writer_busy
-            .compare_exchange(FREE, BATCH, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return Err(StoreError::WriterBusy);
-        }
+        self.take_writer()?;
         let result = self.restore_locked(src);
         self.writer_busy.store(FREE, Ordering::Release);
         result
