@@ -267,12 +267,27 @@ impl Store {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
+        if let Err(e) = std::fs::rename(&tmp, &self.path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
         }
-        // The old backend (now unlinked) closes once the last snapshot of it is let go.
-        let fresh = redb::Builder::new().set_cache_size(self.cache_bytes).open(&self.path)?;
+        // The old backend (now unlinked) closes once the last snapshot of it is let go. From
+        // here on a failure may not leave the writer on the unlinked file, where commits would
+        // be lost: like etcd, whose defragmentation failures are fatal, stop the process (the
+        // file in place is whole, and a restart opens it).
+        let reopened = (|| -> Result<Database, StoreError> {
+            if let Some(dir) = self.path.parent() {
+                File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
+            }
+            Ok(redb::Builder::new().set_cache_size(self.cache_bytes).open(&self.path)?)
+        })();
+        let fresh = match reopened {
+            Ok(db) => db,
+            Err(e) => {
+                tracing::error!(error = %e, "fatal: cannot open the defragmented backend");
+                std::process::abort();
+            }
+        };
         *self.db.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
         let state = *self.writer_state.lock().unwrap_or_else(|e| e.into_inner());
         self.publish(self.open_snapshot(&state)?);
@@ -575,7 +590,8 @@ impl Store {
     /// Replaces the whole state with the backend file at `src` (made by [`Store::snapshot_file`]
     /// on a peer), durably, and rebuilds the key index: how a member that fell too far behind
     /// catches up. Returns the applied index the new state holds. Fails with
-    /// [`StoreError::WriterBusy`] while a batch is open; waits out a defragmentation. Reads running meanwhile may fail once.
+    /// [`StoreError::WriterBusy`] while a batch is open; waits out a defragmentation. Reads
+    /// running meanwhile may fail once.
     pub fn restore_from(&self, src: &Path) -> Result<u64, StoreError> {
         self.take_writer()?;
         let result = self.restore_locked(src);
@@ -657,15 +673,15 @@ impl Store {
     }
 }
 
-/// Reads what a store keeps about itself back from the backend and rebuilds the key index:
-/// (compact revision, applied index, index, current revision, live bytes).
-#[allow(clippy::type_complexity)]
 /// Where [`Store::defragment`] writes the new backend before renaming it into place.
 fn defrag_tmp_path(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("db");
     path.with_file_name(format!("{name}.defrag.tmp"))
 }
 
+/// Reads what a store keeps about itself back from the backend and rebuilds the key index:
+/// (compact revision, applied index, index, current revision, live bytes).
+#[allow(clippy::type_complexity)]
 fn load_state(db: &Database) -> Result<(i64, u64, BTreeMap<Bytes, KeyIndex>, i64, i64), StoreError> {
     let txn = db.begin_read()?;
     let meta = txn.open_table(META)?;
