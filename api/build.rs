@@ -8,7 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".")
         // written by hand so a server can encode large ranges without a second copy
-        .extern_path(".etcdserverpb.RangeResponse", "crate::range_response::RangeResponse")
+        .extern_path(
+            ".etcdserverpb.RangeResponse",
+            "crate::range_response::RangeResponse",
+        )
         .compile_protos(
             &[
                 "proto/mvccpb/kv.proto",

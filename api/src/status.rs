@@ -126,16 +126,37 @@ impl EtcdError {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExist | MemberExist | PeerUrlExist | MemberNotEnoughStarted
-            | MemberNotLearner | LearnerNotReady | TooManyLearners | RootUserNotExist
-            | RootRoleNotExist | UserAlreadyExist | UserNotFound | RoleAlreadyExist
-            | RoleNotFound | RoleNotGranted | PermissionNotGranted | AuthNotEnabled
-            | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
+            LeaseExist
+            | MemberExist
+            | PeerUrlExist
+            | MemberNotEnoughStarted
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | RootUserNotExist
+            | RootRoleNotExist
+            | UserAlreadyExist
+            | UserNotFound
+            | RoleAlreadyExist
+            | RoleNotFound
+            | RoleNotGranted
+            | PermissionNotGranted
+            | AuthNotEnabled
+            | NotLeader
+            | BadLeaderTransferee => Code::FailedPrecondition,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
-            NoLeader | LeaderChanged | NotCapable | Stopped | Timeout
-            | TimeoutDueToLeaderFail | TimeoutDueToConnectionLost | TimeoutWaitAppliedIndex
-            | TimeoutLeaderTransfer | Unhealthy | NotSupportedForLearner => Code::Unavailable,
+            NoLeader
+            | LeaderChanged
+            | NotCapable
+            | Stopped
+            | Timeout
+            | TimeoutDueToLeaderFail
+            | TimeoutDueToConnectionLost
+            | TimeoutWaitAppliedIndex
+            | TimeoutLeaderTransfer
+            | Unhealthy
+            | NotSupportedForLearner => Code::Unavailable,
             Corrupt => Code::DataLoss,
             WatchCanceled => Code::Cancelled,
         }
@@ -184,7 +205,10 @@ mod tests {
     fn compacted_error_has_etcd_code_and_text() {
         let s: Status = EtcdError::Compacted.into();
         assert_eq!(s.code(), Code::OutOfRange);
-        assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
     }
 
     #[test]

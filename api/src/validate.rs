@@ -164,27 +164,45 @@ mod tests {
         }
     }
     fn txn(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
-        TxnRequest { compare: vec![], success, failure }
+        TxnRequest {
+            compare: vec![],
+            success,
+            failure,
+        }
     }
 
     #[test]
     fn two_puts_of_one_key_are_duplicate() {
-        assert_eq!(check_txn(&txn(vec![put("a"), put("a")], vec![]), 128), Err(EtcdError::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![put("a"), put("a")], vec![]), 128),
+            Err(EtcdError::DuplicateKey)
+        );
     }
 
     #[test]
     fn put_inside_deleted_range_is_duplicate() {
-        assert_eq!(check_txn(&txn(vec![put("b"), del("a", "c")], vec![]), 128), Err(EtcdError::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![put("z"), del("a", "\0")], vec![]), 128), Err(EtcdError::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![put("b"), del("a", "c")], vec![]), 128),
+            Err(EtcdError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![put("z"), del("a", "\0")], vec![]), 128),
+            Err(EtcdError::DuplicateKey)
+        );
         assert!(check_txn(&txn(vec![put("c"), del("a", "c")], vec![]), 128).is_ok());
     }
 
     #[test]
     fn same_key_in_then_and_else_is_allowed() {
         assert!(check_txn(&txn(vec![put("a")], vec![put("a")]), 128).is_ok());
-        let nested = RequestOp { request: Some(Request::RequestTxn(txn(vec![put("a")], vec![put("a")]))) };
+        let nested = RequestOp {
+            request: Some(Request::RequestTxn(txn(vec![put("a")], vec![put("a")]))),
+        };
         assert!(check_txn(&txn(vec![nested.clone()], vec![]), 128).is_ok());
-        assert_eq!(check_txn(&txn(vec![nested, put("a")], vec![]), 128), Err(EtcdError::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![nested, put("a")], vec![]), 128),
+            Err(EtcdError::DuplicateKey)
+        );
     }
 
     #[test]
@@ -195,12 +213,20 @@ mod tests {
         t.compare.push(Compare::default());
         assert_eq!(check_txn(&t, 128), Err(EtcdError::EmptyKey));
         let empty_op = RequestOp { request: None };
-        assert_eq!(check_txn(&txn(vec![empty_op], vec![]), 128), Err(EtcdError::KeyNotFound));
+        assert_eq!(
+            check_txn(&txn(vec![empty_op], vec![]), 128),
+            Err(EtcdError::KeyNotFound)
+        );
     }
 
     #[test]
     fn put_flag_conflicts() {
-        let mut p = PutRequest { key: b"k".to_vec().into(), value: b"v".to_vec().into(), ignore_value: true, ..Default::default() };
+        let mut p = PutRequest {
+            key: b"k".to_vec().into(),
+            value: b"v".to_vec().into(),
+            ignore_value: true,
+            ..Default::default()
+        };
         assert_eq!(check_put(&p), Err(EtcdError::ValueProvided));
         p.ignore_value = false;
         p.ignore_lease = true;

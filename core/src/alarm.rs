@@ -42,7 +42,13 @@ impl Alarms {
     /// Every raised alarm, as etcd lists them (by member, then type).
     pub fn list(&self) -> Vec<AlarmMember> {
         let raised = self.raised.read().unwrap_or_else(|e| e.into_inner());
-        raised.iter().map(|(member_id, alarm)| AlarmMember { member_id: *member_id, alarm: *alarm }).collect()
+        raised
+            .iter()
+            .map(|(member_id, alarm)| AlarmMember {
+                member_id: *member_id,
+                alarm: *alarm,
+            })
+            .collect()
     }
 
     /// Whether some member raised NOSPACE (writes that grow the store are refused).
@@ -57,33 +63,59 @@ impl Alarms {
         let mut raised = self.raised.write().unwrap_or_else(|e| e.into_inner());
         let mut changed = Vec::new();
         match req.action() {
-            AlarmAction::Get => return AlarmResponse { header: None, alarms: self.list_locked(&raised) },
+            AlarmAction::Get => {
+                return AlarmResponse {
+                    header: None,
+                    alarms: self.list_locked(&raised),
+                }
+            }
             AlarmAction::Activate => {
                 if req.alarm != AlarmType::None as i32 {
                     raised.insert((req.member_id, req.alarm));
-                    changed.push(AlarmMember { member_id: req.member_id, alarm: req.alarm });
+                    changed.push(AlarmMember {
+                        member_id: req.member_id,
+                        alarm: req.alarm,
+                    });
                 }
             }
             AlarmAction::Deactivate => {
                 // NONE disarms every alarm of the member, as etcdctl's `alarm disarm` sends it
                 let doomed: Vec<(u64, i32)> = raised
                     .iter()
-                    .filter(|(m, a)| *m == req.member_id && (req.alarm == AlarmType::None as i32 || *a == req.alarm))
+                    .filter(|(m, a)| {
+                        *m == req.member_id
+                            && (req.alarm == AlarmType::None as i32 || *a == req.alarm)
+                    })
                     .copied()
                     .collect();
                 for (m, a) in doomed {
                     raised.remove(&(m, a));
-                    changed.push(AlarmMember { member_id: m, alarm: a });
+                    changed.push(AlarmMember {
+                        member_id: m,
+                        alarm: a,
+                    });
                 }
             }
         }
-        let all = AlarmResponse { header: None, alarms: self.list_locked(&raised) };
+        let all = AlarmResponse {
+            header: None,
+            alarms: self.list_locked(&raised),
+        };
         wb.meta_put(ALARMS_META_KEY, &all.encode_to_vec());
-        AlarmResponse { header: None, alarms: changed }
+        AlarmResponse {
+            header: None,
+            alarms: changed,
+        }
     }
 
     fn list_locked(&self, raised: &BTreeSet<(u64, i32)>) -> Vec<AlarmMember> {
-        raised.iter().map(|(member_id, alarm)| AlarmMember { member_id: *member_id, alarm: *alarm }).collect()
+        raised
+            .iter()
+            .map(|(member_id, alarm)| AlarmMember {
+                member_id: *member_id,
+                alarm: *alarm,
+            })
+            .collect()
     }
 }
 
@@ -96,7 +128,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let alarms = Alarms::default();
-        let raise = |member_id| AlarmRequest { action: AlarmAction::Activate as i32, member_id, alarm: AlarmType::Nospace as i32 };
+        let raise = |member_id| AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id,
+            alarm: AlarmType::Nospace as i32,
+        };
         let mut wb = store.write().unwrap();
         assert_eq!(alarms.apply(&mut wb, &raise(7)).alarms.len(), 1);
         alarms.apply(&mut wb, &raise(9));
@@ -106,7 +142,11 @@ mod tests {
         again.recover(&store).unwrap();
         assert_eq!(again.list().len(), 2);
         let mut wb = store.write().unwrap();
-        let disarm = |member_id| AlarmRequest { action: AlarmAction::Deactivate as i32, member_id, alarm: AlarmType::None as i32 };
+        let disarm = |member_id| AlarmRequest {
+            action: AlarmAction::Deactivate as i32,
+            member_id,
+            alarm: AlarmType::None as i32,
+        };
         assert_eq!(alarms.apply(&mut wb, &disarm(7)).alarms.len(), 1);
         assert!(alarms.no_space(), "member 9's alarm is still raised");
         assert!(alarms.apply(&mut wb, &disarm(7)).alarms.is_empty());

@@ -126,14 +126,20 @@ impl ClusterState {
                 if find(&members, m.id).is_some() {
                     return Err(EtcdError::MemberExist);
                 }
-                if members.iter().any(|x| x.peer_urls.iter().any(|u| m.peer_urls.contains(u))) {
+                if members
+                    .iter()
+                    .any(|x| x.peer_urls.iter().any(|u| m.peer_urls.contains(u)))
+                {
                     return Err(EtcdError::PeerUrlExist);
                 }
                 if m.is_learner && members.iter().filter(|x| x.is_learner).count() >= MAX_LEARNERS {
                     return Err(EtcdError::TooManyLearners);
                 }
                 // an id added again is a member again
-                self.removed_ids.write().expect("removed ids lock").remove(&m.id);
+                self.removed_ids
+                    .write()
+                    .expect("removed ids lock")
+                    .remove(&m.id);
                 members.push(m.clone());
             }
             MemberChange::Promote(id) => {
@@ -146,14 +152,20 @@ impl ClusterState {
             MemberChange::Remove(id) => {
                 let i = find(&members, *id).ok_or(EtcdError::MemberNotFound)?;
                 members.remove(i);
-                self.removed_ids.write().expect("removed ids lock").insert(*id);
+                self.removed_ids
+                    .write()
+                    .expect("removed ids lock")
+                    .insert(*id);
                 if *id == self.member_id {
                     self.removed.send_replace(true);
                 }
             }
             MemberChange::UpdatePeerUrls(id, urls) => {
                 let i = find(&members, *id).ok_or(EtcdError::MemberNotFound)?;
-                if members.iter().any(|x| x.id != *id && x.peer_urls.iter().any(|u| urls.contains(u))) {
+                if members
+                    .iter()
+                    .any(|x| x.id != *id && x.peer_urls.iter().any(|u| urls.contains(u)))
+                {
                     return Err(EtcdError::PeerUrlExist);
                 }
                 members[i].peer_urls = urls.clone();
@@ -188,7 +200,10 @@ impl ClusterState {
 
     /// Whether `id` was a member that the cluster removed.
     pub fn was_removed(&self, id: u64) -> bool {
-        self.removed_ids.read().expect("removed ids lock").contains(&id)
+        self.removed_ids
+            .read()
+            .expect("removed ids lock")
+            .contains(&id)
     }
 
     /// Peers say the cluster removed this member: it stops as if it had applied that itself.
@@ -245,7 +260,12 @@ impl ClusterState {
     }
 
     pub fn member(&self, id: u64) -> Option<MemberRecord> {
-        self.members.read().expect("members lock").iter().find(|m| m.id == id).cloned()
+        self.members
+            .read()
+            .expect("members lock")
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
     }
 
     /// Records a member's published name and client URLs; false if the member is unknown.

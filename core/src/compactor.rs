@@ -35,12 +35,16 @@ pub fn parse_retention(mode: AutoCompactionMode, text: &str) -> Result<Retention
         }
         if n > 0 {
             return Ok(match mode {
-                AutoCompactionMode::Periodic => Retention::Period(Duration::from_secs(n as u64 * 3600)),
+                AutoCompactionMode::Periodic => {
+                    Retention::Period(Duration::from_secs(n as u64 * 3600))
+                }
                 AutoCompactionMode::Revision => Retention::Revisions(n),
             });
         }
     }
-    let d = parse_go_duration(text).ok_or_else(|| format!("error parsing CompactionRetention: time: invalid duration {text:?}"))?;
+    let d = parse_go_duration(text).ok_or_else(|| {
+        format!("error parsing CompactionRetention: time: invalid duration {text:?}")
+    })?;
     if d.is_zero() {
         return Ok(Retention::Off);
     }
@@ -59,13 +63,17 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
     }
     let mut total = 0f64;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return None;
         }
         let value: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let nanos = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -104,7 +112,13 @@ fn is_leader(server: &Server) -> bool {
 }
 
 async fn compact(server: &Server, rev: i64) -> Result<(), EtcdError> {
-    match server.propose(Request::Compaction(CompactionRequest { revision: rev, physical: false })).await {
+    match server
+        .propose(Request::Compaction(CompactionRequest {
+            revision: rev,
+            physical: false,
+        }))
+        .await
+    {
         Ok(_) | Err(EtcdError::Compacted) => Ok(()),
         Err(e) => Err(e),
     }
@@ -134,7 +148,9 @@ async fn periodic(server: &Server, period: Duration) {
                 info!(target: "compactor", "Finished auto-compaction at revision {rev}");
                 last_success = Instant::now();
             }
-            Err(e) => warn!(target: "compactor", "Failed auto-compaction at revision {rev} ({e}); retry after {retry_interval:?}"),
+            Err(e) => {
+                warn!(target: "compactor", "Failed auto-compaction at revision {rev} ({e}); retry after {retry_interval:?}")
+            }
         }
     }
 }
@@ -170,10 +186,22 @@ mod tests {
     fn retention_parses_like_etcd() {
         use AutoCompactionMode::*;
         assert_eq!(parse_retention(Periodic, "0"), Ok(Retention::Off));
-        assert_eq!(parse_retention(Periodic, "1"), Ok(Retention::Period(Duration::from_secs(3600))));
-        assert_eq!(parse_retention(Periodic, "1s"), Ok(Retention::Period(Duration::from_secs(1))));
-        assert_eq!(parse_retention(Periodic, "1h30m"), Ok(Retention::Period(Duration::from_secs(5400))));
-        assert_eq!(parse_retention(Revision, "1000"), Ok(Retention::Revisions(1000)));
+        assert_eq!(
+            parse_retention(Periodic, "1"),
+            Ok(Retention::Period(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            parse_retention(Periodic, "1s"),
+            Ok(Retention::Period(Duration::from_secs(1)))
+        );
+        assert_eq!(
+            parse_retention(Periodic, "1h30m"),
+            Ok(Retention::Period(Duration::from_secs(5400)))
+        );
+        assert_eq!(
+            parse_retention(Revision, "1000"),
+            Ok(Retention::Revisions(1000))
+        );
         assert!(parse_retention(Periodic, "abc").is_err());
     }
 }

@@ -150,11 +150,18 @@ impl Default for MemberConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("--election-timeout[{election:?}] should be at least as 5 times as --heartbeat-interval[{heartbeat:?}]")]
-    ElectionTooShort { election: Duration, heartbeat: Duration },
+    ElectionTooShort {
+        election: Duration,
+        heartbeat: Duration,
+    },
     #[error("couldn't find local name {0:?} in the initial cluster configuration")]
     NameNotInInitialCluster(String),
     #[error("--initial-cluster has {name}={url} but missing from --initial-advertise-peer-urls={advertised}")]
-    AdvertiseMismatch { name: String, url: String, advertised: String },
+    AdvertiseMismatch {
+        name: String,
+        url: String,
+        advertised: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -164,7 +171,9 @@ impl MemberConfig {
     pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
     pub fn wal_dir(&self) -> PathBuf {
-        self.wal_dir.clone().unwrap_or_else(|| self.data_dir.join("member").join("wal"))
+        self.wal_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("member").join("wal"))
     }
 
     pub fn backend_path(&self) -> PathBuf {
@@ -187,7 +196,8 @@ impl MemberConfig {
     /// Checks what etcd checks at start: timing ratios and that this member appears in
     /// `--initial-cluster` with its advertised peer URLs.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.heartbeat_interval.is_zero() || self.election_timeout < self.heartbeat_interval * 5 {
+        if self.heartbeat_interval.is_zero() || self.election_timeout < self.heartbeat_interval * 5
+        {
             return Err(ConfigError::ElectionTooShort {
                 election: self.election_timeout,
                 heartbeat: self.heartbeat_interval,
@@ -209,7 +219,11 @@ impl MemberConfig {
             return Err(ConfigError::NameNotInInitialCluster(self.name.clone()));
         }
         for u in &mine {
-            if !self.initial_advertise_peer_urls.iter().any(|a| same_url(a, u)) {
+            if !self
+                .initial_advertise_peer_urls
+                .iter()
+                .any(|a| same_url(a, u))
+            {
                 return Err(ConfigError::AdvertiseMismatch {
                     name: self.name.clone(),
                     url: u.to_string(),
@@ -219,10 +233,14 @@ impl MemberConfig {
         }
         let token_type = self.auth_token.split(',').next().unwrap_or_default();
         if token_type != "simple" && token_type != "jwt" {
-            return Err(ConfigError::Invalid(format!("unknown token type {token_type:?}; auth: invalid auth options")));
+            return Err(ConfigError::Invalid(format!(
+                "unknown token type {token_type:?}; auth: invalid auth options"
+            )));
         }
         if self.max_txn_ops == 0 {
-            return Err(ConfigError::Invalid("--max-txn-ops must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "--max-txn-ops must be positive".into(),
+            ));
         }
         self.validate_tls()
     }
@@ -302,30 +320,70 @@ mod tests {
     #[test]
     fn https_urls_need_a_certificate_or_auto_tls() {
         let u = |s: &str| Url::parse(s).unwrap();
-        let c = MemberConfig { listen_client_urls: vec![u("https://127.0.0.1:2379")], ..Default::default() };
+        let c = MemberConfig {
+            listen_client_urls: vec![u("https://127.0.0.1:2379")],
+            ..Default::default()
+        };
         assert_eq!(
             c.validate().unwrap_err().to_string(),
             "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme"
         );
-        assert!(MemberConfig { client_auto_tls: true, ..c.clone() }.validate().is_ok());
-        let tls = TlsInfo { cert_file: "c".into(), key_file: "k".into(), ..Default::default() };
-        assert!(MemberConfig { client_tls: tls, ..c }.validate().is_ok());
+        assert!(MemberConfig {
+            client_auto_tls: true,
+            ..c.clone()
+        }
+        .validate()
+        .is_ok());
+        let tls = TlsInfo {
+            cert_file: "c".into(),
+            key_file: "k".into(),
+            ..Default::default()
+        };
+        assert!(MemberConfig {
+            client_tls: tls,
+            ..c
+        }
+        .validate()
+        .is_ok());
 
-        let c = MemberConfig { listen_peer_urls: vec![u("https://127.0.0.1:2380")], ..Default::default() };
+        let c = MemberConfig {
+            listen_peer_urls: vec![u("https://127.0.0.1:2380")],
+            ..Default::default()
+        };
         assert_eq!(
             c.validate().unwrap_err().to_string(),
             "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"
         );
-        assert!(MemberConfig { peer_auto_tls: true, ..c }.validate().is_ok());
+        assert!(MemberConfig {
+            peer_auto_tls: true,
+            ..c
+        }
+        .validate()
+        .is_ok());
 
-        let tls = TlsInfo { cipher_suites: vec!["TLS_NOPE".into()], ..Default::default() };
-        let c = MemberConfig { client_tls: tls, ..Default::default() };
-        assert_eq!(c.validate().unwrap_err().to_string(), "unexpected TLS cipher suite \"TLS_NOPE\"");
+        let tls = TlsInfo {
+            cipher_suites: vec!["TLS_NOPE".into()],
+            ..Default::default()
+        };
+        let c = MemberConfig {
+            client_tls: tls,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "unexpected TLS cipher suite \"TLS_NOPE\""
+        );
     }
 
     #[test]
     fn short_election_timeout_is_refused() {
-        let c = MemberConfig { election_timeout: Duration::from_millis(400), ..Default::default() };
-        assert!(matches!(c.validate(), Err(ConfigError::ElectionTooShort { .. })));
+        let c = MemberConfig {
+            election_timeout: Duration::from_millis(400),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ElectionTooShort { .. })
+        ));
     }
 }

@@ -7,7 +7,11 @@ impl slog::Drain for SlogToTracing {
     type Ok = ();
     type Err = slog::Never;
 
-    fn log(&self, record: &slog::Record<'_>, _values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        _values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
         let msg = record.msg();
         match record.level() {
             slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{msg}"),

@@ -67,7 +67,9 @@ impl Member {
                 create_private_dir(dir)?;
             }
             create_private_dir(&cfg.data_dir)?;
-            let store = Store::open(&backend).map_err(|e| StartError::Other(format!("open backend {}: {e}", backend.display())))?;
+            let store = Store::open(&backend).map_err(|e| {
+                StartError::Other(format!("open backend {}: {e}", backend.display()))
+            })?;
             let booted = bootstrap::boot(&cfg, &store, joined)?;
             Ok((Arc::new(store), booted))
         })
@@ -85,7 +87,9 @@ impl Member {
             .map_err(|e| StartError::Other(format!("spawn watch sync thread: {e}")))?;
         let lessor = Arc::new(Lessor::new(
             Lessor::min_ttl_for(config.heartbeat_interval, config.election_timeout),
-            config.lease_checkpoint.then_some(crate::config::LEASE_CHECKPOINT_INTERVAL),
+            config
+                .lease_checkpoint
+                .then_some(crate::config::LEASE_CHECKPOINT_INTERVAL),
             config.lease_checkpoint_persist,
         ));
         {
@@ -96,10 +100,16 @@ impl Member {
                 .map_err(|e| StartError::Other(format!("recover leases: {e}")))?;
         }
         let jwt = match config.auth_token.split_once(',') {
-            Some(("jwt", options)) => Some(crate::auth::jwt::JwtTokens::from_options(options).map_err(StartError::Other)?),
+            Some(("jwt", options)) => Some(
+                crate::auth::jwt::JwtTokens::from_options(options).map_err(StartError::Other)?,
+            ),
             _ => None,
         };
-        let auth = Arc::new(crate::auth::AuthStore::new(config.auth_token_ttl, config.bcrypt_cost, jwt));
+        let auth = Arc::new(crate::auth::AuthStore::new(
+            config.auth_token_ttl,
+            config.bcrypt_cost,
+            jwt,
+        ));
         {
             let (auth, store) = (auth.clone(), store.clone());
             tokio::task::spawn_blocking(move || auth.recover(&store))
@@ -108,7 +118,9 @@ impl Member {
                 .map_err(|e| StartError::Other(format!("recover auth: {e}")))?;
         }
         let alarms = Arc::new(crate::alarm::Alarms::default());
-        alarms.recover(&store).map_err(|e| StartError::Other(format!("recover alarms: {e}")))?;
+        alarms
+            .recover(&store)
+            .map_err(|e| StartError::Other(format!("recover alarms: {e}")))?;
         let (apply_task, apply_rx) = Applier::channel(waits.clone());
         let applier = Applier::new(
             store.clone(),
@@ -189,10 +201,17 @@ impl Member {
             trusted_proxy_cns: config.trusted_proxy_cns.clone(),
         });
         let listeners = listen::bind_clients(&config.listen_client_urls).await?;
-        let client_addrs = listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
+        let client_addrs = listeners
+            .iter()
+            .filter_map(|(_, l)| l.local_addr().ok())
+            .collect();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let serve_tasks =
-            listen::serve_clients(server.clone(), listeners, security.client_listener.clone(), shutdown_rx.clone());
+        let serve_tasks = listen::serve_clients(
+            server.clone(),
+            listeners,
+            security.client_listener.clone(),
+            shutdown_rx.clone(),
+        );
         let peer_service = {
             let (cluster, raft) = (cluster.clone(), server.raft.clone());
             move || {
@@ -211,10 +230,20 @@ impl Member {
             security.peer_listener.clone(),
             shutdown_rx.clone(),
         );
-        let retention = crate::compactor::parse_retention(config.auto_compaction_mode, &config.auto_compaction_retention)
-            .map_err(StartError::Other)?;
-        tokio::spawn(crate::compactor::run(server.clone(), retention, shutdown_rx.clone()));
-        tokio::spawn(crate::lease::primary::run(server.clone(), shutdown_rx.clone()));
+        let retention = crate::compactor::parse_retention(
+            config.auto_compaction_mode,
+            &config.auto_compaction_retention,
+        )
+        .map_err(StartError::Other)?;
+        tokio::spawn(crate::compactor::run(
+            server.clone(),
+            retention,
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(crate::lease::primary::run(
+            server.clone(),
+            shutdown_rx.clone(),
+        ));
         tokio::spawn(publish(server.clone(), config, shutdown_rx));
         Ok(Member {
             server,
@@ -286,10 +315,16 @@ async fn join_existing(
     cfg: &MemberConfig,
     dialer: &transport::PeerDialer,
 ) -> Result<Option<(u64, Vec<ketch_api::ketchpb::MemberRecord>)>, StartError> {
-    if cfg.initial_cluster_state != crate::config::ClusterState::Existing || ketch_wal::Wal::exists(&cfg.wal_dir()) {
+    if cfg.initial_cluster_state != crate::config::ClusterState::Existing
+        || ketch_wal::Wal::exists(&cfg.wal_dir())
+    {
         return Ok(None);
     }
-    let mine: Vec<String> = cfg.initial_advertise_peer_urls.iter().map(url_text).collect();
+    let mine: Vec<String> = cfg
+        .initial_advertise_peer_urls
+        .iter()
+        .map(url_text)
+        .collect();
     let others: Vec<String> = cfg
         .initial_cluster
         .iter()
@@ -298,15 +333,23 @@ async fn join_existing(
         .collect();
     if others.is_empty() {
         return Err(StartError::Other(
-            "--initial-cluster-state=existing: --initial-cluster names no other member to join".into(),
+            "--initial-cluster-state=existing: --initial-cluster names no other member to join"
+                .into(),
         ));
     }
-    let found = transport::fetch_cluster(&others, PEER_DIAL_TIMEOUT, dialer).await.map_err(StartError::Other)?;
+    let found = transport::fetch_cluster(&others, PEER_DIAL_TIMEOUT, dialer)
+        .await
+        .map_err(StartError::Other)?;
     Ok(Some(found))
 }
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), StartError> {
-    std::fs::create_dir_all(dir).map_err(|e| StartError::Other(format!("cannot access data directory {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StartError::Other(format!(
+            "cannot access data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -23,9 +23,16 @@ fn has_checksum(len: u64) -> bool {
 
 /// Restores `snapshot` into `cfg`'s data dir (which must not exist yet). With `skip_hash_check`
 /// a file without (or with a wrong) checksum is accepted, as etcd's `--skip-hash-check`.
-pub fn restore_snapshot(snapshot: &Path, cfg: &MemberConfig, skip_hash_check: bool) -> Result<(), String> {
+pub fn restore_snapshot(
+    snapshot: &Path,
+    cfg: &MemberConfig,
+    skip_hash_check: bool,
+) -> Result<(), String> {
     if cfg.data_dir.exists() {
-        return Err(format!("data-dir {:?} exists", cfg.data_dir.display().to_string()));
+        return Err(format!(
+            "data-dir {:?} exists",
+            cfg.data_dir.display().to_string()
+        ));
     }
     let mut raw = Vec::new();
     std::fs::File::open(snapshot)
@@ -44,17 +51,25 @@ pub fn restore_snapshot(snapshot: &Path, cfg: &MemberConfig, skip_hash_check: bo
         return Err("snapshot missing hash but --skip-hash-check=false".into());
     };
     let backend = cfg.backend_path();
-    let dir = backend.parent().ok_or("the backend path has no directory")?;
+    let dir = backend
+        .parent()
+        .ok_or("the backend path has no directory")?;
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for d in [&cfg.data_dir, &cfg.data_dir.join("member"), &dir.to_path_buf()] {
+        for d in [
+            &cfg.data_dir,
+            &cfg.data_dir.join("member"),
+            &dir.to_path_buf(),
+        ] {
             let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700));
         }
     }
-    std::fs::write(&backend, &raw[..body_len]).map_err(|e| format!("write {}: {e}", backend.display()))?;
-    let store = Store::open(&backend).map_err(|e| format!("the snapshot is not a Ketch backend: {e}"))?;
+    std::fs::write(&backend, &raw[..body_len])
+        .map_err(|e| format!("write {}: {e}", backend.display()))?;
+    let store =
+        Store::open(&backend).map_err(|e| format!("the snapshot is not a Ketch backend: {e}"))?;
     let mut wb = store.write().map_err(|e| e.to_string())?;
     wb.set_applied_index(0);
     wb.meta_delete(MEMBERS_META_KEY);
@@ -72,7 +87,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("src.db")).unwrap();
         let mut wb = store.write().unwrap();
-        wb.put(&PutRequest { key: b"k".to_vec().into(), value: b"v".to_vec().into(), ..Default::default() }).unwrap();
+        wb.put(&PutRequest {
+            key: b"k".to_vec().into(),
+            value: b"v".to_vec().into(),
+            ..Default::default()
+        })
+        .unwrap();
         wb.set_applied_index(42);
         wb.meta_put(MEMBERS_META_KEY, b"old members");
         wb.commit(true).unwrap();
@@ -83,22 +103,41 @@ mod tests {
         let file = dir.path().join("saved.db");
         std::fs::write(&file, &saved).unwrap();
 
-        let cfg = MemberConfig { data_dir: dir.path().join("restored.etcd"), ..Default::default() };
+        let cfg = MemberConfig {
+            data_dir: dir.path().join("restored.etcd"),
+            ..Default::default()
+        };
         restore_snapshot(&file, &cfg, false).unwrap();
         let restored = Store::open(&cfg.backend_path()).unwrap();
         assert_eq!(restored.applied_index(), 0);
         assert_eq!(restored.meta_get(MEMBERS_META_KEY).unwrap(), None);
-        let r = restored.range(&RangeRequest { key: b"k".to_vec().into(), ..Default::default() }).unwrap();
+        let r = restored
+            .range(&RangeRequest {
+                key: b"k".to_vec().into(),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(r.kvs[0].value.as_ref(), b"v");
-        assert_eq!(restored.current_revision(), store.current_revision(), "revisions carry over");
+        assert_eq!(
+            restored.current_revision(),
+            store.current_revision(),
+            "revisions carry over"
+        );
         drop(restored);
 
-        assert!(restore_snapshot(&file, &cfg, false).unwrap_err().contains("exists"));
+        assert!(restore_snapshot(&file, &cfg, false)
+            .unwrap_err()
+            .contains("exists"));
         let mut bad = saved.clone();
         let n = bad.len();
         bad[n - 1] ^= 1;
         std::fs::write(&file, &bad).unwrap();
-        let other = MemberConfig { data_dir: dir.path().join("other.etcd"), ..Default::default() };
-        assert!(restore_snapshot(&file, &other, false).unwrap_err().contains("corrupt"));
+        let other = MemberConfig {
+            data_dir: dir.path().join("other.etcd"),
+            ..Default::default()
+        };
+        assert!(restore_snapshot(&file, &other, false)
+            .unwrap_err()
+            .contains("corrupt"));
     }
 }

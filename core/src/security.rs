@@ -42,7 +42,11 @@ impl Security {
         if !peer.is_empty() {
             info!(target: "embed", "peerTLS: {peer}");
         }
-        for u in config.listen_peer_urls.iter().filter(|u| u.scheme() == "http") {
+        for u in config
+            .listen_peer_urls
+            .iter()
+            .filter(|u| u.scheme() == "http")
+        {
             if !peer.is_empty() {
                 warn!(target: "embed", "The scheme of peer url {} is HTTP while peer key/cert files are presented. Ignored peer key/cert files.", url_text(u));
             }
@@ -73,7 +77,11 @@ impl Security {
             &config.listen_client_urls,
             "client",
         )?;
-        for u in config.listen_client_urls.iter().filter(|u| u.scheme() == "http") {
+        for u in config
+            .listen_client_urls
+            .iter()
+            .filter(|u| u.scheme() == "http")
+        {
             if !client.is_empty() {
                 warn!(target: "embed", "The scheme of client url {} is HTTP while peer key/cert files are presented. Ignored key/cert files.", url_text(u));
             }
@@ -98,7 +106,11 @@ impl Security {
         if !client.is_empty() {
             info!(target: "embed", "ClientTLS: {client}");
         }
-        Ok(Security { client_listener, peer_listener, peer_dialer })
+        Ok(Security {
+            client_listener,
+            peer_listener,
+            peer_dialer,
+        })
     }
 }
 
@@ -119,6 +131,10 @@ fn resolve(
         return Ok(given.clone());
     }
     let hosts: Vec<String> = listen.iter().map(host_port).collect();
-    let made = selfcert::self_cert(dir, &hosts).map_err(|e| StartError::Other(format!("could not get certs ({e})")))?;
-    Ok(TlsInfo { cipher_suites: given.cipher_suites.clone(), ..made })
+    let made = selfcert::self_cert(dir, &hosts)
+        .map_err(|e| StartError::Other(format!("could not get certs ({e})")))?;
+    Ok(TlsInfo {
+        cipher_suites: given.cipher_suites.clone(),
+        ..made
+    })
 }

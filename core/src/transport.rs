@@ -17,14 +17,15 @@ use std::time::Duration;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ketch_api::ketchpb::peer_client::PeerClient;
-use ketch_api::ketchpb::peer_server::{Peer, PeerServer};
 use ketch_api::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
+use ketch_api::ketchpb::peer_client::PeerClient;
+use ketch_api::ketchpb::peer_server::{Peer, PeerServer};
 use ketch_api::ketchpb::{
     MemberRecord, MembersRequest, MembersResponse, RaftBatch, SnapshotAck, SnapshotChunk, StreamAck,
 };
+use ketch_gateway::tls::stream::ListenerTls;
 use ketch_mvcc::Store;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
@@ -32,7 +33,6 @@ use raft::storage::MemStorage;
 use raft::SnapshotStatus;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use ketch_gateway::tls::stream::ListenerTls;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -157,7 +157,8 @@ impl Transport {
             self.raft.clone(),
             self.sending.clone(),
         );
-        let (cluster_id, dial_timeout, dialer) = (self.cluster_id, self.dial_timeout, self.dialer.clone());
+        let (cluster_id, dial_timeout, dialer) =
+            (self.cluster_id, self.dial_timeout, self.dialer.clone());
         self.runtime.spawn(async move {
             let path = src.dir.join(format!("send-{to:016x}.snap.db"));
             let started = Instant::now();
@@ -562,7 +563,11 @@ impl Peer for PeerService {
     ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
         let id = req.into_inner().id;
         let ttl = lease_answer(self.leases.renew(id).await)?;
-        Ok(Response::new(LeaseKeepAliveResponse { header: None, id, ttl }))
+        Ok(Response::new(LeaseKeepAliveResponse {
+            header: None,
+            id,
+            ttl,
+        }))
     }
 
     async fn lease_time_to_live(
@@ -615,7 +620,10 @@ pub async fn fetch_cluster(
     for url in peer_urls {
         let attempt = async {
             let channel = dialer
-                .connect(url, |e| e.connect_timeout(dial_timeout).timeout(Duration::from_secs(5)))
+                .connect(url, |e| {
+                    e.connect_timeout(dial_timeout)
+                        .timeout(Duration::from_secs(5))
+                })
                 .await?;
             let resp = PeerClient::new(channel)
                 .members(MembersRequest {})
@@ -648,7 +656,9 @@ pub fn serve_peers(
         .map(|(url, l)| {
             let svc = service();
             let mut shutdown = shutdown.clone();
-            let tls = crate::config::is_tls_scheme(&url).then(|| tls.clone()).flatten();
+            let tls = crate::config::is_tls_scheme(&url)
+                .then(|| tls.clone())
+                .flatten();
             tokio::spawn(async move {
                 let addr = l.local_addr().ok();
                 let incoming = ketch_gateway::tls::stream::incoming(l, tls);

@@ -32,21 +32,37 @@ async fn client(m: &Member) -> KvClient<Channel> {
     loop {
         if let Ok(mut c) = KvClient::connect(format!("http://{addr}")).await {
             // Ready once a linearizable read succeeds (a leader exists and has applied).
-            if c.range(RangeRequest { key: "x".into(), ..Default::default() }).await.is_ok() {
+            if c.range(RangeRequest {
+                key: "x".into(),
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+            {
                 return c;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "member did not become ready");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "member did not become ready"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn put(k: &str, v: &str) -> PutRequest {
-    PutRequest { key: k.as_bytes().to_vec().into(), value: v.as_bytes().to_vec().into(), ..Default::default() }
+    PutRequest {
+        key: k.as_bytes().to_vec().into(),
+        value: v.as_bytes().to_vec().into(),
+        ..Default::default()
+    }
 }
 
 fn get(k: &str) -> RangeRequest {
-    RangeRequest { key: k.as_bytes().to_vec().into(), ..Default::default() }
+    RangeRequest {
+        key: k.as_bytes().to_vec().into(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,8 +76,18 @@ async fn writes_survive_restart_with_same_revisions() {
     let rev2 = r2.header.unwrap().revision;
     assert_eq!(rev2, rev1 + 1);
     kv.put(put("b", "x")).await.unwrap();
-    kv.delete_range(DeleteRangeRequest { key: "b".into(), ..Default::default() }).await.unwrap();
-    kv.compact(CompactionRequest { revision: rev2, physical: true }).await.unwrap();
+    kv.delete_range(DeleteRangeRequest {
+        key: "b".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    kv.compact(CompactionRequest {
+        revision: rev2,
+        physical: true,
+    })
+    .await
+    .unwrap();
     m.stop().await;
 
     let m = Member::start(config(dir.path())).await.unwrap();
@@ -73,12 +99,27 @@ async fn writes_survive_restart_with_same_revisions() {
     assert_eq!(a.mod_revision, rev2);
     assert_eq!(a.create_revision, rev1);
     assert_eq!(a.version, 2);
-    assert!(kv.range(get("b")).await.unwrap().into_inner().kvs.is_empty());
+    assert!(kv
+        .range(get("b"))
+        .await
+        .unwrap()
+        .into_inner()
+        .kvs
+        .is_empty());
     let header = got.header.unwrap();
     assert_eq!(header.revision, rev2 + 2);
-    let err = kv.range(RangeRequest { revision: rev1, ..get("a") }).await.unwrap_err();
+    let err = kv
+        .range(RangeRequest {
+            revision: rev1,
+            ..get("a")
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::OutOfRange);
-    assert_eq!(err.message(), "etcdserver: mvcc: required revision has been compacted");
+    assert_eq!(
+        err.message(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
     m.stop().await;
 }
 
@@ -96,7 +137,9 @@ async fn txn_and_errors_match_etcd() {
             target_union: Some(compare::TargetUnion::Value("v1".into())),
             ..Default::default()
         }],
-        success: vec![RequestOp { request: Some(request_op::Request::RequestPut(put("k", "v2"))) }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(put("k", "v2"))),
+        }],
         failure: vec![],
     };
     let resp = kv.txn(txn.clone()).await.unwrap().into_inner();
@@ -107,16 +150,33 @@ async fn txn_and_errors_match_etcd() {
     let err = kv.put(put("", "v")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert_eq!(err.message(), "etcdserver: key is not provided");
-    let err = kv.range(RangeRequest { revision: 1000, ..get("k") }).await.unwrap_err();
-    assert_eq!(err.message(), "etcdserver: mvcc: required revision is a future revision");
+    let err = kv
+        .range(RangeRequest {
+            revision: 1000,
+            ..get("k")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message(),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
     let big = "x".repeat(1536 * 1024 + 1);
     let err = kv.put(put("big", &big)).await.unwrap_err();
     assert_eq!(err.message(), "etcdserver: request is too large");
-    let err = kv.put(PutRequest { lease: 42, ..put("l", "v") }).await.unwrap_err();
+    let err = kv
+        .put(PutRequest {
+            lease: 42,
+            ..put("l", "v")
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.message(), "etcdserver: requested lease not found");
 
     let addr = m.client_addrs()[0];
-    let mut mc = MaintenanceClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut mc = MaintenanceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
     let st = mc.status(StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(st.leader, m.member_id());
     assert!(st.raft_index >= st.raft_applied_index && st.raft_applied_index > 0);

@@ -52,11 +52,19 @@ async fn health(State(source): State<Arc<dyn HealthSource>>) -> Response {
     // etcd writes the JSON without a content type (Go sniffs text/plain) and reports failure
     // through http.Error, which adds nosniff and a newline.
     if source.healthy().await {
-        (StatusCode::OK, [(header::CONTENT_TYPE, TEXT_PLAIN)], r#"{"health":"true"}"#).into_response()
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, TEXT_PLAIN)],
+            r#"{"health":"true"}"#,
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, TEXT_PLAIN), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")],
+            [
+                (header::CONTENT_TYPE, TEXT_PLAIN),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
             "{\"health\":\"false\"}\n",
         )
             .into_response()
@@ -64,11 +72,26 @@ async fn health(State(source): State<Arc<dyn HealthSource>>) -> Response {
 }
 
 async fn metrics(State(source): State<Arc<dyn HealthSource>>) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], source.metrics()).into_response()
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        source.metrics(),
+    )
+        .into_response()
 }
 
 /// Writes one metric (HELP, TYPE and its sample) in Prometheus's text format.
-pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, labels: &str, value: f64) {
+pub fn write_metric(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    labels: &str,
+    value: f64,
+) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");

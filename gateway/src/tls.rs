@@ -33,7 +33,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
-pub use stream::{client_identity, request_identity, ConnInfo, ServerStream, TlsConnector, PROXIED_IDENTITY};
+pub use stream::{
+    client_identity, request_identity, ConnInfo, ServerStream, TlsConnector, PROXIED_IDENTITY,
+};
 
 /// Why a TLS configuration could not be made. The message is for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,7 +76,11 @@ impl std::fmt::Display for TlsInfo {
         write!(
             f,
             "cert = {}, key = {}, trusted-ca = {}, client-cert-auth = {}, crl-file = {}",
-            self.cert_file, self.key_file, self.trusted_ca_file, self.client_cert_auth, self.crl_file
+            self.cert_file,
+            self.key_file,
+            self.trusted_ca_file,
+            self.client_cert_auth,
+            self.crl_file
         )
     }
 }
@@ -107,7 +113,10 @@ impl TlsInfo {
         } else {
             suites::by_go_names(&self.cipher_suites)?
         };
-        Ok(Arc::new(CryptoProvider { cipher_suites, ..base }))
+        Ok(Arc::new(CryptoProvider {
+            cipher_suites,
+            ..base
+        }))
     }
 
     /// The listener's configuration. Reads the certificate, key, CA and CRL files now, so a
@@ -120,7 +129,11 @@ impl TlsInfo {
             )));
         }
         let provider = self.provider()?;
-        let certs = Arc::new(reload::ReloadingCert::open(&self.cert_file, &self.key_file, provider.clone())?);
+        let certs = Arc::new(reload::ReloadingCert::open(
+            &self.cert_file,
+            &self.key_file,
+            provider.clone(),
+        )?);
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError(format!("tls: {e}")))?;
@@ -135,14 +148,14 @@ impl TlsInfo {
                 (true, true) => None,
                 (false, true) => Some(reload::AllowedName::CommonName(self.allowed_cn.clone())),
                 (true, false) => Some(reload::AllowedName::Hostname(self.allowed_hostname.clone())),
-                (false, false) => {
-                    return Err(TlsError(format!(
-                        "AllowedCN and AllowedHostname are mutually exclusive (cn={:?}, hostname={:?})",
-                        self.allowed_cn, self.allowed_hostname
-                    )))
-                }
+                (false, false) => return Err(TlsError(format!(
+                    "AllowedCN and AllowedHostname are mutually exclusive (cn={:?}, hostname={:?})",
+                    self.allowed_cn, self.allowed_hostname
+                ))),
             };
-            builder.with_client_cert_verifier(Arc::new(reload::ClientCertCheck::new(roots, crl, provider, allowed)?))
+            builder.with_client_cert_verifier(Arc::new(reload::ClientCertCheck::new(
+                roots, crl, provider, allowed,
+            )?))
         } else {
             builder.with_no_client_auth()
         };
@@ -191,7 +204,9 @@ pub fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> 
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError(format!("{path}: {e}")))?;
     if certs.is_empty() {
-        return Err(TlsError(format!("tls: failed to find any PEM data in certificate input ({path})")));
+        return Err(TlsError(format!(
+            "tls: failed to find any PEM data in certificate input ({path})"
+        )));
     }
     Ok(certs)
 }
@@ -199,7 +214,9 @@ pub fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> 
 fn load_roots(path: &str) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
-        roots.add(cert).map_err(|e| TlsError(format!("{path}: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError(format!("{path}: {e}")))?;
     }
     Ok(Arc::new(roots))
 }
@@ -227,7 +244,8 @@ pub(crate) fn io_text(e: &std::io::Error) -> String {
 /// A server name for a URL host: a DNS name or an IP address.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_string()).map_err(|e| TlsError(format!("server name {host:?}: {e}")))
+    ServerName::try_from(host.to_string())
+        .map_err(|e| TlsError(format!("server name {host:?}: {e}")))
 }
 
 /// Accepts any server certificate but still checks the handshake signatures: what etcd does
@@ -253,7 +271,12 @@ impl ServerCertVerifier for NoServerVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -262,7 +285,12 @@ impl ServerCertVerifier for NoServerVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

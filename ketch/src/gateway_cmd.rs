@@ -14,7 +14,11 @@ pub const USAGE: &str = "Usage:\n  ketch gateway start [flags]\n\nFlags:\n      
 pub fn parse(args: &[String]) -> Result<GatewayConfig, String> {
     match args.first().map(String::as_str) {
         Some("start") => {}
-        _ => return Err(format!("ketch gateway: the only command is 'start'\n{USAGE}")),
+        _ => {
+            return Err(format!(
+                "ketch gateway: the only command is 'start'\n{USAGE}"
+            ))
+        }
     }
     let mut listen = "127.0.0.1:23790".to_string();
     let mut endpoints = "127.0.0.1:2379".to_string();
@@ -28,14 +32,19 @@ pub fn parse(args: &[String]) -> Result<GatewayConfig, String> {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (flag, None),
         };
-        let mut value = || inline.clone().or_else(|| rest.next().cloned()).ok_or_else(|| format!("flag needs an argument: --{name}"));
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| rest.next().cloned())
+                .ok_or_else(|| format!("flag needs an argument: --{name}"))
+        };
         match name {
             "listen-addr" => listen = value()?,
             "endpoints" => endpoints = value()?,
             "retry-delay" => retry = value()?,
-            "discovery-srv" | "discovery-srv-name" => {
-                return Err(format!("--{name}: DNS SRV discovery is not available in ketch's gateway; list --endpoints"))
-            }
+            "discovery-srv" | "discovery-srv-name" => return Err(format!(
+                "--{name}: DNS SRV discovery is not available in ketch's gateway; list --endpoints"
+            )),
             // only used to check SRV-discovered endpoints
             "trusted-ca-file" | "insecure-discovery" => {
                 let _ = value();
@@ -52,7 +61,12 @@ pub fn parse(args: &[String]) -> Result<GatewayConfig, String> {
         .split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
-        .map(|e| e.split_once("://").map_or(e, |(_, rest)| rest).trim_end_matches('/').to_string())
+        .map(|e| {
+            e.split_once("://")
+                .map_or(e, |(_, rest)| rest)
+                .trim_end_matches('/')
+                .to_string()
+        })
         .collect();
     if endpoints.is_empty() {
         return Err("no endpoints found".into());
@@ -61,7 +75,11 @@ pub fn parse(args: &[String]) -> Result<GatewayConfig, String> {
         .filter(|n| *n >= 0)
         .map(|n| Duration::from_nanos(n as u64))
         .ok_or_else(|| format!("invalid argument {retry:?} for \"--retry-delay\" flag: time: invalid duration {retry:?}"))?;
-    Ok(GatewayConfig { listen, endpoints, retry_delay })
+    Ok(GatewayConfig {
+        listen,
+        endpoints,
+        retry_delay,
+    })
 }
 
 #[cfg(test)]
@@ -94,8 +112,12 @@ mod tests {
     #[test]
     fn mistakes_are_reported() {
         assert!(parse(&args(&[])).is_err());
-        assert!(parse(&args(&["start", "--bogus=1"])).unwrap_err().contains("unknown flag"));
-        assert!(parse(&args(&["start", "--retry-delay=soon"])).unwrap_err().contains("invalid duration"));
+        assert!(parse(&args(&["start", "--bogus=1"]))
+            .unwrap_err()
+            .contains("unknown flag"));
+        assert!(parse(&args(&["start", "--retry-delay=soon"]))
+            .unwrap_err()
+            .contains("invalid duration"));
         assert!(parse(&args(&["start", "--discovery-srv=example.com"])).is_err());
     }
 }

@@ -126,7 +126,9 @@ fn run(args: &[String], env: &[(String, String)]) -> u8 {
         return 1;
     }
 
-    let Some(runtime) = runtime(cpus, "ketch-worker") else { return 1 };
+    let Some(runtime) = runtime(cpus, "ketch-worker") else {
+        return 1;
+    };
     runtime.block_on(serve::serve(member, &config))
 }
 
@@ -146,7 +148,11 @@ fn run_snapshot(args: &[String]) -> u8 {
     };
     match ketch_core::restore::restore_snapshot(&restore.file, &cfg, restore.skip_hash_check) {
         Ok(()) => {
-            eprintln!("restored snapshot {} into {}", restore.file.display(), restore.data_dir.display());
+            eprintln!(
+                "restored snapshot {} into {}",
+                restore.file.display(),
+                restore.data_dir.display()
+            );
             0
         }
         Err(message) => {
@@ -166,10 +172,16 @@ fn run_gateway(args: &[String]) -> u8 {
         }
     };
     // etcd's default logging (capnslog to stderr)
-    if let Err(message) = LogSettings::from_config(&flags::EtcdConfig::default()).and_then(|s| s.install()) {
+    if let Err(message) =
+        LogSettings::from_config(&flags::EtcdConfig::default()).and_then(|s| s.install())
+    {
         eprintln!("{message}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().thread_name("ketch-gateway").enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("ketch-gateway")
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -188,7 +200,9 @@ fn run_proxy(config: &flags::EtcdConfig, cpus: startup::Cpus) -> u8 {
             return 1;
         }
     };
-    let Some(runtime) = runtime(cpus, "ketch-proxy") else { return 1 };
+    let Some(runtime) = runtime(cpus, "ketch-proxy") else {
+        return 1;
+    };
     runtime.block_on(serve::serve_proxy(proxy))
 }
 

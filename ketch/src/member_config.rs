@@ -410,7 +410,10 @@ mod tests {
         );
         assert!(!m.client_auto_tls && m.peer_auto_tls);
         assert!(m.peer_tls.client_cert_auth && m.peer_tls.is_empty());
-        assert_eq!(m.peer_tls.cipher_suites, vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]);
+        assert_eq!(
+            m.peer_tls.cipher_suites,
+            vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]
+        );
         m.validate().unwrap();
 
         set(&mut c, "cert-file", "");

@@ -16,7 +16,11 @@ use crate::member_config::{client_tls_info, parse_initial_cluster, peer_tls_info
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 pub fn proxy_config(c: &EtcdConfig) -> Result<ProxyConfig, String> {
-    let mode = if c.proxy == "readonly" { ProxyMode::Readonly } else { ProxyMode::On };
+    let mode = if c.proxy == "readonly" {
+        ProxyMode::Readonly
+    } else {
+        ProxyMode::On
+    };
     let mut config = ProxyConfig::new(mode, PathBuf::from(&c.data_dir));
     config.listen = listen_addrs(&c.listen_client_urls)?;
     // (auto TLS is not offered on a proxy: members could not check a certificate made up on
@@ -34,20 +38,29 @@ pub fn proxy_config(c: &EtcdConfig) -> Result<ProxyConfig, String> {
     config.write_timeout = ms(c.proxy_write_timeout);
     config.read_timeout = ms(c.proxy_read_timeout);
     config.keep_endpoints_on_refresh_failure = c.proxy_keep_endpoints_on_refresh_failure;
-    config.max_request_bytes = usize::try_from(c.max_request_bytes).unwrap_or(usize::MAX).saturating_add(GRPC_OVERHEAD_BYTES);
+    config.max_request_bytes = usize::try_from(c.max_request_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(GRPC_OVERHEAD_BYTES);
     Ok(config)
 }
 
 fn listen_addrs(urls: &[String]) -> Result<Vec<(SocketAddr, bool)>, String> {
     let mut out = Vec::new();
     for text in urls {
-        let url = url::Url::parse(text).map_err(|e| format!("invalid listen-client-url {text:?}: {e}"))?;
+        let url = url::Url::parse(text)
+            .map_err(|e| format!("invalid listen-client-url {text:?}: {e}"))?;
         let https = match url.scheme() {
             "http" => false,
             "https" => true,
-            other => return Err(format!("listen-client-url {text:?}: unsupported scheme {other:?}")),
+            other => {
+                return Err(format!(
+                    "listen-client-url {text:?}: unsupported scheme {other:?}"
+                ))
+            }
         };
-        let host = url.host_str().ok_or_else(|| format!("listen-client-url {text:?} has no host"))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("listen-client-url {text:?} has no host"))?;
         let port = url.port_or_known_default().unwrap_or(2379);
         let addrs = (host.trim_start_matches('[').trim_end_matches(']'), port)
             .to_socket_addrs()
@@ -80,15 +93,24 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.mode, ProxyMode::Readonly);
-        assert_eq!(c.initial_peer_urls, ["http://10.0.0.1:2380", "http://10.0.0.2:2380"]);
-        assert_eq!(c.listen, [("127.0.0.1:2379".parse::<SocketAddr>().unwrap(), false)]);
+        assert_eq!(
+            c.initial_peer_urls,
+            ["http://10.0.0.1:2380", "http://10.0.0.2:2380"]
+        );
+        assert_eq!(
+            c.listen,
+            [("127.0.0.1:2379".parse::<SocketAddr>().unwrap(), false)]
+        );
         assert_eq!(c.failure_wait, Duration::from_millis(5000));
         assert_eq!(c.refresh_interval, Duration::from_millis(30000));
         assert_eq!(c.dial_timeout, Duration::from_millis(1000));
         assert_eq!(c.write_timeout, Duration::from_millis(5000));
         assert_eq!(c.read_timeout, Duration::from_millis(250));
         assert!(!c.keep_endpoints_on_refresh_failure);
-        assert_eq!(proxy_config(&config(&["--proxy=on"])).unwrap().mode, ProxyMode::On);
+        assert_eq!(
+            proxy_config(&config(&["--proxy=on"])).unwrap().mode,
+            ProxyMode::On
+        );
     }
 
     #[test]
@@ -104,9 +126,23 @@ mod tests {
             "--peer-key-file=pk.pem",
         ]))
         .unwrap();
-        let https_port = |port: u16| c.listen.iter().find(|(a, _)| a.port() == port).map(|(_, tls)| *tls);
-        assert_eq!((https_port(2379), https_port(2381)), (Some(true), Some(false)));
-        assert_eq!((c.client_tls.cert_file.as_str(), c.client_tls.client_cert_auth), ("c.pem", true));
+        let https_port = |port: u16| {
+            c.listen
+                .iter()
+                .find(|(a, _)| a.port() == port)
+                .map(|(_, tls)| *tls)
+        };
+        assert_eq!(
+            (https_port(2379), https_port(2381)),
+            (Some(true), Some(false))
+        );
+        assert_eq!(
+            (
+                c.client_tls.cert_file.as_str(),
+                c.client_tls.client_cert_auth
+            ),
+            ("c.pem", true)
+        );
         assert_eq!(c.client_tls.trusted_ca_file, "ca.pem");
         assert_eq!(c.peer_tls.cert_file, "pc.pem");
     }

@@ -70,15 +70,31 @@ pub async fn serve(config: MemberConfig, settings: &crate::flags::EtcdConfig) ->
 /// Starts the proxy and serves until a signal; returns the exit status as [`serve`] does.
 pub async fn serve_proxy(config: ketch_proxy::ProxyConfig) -> u8 {
     let started = async {
-        ketch_proxy::Proxy::start(config).await.map_err(|e| startup::fatal("etcdmain", &e.to_string()))
+        ketch_proxy::Proxy::start(config)
+            .await
+            .map_err(|e| startup::fatal("etcdmain", &e.to_string()))
     };
-    run_until_signal(started, |_| std::future::pending::<()>(), ketch_proxy::Proxy::stop).await
+    run_until_signal(
+        started,
+        |_| std::future::pending::<()>(),
+        ketch_proxy::Proxy::stop,
+    )
+    .await
 }
 
 /// Starts the L4 gateway and serves until a signal.
 pub async fn serve_gateway(config: ketch_proxy::l4::GatewayConfig) -> u8 {
-    let started = async { ketch_proxy::l4::Gateway::start(config).await.map_err(|e| startup::fatal("etcdmain", &e)) };
-    run_until_signal(started, |_| std::future::pending::<()>(), ketch_proxy::l4::Gateway::stop).await
+    let started = async {
+        ketch_proxy::l4::Gateway::start(config)
+            .await
+            .map_err(|e| startup::fatal("etcdmain", &e))
+    };
+    run_until_signal(
+        started,
+        |_| std::future::pending::<()>(),
+        ketch_proxy::l4::Gateway::stop,
+    )
+    .await
 }
 
 /// The life of a started service: `start`, readiness to systemd, the first SIGINT/SIGTERM (or
@@ -157,19 +173,25 @@ mod tests {
                 });
                 Ok::<_, ()>("member")
             };
-            run_until_signal(started, |_| std::future::pending(), |member| async move {
-                assert_eq!(member, "member");
-                flag.store(true, Ordering::SeqCst);
-            })
+            run_until_signal(
+                started,
+                |_| std::future::pending(),
+                |member| async move {
+                    assert_eq!(member, "member");
+                    flag.store(true, Ordering::SeqCst);
+                },
+            )
             .await
         });
         assert_eq!(status, 0);
         assert!(stopped.load(Ordering::SeqCst));
 
         // A start error ends with status 1 and no stop.
-        let status = runtime.block_on(run_until_signal(async { Err::<(), ()>(()) }, |_| std::future::pending(), |_| async {
-            panic!("stop after a failed start")
-        }));
+        let status = runtime.block_on(run_until_signal(
+            async { Err::<(), ()>(()) },
+            |_| std::future::pending(),
+            |_| async { panic!("stop after a failed start") },
+        ));
         assert_eq!(status, 1);
     }
 

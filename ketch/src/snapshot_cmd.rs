@@ -21,7 +21,11 @@ pub struct Restore {
 pub fn parse(args: &[String]) -> Result<Restore, String> {
     match args.first().map(String::as_str) {
         Some("restore") => {}
-        _ => return Err(format!("ketch snapshot: the only command is 'restore'\n{USAGE}")),
+        _ => {
+            return Err(format!(
+                "ketch snapshot: the only command is 'restore'\n{USAGE}"
+            ))
+        }
     }
     let mut file = None;
     let mut name = "default".to_string();
@@ -42,7 +46,12 @@ pub fn parse(args: &[String]) -> Result<Restore, String> {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (flag, None),
         };
-        let mut value = || inline.clone().or_else(|| rest.next().cloned()).ok_or_else(|| format!("flag needs an argument: --{flag}"));
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| rest.next().cloned())
+                .ok_or_else(|| format!("flag needs an argument: --{flag}"))
+        };
         match flag {
             "name" => name = value()?,
             "data-dir" => data_dir = value()?,
@@ -51,7 +60,10 @@ pub fn parse(args: &[String]) -> Result<Restore, String> {
             "initial-cluster-token" => drop(value()?),
             "initial-advertise-peer-urls" => peer_urls = value()?,
             "skip-hash-check" => {
-                skip_hash_check = inline.as_deref().map_or(Ok(true), |v| v.parse::<bool>().map_err(|_| format!("invalid --skip-hash-check {v:?}")))?
+                skip_hash_check = inline.as_deref().map_or(Ok(true), |v| {
+                    v.parse::<bool>()
+                        .map_err(|_| format!("invalid --skip-hash-check {v:?}"))
+                })?
             }
             _ => return Err(format!("unknown flag: --{flag}\n{USAGE}")),
         }
@@ -59,14 +71,23 @@ pub fn parse(args: &[String]) -> Result<Restore, String> {
     let file = file.ok_or("snapshot restore requires exactly one argument")?;
     // etcdctl checks that this member is in the cluster it is restored for
     let cluster = parse_initial_cluster(&initial_cluster)?;
-    let mine: Vec<&str> = peer_urls.split(',').map(|u| u.trim().trim_end_matches('/')).collect();
-    let listed = cluster.iter().any(|(n, u)| *n == name && mine.contains(&u.as_str().trim_end_matches('/')));
+    let mine: Vec<&str> = peer_urls
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/'))
+        .collect();
+    let listed = cluster
+        .iter()
+        .any(|(n, u)| *n == name && mine.contains(&u.as_str().trim_end_matches('/')));
     if !listed {
         return Err(format!(
             "couldn't find local name {name:?} with peer URLs {mine:?} in the initial cluster configuration {initial_cluster:?}"
         ));
     }
-    let data_dir = if data_dir.is_empty() { format!("{name}.etcd") } else { data_dir };
+    let data_dir = if data_dir.is_empty() {
+        format!("{name}.etcd")
+    } else {
+        data_dir
+    };
     Ok(Restore {
         file,
         data_dir: PathBuf::from(data_dir),
@@ -86,7 +107,14 @@ mod tests {
     #[test]
     fn etcdctls_restore_flags() {
         let r = parse(&args(&["restore", "snap.db"])).unwrap();
-        assert_eq!((r.file, r.data_dir, r.skip_hash_check), (PathBuf::from("snap.db"), PathBuf::from("default.etcd"), false));
+        assert_eq!(
+            (r.file, r.data_dir, r.skip_hash_check),
+            (
+                PathBuf::from("snap.db"),
+                PathBuf::from("default.etcd"),
+                false
+            )
+        );
         let r = parse(&args(&[
             "restore",
             "--name=m2",
@@ -97,12 +125,21 @@ mod tests {
             "--skip-hash-check",
         ]))
         .unwrap();
-        assert_eq!((r.data_dir, r.skip_hash_check), (PathBuf::from("m2.etcd"), true));
+        assert_eq!(
+            (r.data_dir, r.skip_hash_check),
+            (PathBuf::from("m2.etcd"), true)
+        );
     }
 
     #[test]
     fn a_member_missing_from_the_cluster_is_refused() {
-        let err = parse(&args(&["restore", "s.db", "--name=m3", "--initial-cluster=m1=http://10.0.0.1:2380"])).unwrap_err();
+        let err = parse(&args(&[
+            "restore",
+            "s.db",
+            "--name=m3",
+            "--initial-cluster=m1=http://10.0.0.1:2380",
+        ]))
+        .unwrap_err();
         assert!(err.contains("couldn't find local name"), "{err}");
         assert!(parse(&args(&["restore"])).is_err());
         assert!(parse(&args(&["save", "x"])).is_err());

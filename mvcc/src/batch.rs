@@ -116,7 +116,9 @@ impl<'a> WriteBatch<'a> {
         let txn = match store.db().begin_write() {
             Ok(t) => t,
             Err(e) => {
-                store.writer_busy.store(crate::store::FREE, Ordering::Release);
+                store
+                    .writer_busy
+                    .store(crate::store::FREE, Ordering::Release);
                 return Err(e.into());
             }
         };
@@ -475,7 +477,9 @@ impl Drop for WriteBatch<'_> {
                     .truncate_after(self.st.base.rev);
             }
         }
-        self.store.writer_busy.store(crate::store::FREE, Ordering::Release);
+        self.store
+            .writer_busy
+            .store(crate::store::FREE, Ordering::Release);
     }
 }
 

@@ -137,13 +137,21 @@ impl KeyIndex {
         );
         match self.gens.last_mut() {
             Some(g) if g.tombstone.is_none() => {
-                g.puts.push(PutEntry { rev, lease, value_len });
+                g.puts.push(PutEntry {
+                    rev,
+                    lease,
+                    value_len,
+                });
                 g.version += 1;
             }
             _ => self.gens.push(Generation {
                 created: rev.main,
                 version: 1,
-                puts: vec![PutEntry { rev, lease, value_len }],
+                puts: vec![PutEntry {
+                    rev,
+                    lease,
+                    value_len,
+                }],
                 tombstone: None,
             }),
         }
@@ -162,13 +170,21 @@ impl KeyIndex {
     ) {
         match self.gens.last_mut() {
             Some(g) if g.tombstone.is_none() => {
-                g.puts.push(PutEntry { rev, lease, value_len });
+                g.puts.push(PutEntry {
+                    rev,
+                    lease,
+                    value_len,
+                });
                 g.version = version;
             }
             _ => self.gens.push(Generation {
                 created,
                 version,
-                puts: vec![PutEntry { rev, lease, value_len }],
+                puts: vec![PutEntry {
+                    rev,
+                    lease,
+                    value_len,
+                }],
                 tombstone: None,
             }),
         }

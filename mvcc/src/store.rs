@@ -9,16 +9,18 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ketch_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse};
+use ketch_api::etcdserverpb::{
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
 use ketch_api::status::EtcdError;
 use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::batch::WriteBatch;
 use crate::codec::{self, Crc32c};
+use crate::deferred::DeferredRange;
 use crate::error::{Failure, StoreError};
 use crate::index::{Index, Scan, Span, Visit};
 use crate::key_index::KeyIndex;
-use crate::deferred::DeferredRange;
 use crate::range::{self, Picked};
 use crate::revision::Revision;
 
@@ -138,7 +140,9 @@ impl Store {
         let started = Instant::now();
         // what a defragmentation cut short left behind (the backend itself is whole)
         let _ = std::fs::remove_file(defrag_tmp_path(path));
-        let db = redb::Builder::new().set_cache_size(cache_bytes).create(path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)?;
         {
             let mut txn = db.begin_write()?;
             txn.open_table(KV)?;
@@ -196,7 +200,12 @@ impl Store {
     }
 
     pub(crate) fn open_snapshot(&self, state: &WriterState) -> Result<Snapshot, StoreError> {
-        Snapshot::open(&self.db(), state.rev, state.compact_rev, state.applied_index)
+        Snapshot::open(
+            &self.db(),
+            state.rev,
+            state.compact_rev,
+            state.applied_index,
+        )
     }
 
     /// Raft index of the last entry whose effects are committed (stored in the same backend
@@ -226,10 +235,12 @@ impl Store {
     /// Takes the writer flag for a batch or a restore, waiting out a defragmentation.
     fn take_writer(&self) -> Result<(), StoreError> {
         loop {
-            match self
-                .writer_busy
-                .compare_exchange(FREE, BATCH, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match self.writer_busy.compare_exchange(
+                FREE,
+                BATCH,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Ok(()),
                 Err(DEFRAG) => std::thread::sleep(Duration::from_millis(1)),
                 Err(_) => return Err(StoreError::WriterBusy),
@@ -277,9 +288,16 @@ impl Store {
         // file in place is whole, and a restart opens it).
         let reopened = (|| -> Result<Database, StoreError> {
             if let Some(dir) = self.path.parent() {
-                File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
+                File::open(if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                })?
+                .sync_all()?;
             }
-            Ok(redb::Builder::new().set_cache_size(self.cache_bytes).open(&self.path)?)
+            Ok(redb::Builder::new()
+                .set_cache_size(self.cache_bytes)
+                .open(&self.path)?)
         })();
         let fresh = match reopened {
             Ok(db) => db,
@@ -397,7 +415,11 @@ impl Store {
                 break;
             }
         }
-        let ops = if succeeded { &req.success } else { &req.failure };
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
@@ -405,7 +427,11 @@ impl Store {
                     if r.revision > snap.rev {
                         return Err(EtcdError::FutureRev.into());
                     }
-                    let at = if r.revision <= 0 { snap.rev } else { r.revision };
+                    let at = if r.revision <= 0 {
+                        snap.rev
+                    } else {
+                        r.revision
+                    };
                     if at < snap.compact_rev {
                         return Err(EtcdError::Compacted.into());
                     }
@@ -449,7 +475,10 @@ impl Store {
         for row in snap.lease.iter()? {
             let (k, v) = row?;
             let Ok(id) = <[u8; 8]>::try_from(k.value()) else {
-                return Err(StoreError::Corrupt(format!("lease row key of {} bytes", k.value().len())));
+                return Err(StoreError::Corrupt(format!(
+                    "lease row key of {} bytes",
+                    k.value().len()
+                )));
             };
             out.push((i64::from_be_bytes(id), v.value().to_vec()));
         }
@@ -498,7 +527,10 @@ impl Store {
         static COPIES: AtomicU64 = AtomicU64::new(0);
         let tmp = self.path.with_file_name(format!(
             "{}.client-snapshot-{}-{}.tmp",
-            self.path.file_name().and_then(|n| n.to_str()).unwrap_or("db"),
+            self.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("db"),
             std::process::id(),
             COPIES.fetch_add(1, Ordering::Relaxed)
         ));
@@ -541,7 +573,8 @@ impl Store {
     /// Writes the committed state as a new backend file at `dest` (fsynced) and returns the
     /// applied index it holds: what a member sends a peer that is too far behind for the log.
     pub fn snapshot_file(&self, dest: &Path) -> Result<u64, StoreError> {
-        self.snapshot_file_with_meta(dest, "").map(|(index, _)| index)
+        self.snapshot_file_with_meta(dest, "")
+            .map(|(index, _)| index)
     }
 
     /// [`Store::snapshot_file`], also returning the record `meta_key` (see `meta_get`) as of
@@ -649,7 +682,11 @@ impl Store {
         };
         self.live_bytes.store(live_bytes, Ordering::Relaxed);
         self.publish(self.open_snapshot(&state)?);
-        tracing::info!(revision = rev, applied_index, "mvcc store restored from a snapshot");
+        tracing::info!(
+            revision = rev,
+            applied_index,
+            "mvcc store restored from a snapshot"
+        );
         Ok(applied_index)
     }
 
@@ -682,7 +719,9 @@ fn defrag_tmp_path(path: &Path) -> PathBuf {
 /// Reads what a store keeps about itself back from the backend and rebuilds the key index:
 /// (compact revision, applied index, index, current revision, live bytes).
 #[allow(clippy::type_complexity)]
-fn load_state(db: &Database) -> Result<(i64, u64, BTreeMap<Bytes, KeyIndex>, i64, i64), StoreError> {
+fn load_state(
+    db: &Database,
+) -> Result<(i64, u64, BTreeMap<Bytes, KeyIndex>, i64, i64), StoreError> {
     let txn = db.begin_read()?;
     let meta = txn.open_table(META)?;
     let compact_rev = match meta.get(FINISHED_COMPACT_REV)? {
@@ -713,11 +752,14 @@ fn load_state(db: &Database) -> Result<(i64, u64, BTreeMap<Bytes, KeyIndex>, i64
 /// included, is a range.
 pub fn is_read_only_txn(req: &TxnRequest) -> bool {
     use ketch_api::etcdserverpb::request_op::Request;
-    req.success.iter().chain(&req.failure).all(|op| match &op.request {
-        Some(Request::RequestRange(_)) => true,
-        Some(Request::RequestTxn(t)) => is_read_only_txn(t),
-        _ => false,
-    })
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(_)) => true,
+            Some(Request::RequestTxn(t)) => is_read_only_txn(t),
+            _ => false,
+        })
 }
 
 /// Whether every op of a read-only txn is a serializable range (etcd's isTxnSerializable: a
@@ -759,10 +801,22 @@ fn restore_index(kv: &KvReadTable) -> Result<(BTreeMap<Bytes, KeyIndex>, i64, i6
         }
         let value_len = |v: &[u8]| u32::try_from(v.len()).unwrap_or(u32::MAX);
         match map.get_mut(row.key) {
-            Some(ki) => ki.restore_put(rev, row.lease, value_len(row.value), row.create_revision, row.version),
+            Some(ki) => ki.restore_put(
+                rev,
+                row.lease,
+                value_len(row.value),
+                row.create_revision,
+                row.version,
+            ),
             None => {
                 let mut ki = KeyIndex::default();
-                ki.restore_put(rev, row.lease, value_len(row.value), row.create_revision, row.version);
+                ki.restore_put(
+                    rev,
+                    row.lease,
+                    value_len(row.value),
+                    row.create_revision,
+                    row.version,
+                );
                 map.insert(Bytes::copy_from_slice(row.key), ki);
             }
         }

@@ -1461,7 +1461,10 @@ fn lease_records_commit_with_the_batch_and_travel_in_snapshots() {
     b.lease_put(7, b"seven");
     b.lease_put(-3, b"minus three");
     b.lease_put(1 << 40, b"big");
-    assert!(a.leases().unwrap().is_empty(), "uncommitted records are not visible");
+    assert!(
+        a.leases().unwrap().is_empty(),
+        "uncommitted records are not visible"
+    );
     b.commit(false).unwrap();
     let mut b = a.write().unwrap();
     b.lease_delete(7);
@@ -1707,7 +1710,10 @@ fn defragment_shrinks_the_file_and_keeps_every_revision_and_the_writer() {
     let before_rev = s.current_revision();
     let (before, after) = s.defragment().unwrap();
     assert!(after * 2 < before, "{before} -> {after}");
-    assert_eq!(std::fs::metadata(dir.path().join("db")).unwrap().len(), after);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("db")).unwrap().len(),
+        after
+    );
     assert!(!dir.path().join("db.defrag.tmp").exists());
     assert_eq!(reader.kv.iter().unwrap().count(), rows_before);
     drop(reader);

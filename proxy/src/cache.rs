@@ -92,7 +92,11 @@ impl Coverage {
 
     /// The entries whose range holds `key`.
     fn covering(&self, key: &[u8]) -> Vec<Arc<CacheKey>> {
-        let mut out: Vec<Arc<CacheKey>> = self.points.get(key).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let mut out: Vec<Arc<CacheKey>> = self
+            .points
+            .get(key)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         for (k, (start, end)) in &self.ranges {
             if in_range(key, start, end) {
                 out.push(k.clone());
@@ -129,7 +133,10 @@ impl RangeCache {
             .max_capacity(max_bytes)
             .weigher(|_: &Arc<CacheKey>, v: &Arc<Cached>| v.weight)
             .eviction_listener(move |k: Arc<Arc<CacheKey>>, v: Arc<Cached>, _| {
-                listener_coverage.lock().unwrap_or_else(|e| e.into_inner()).remove(&k, &v.key, &v.range_end);
+                listener_coverage
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&k, &v.key, &v.range_end);
             })
             .build();
         Arc::new(RangeCache {
@@ -154,8 +161,13 @@ impl RangeCache {
     /// While nothing has changed since the answer, it is sent again byte for byte.
     pub fn get(&self, key: &CacheKey) -> Option<Bytes> {
         let watermark = self.watermark.load(Ordering::Acquire);
-        let fresh_enough = self.live.load(Ordering::Acquire) && watermark >= self.seen.load(Ordering::Acquire);
-        let hit = if fresh_enough { self.entries.get(key) } else { None };
+        let fresh_enough =
+            self.live.load(Ordering::Acquire) && watermark >= self.seen.load(Ordering::Acquire);
+        let hit = if fresh_enough {
+            self.entries.get(key)
+        } else {
+            None
+        };
         let Some(c) = hit else {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -178,15 +190,29 @@ impl RangeCache {
         if message.len() > MAX_ENTRY_BYTES {
             return;
         }
-        let Some(revision) = header_revision(&message) else { return };
+        let Some(revision) = header_revision(&message) else {
+            return;
+        };
         let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         if !self.live.load(Ordering::Acquire) || revision < self.watermark.load(Ordering::Acquire) {
             return;
         }
         let key = Arc::new(key);
-        let weight = (message.len() as u32).saturating_add(key.request.len() as u32).saturating_add(ENTRY_OVERHEAD);
-        let cached = Cached { message, revision, key: req.key.clone(), range_end: req.range_end.clone(), weight };
-        self.coverage.lock().unwrap_or_else(|e| e.into_inner()).add(key.clone(), &cached.key, &cached.range_end);
+        let weight = (message.len() as u32)
+            .saturating_add(key.request.len() as u32)
+            .saturating_add(ENTRY_OVERHEAD);
+        let cached = Cached {
+            message,
+            revision,
+            key: req.key.clone(),
+            range_end: req.range_end.clone(),
+            weight,
+        };
+        self.coverage.lock().unwrap_or_else(|e| e.into_inner()).add(
+            key.clone(),
+            &cached.key,
+            &cached.range_end,
+        );
         self.entries.insert(key, Arc::new(cached));
     }
 
@@ -197,7 +223,11 @@ impl RangeCache {
 
     /// Drops every entry that holds `key`.
     pub fn invalidate_key(&self, key: &[u8]) {
-        let doomed = self.coverage.lock().unwrap_or_else(|e| e.into_inner()).covering(key);
+        let doomed = self
+            .coverage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .covering(key);
         for k in doomed {
             self.entries.invalidate(&k);
         }
@@ -217,7 +247,8 @@ impl RangeCache {
                 .flat_map(|(_, s)| s.iter().cloned())
                 .collect();
             for (k, (s, e)) in &cov.ranges {
-                let overlaps = (e.as_ref() == b"\0" || start < e.as_ref()) && (end == b"\0" || s.as_ref() < end);
+                let overlaps = (e.as_ref() == b"\0" || start < e.as_ref())
+                    && (end == b"\0" || s.as_ref() < end);
                 if overlaps {
                     out.push(k.clone());
                 }
@@ -239,7 +270,11 @@ impl RangeCache {
     }
 
     /// Keeps the invalidation watch open (on any member) until the proxy stops.
-    pub async fn run_invalidation(self: Arc<Self>, director: Arc<Director>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_invalidation(
+        self: Arc<Self>,
+        director: Arc<Director>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
             tokio::select! {
                 _ = self.invalidation_once(&director) => {}
@@ -260,7 +295,9 @@ impl RangeCache {
     }
 
     async fn invalidation_once(&self, director: &Director) {
-        let Some(backend) = director.pick(b"").into_iter().next() else { return };
+        let Some(backend) = director.pick(b"").into_iter().next() else {
+            return;
+        };
         let create = WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
                 key: Bytes::from_static(b"\0"),
@@ -270,7 +307,8 @@ impl RangeCache {
         };
         let (tx, rx) = mpsc::channel(1);
         let _ = tx.send(create).await;
-        let mut client = WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
+        let mut client =
+            WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
         let mut stream = match client.watch(ReceiverStream::new(rx)).await {
             Ok(s) => s.into_inner(),
             Err(e) => {
@@ -299,7 +337,13 @@ impl RangeCache {
                     self.invalidate_key(&kv.key);
                 }
             }
-            let last = resp.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision).max().unwrap_or(revision);
+            let last = resp
+                .events
+                .iter()
+                .filter_map(|e| e.kv.as_ref())
+                .map(|kv| kv.mod_revision)
+                .max()
+                .unwrap_or(revision);
             self.watermark.fetch_max(last, Ordering::AcqRel);
         }
     }
@@ -323,8 +367,14 @@ mod tests {
 
     fn answer(rev: i64, key: &str) -> Bytes {
         RangeResponse {
-            header: Some(ResponseHeader { revision: rev, ..Default::default() }),
-            kvs: vec![KeyValue { key: key.as_bytes().to_vec().into(), ..Default::default() }],
+            header: Some(ResponseHeader {
+                revision: rev,
+                ..Default::default()
+            }),
+            kvs: vec![KeyValue {
+                key: key.as_bytes().to_vec().into(),
+                ..Default::default()
+            }],
             count: 1,
             ..Default::default()
         }
@@ -337,11 +387,19 @@ mod tests {
     }
 
     fn req(key: &str, end: &str) -> RangeRequest {
-        RangeRequest { key: key.as_bytes().to_vec().into(), range_end: end.as_bytes().to_vec().into(), serializable: true, ..Default::default() }
+        RangeRequest {
+            key: key.as_bytes().to_vec().into(),
+            range_end: end.as_bytes().to_vec().into(),
+            serializable: true,
+            ..Default::default()
+        }
     }
 
     fn ck(r: &RangeRequest, token: Option<&str>) -> CacheKey {
-        CacheKey { token: token.map(str::to_string), request: r.encode_to_vec().into() }
+        CacheKey {
+            token: token.map(str::to_string),
+            request: r.encode_to_vec().into(),
+        }
     }
 
     fn live_cache(watermark: i64) -> Arc<RangeCache> {
@@ -356,11 +414,19 @@ mod tests {
         let c = live_cache(5);
         let r = req("a", "");
         c.insert(ck(&r, None), &r, answer(5, "a"));
-        assert_eq!(c.get(&ck(&r, None)).unwrap(), answer(5, "a"), "unchanged: the member's bytes");
+        assert_eq!(
+            c.get(&ck(&r, None)).unwrap(),
+            answer(5, "a"),
+            "unchanged: the member's bytes"
+        );
         c.saw(7); // a write through the proxy got revision 7; its event has not come yet
         assert!(c.get(&ck(&r, None)).is_none());
         c.watermark.store(9, Ordering::Release);
-        assert_eq!(revision(c.get(&ck(&r, None)).unwrap()), 9, "answered as of the watermark");
+        assert_eq!(
+            revision(c.get(&ck(&r, None)).unwrap()),
+            9,
+            "answered as of the watermark"
+        );
         c.live.store(false, Ordering::Release);
         assert!(c.get(&ck(&r, None)).is_none());
     }
@@ -399,7 +465,10 @@ mod tests {
         assert!(c.get(&ck(&from, None)).is_some());
         assert!(c.get(&ck(&other, None)).is_some());
         c.invalidate_key(b"zzz");
-        assert!(c.get(&ck(&from, None)).is_none(), "a from-key range (end \\\\0) holds every key above its start");
+        assert!(
+            c.get(&ck(&from, None)).is_none(),
+            "a from-key range (end \\\\0) holds every key above its start"
+        );
         c.invalidate_range(b"c", b"e");
         assert!(c.get(&ck(&other, None)).is_none());
     }
@@ -407,14 +476,23 @@ mod tests {
     #[test]
     fn only_serializable_reads_of_the_current_revision_are_cached() {
         assert!(RangeCache::cacheable(&req("a", "")));
-        assert!(!RangeCache::cacheable(&RangeRequest { serializable: false, ..req("a", "") }));
-        assert!(!RangeCache::cacheable(&RangeRequest { revision: 3, ..req("a", "") }));
+        assert!(!RangeCache::cacheable(&RangeRequest {
+            serializable: false,
+            ..req("a", "")
+        }));
+        assert!(!RangeCache::cacheable(&RangeRequest {
+            revision: 3,
+            ..req("a", "")
+        }));
     }
 
     #[test]
     fn the_header_revision_of_any_response_is_read() {
         let resp = ketch_api::etcdserverpb::PutResponse {
-            header: Some(ResponseHeader { revision: 42, ..Default::default() }),
+            header: Some(ResponseHeader {
+                revision: 42,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert_eq!(header_revision(&resp.encode_to_vec()), Some(42));

@@ -3,7 +3,9 @@
 //! failure, and whether it streams or waits by design (no read timeout).
 
 use bytes::Bytes;
-use ketch_api::etcdserverpb::{request_op, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
+use ketch_api::etcdserverpb::{
+    request_op, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest,
+};
 use prost::Message;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,8 +25,14 @@ pub struct CallKind {
     pub writes: bool,
 }
 
-const READ: CallKind = CallKind { shape: Shape::Unary, writes: false };
-const WRITE: CallKind = CallKind { shape: Shape::Unary, writes: true };
+const READ: CallKind = CallKind {
+    shape: Shape::Unary,
+    writes: false,
+};
+const WRITE: CallKind = CallKind {
+    shape: Shape::Unary,
+    writes: true,
+};
 
 /// The kind of the call at `path` (`/package.Service/Method`). A call this table does not know
 /// counts as a write: a read-only proxy refuses what it cannot vouch for.
@@ -47,9 +55,18 @@ pub fn kind(path: &str) -> CallKind {
         "/etcdserverpb.KV/Txn" => WRITE,
         "/etcdserverpb.Watch/Watch"
         | "/etcdserverpb.Maintenance/Snapshot"
-        | "/v3electionpb.Election/Observe" => CallKind { shape: Shape::Stream, writes: false },
-        "/etcdserverpb.Lease/LeaseKeepAlive" => CallKind { shape: Shape::Stream, writes: true },
-        "/v3lockpb.Lock/Lock" | "/v3electionpb.Election/Campaign" => CallKind { shape: Shape::Waiting, writes: true },
+        | "/v3electionpb.Election/Observe" => CallKind {
+            shape: Shape::Stream,
+            writes: false,
+        },
+        "/etcdserverpb.Lease/LeaseKeepAlive" => CallKind {
+            shape: Shape::Stream,
+            writes: true,
+        },
+        "/v3lockpb.Lock/Lock" | "/v3electionpb.Election/Campaign" => CallKind {
+            shape: Shape::Waiting,
+            writes: true,
+        },
         _ => WRITE,
     }
 }
@@ -66,11 +83,14 @@ pub fn message(body: &[u8]) -> Option<&[u8]> {
 
 /// Whether a txn changes state: a put or delete on either branch, at any depth.
 pub fn txn_writes(txn: &TxnRequest) -> bool {
-    txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
-        Some(request_op::Request::RequestRange(_)) | None => false,
-        Some(request_op::Request::RequestTxn(t)) => txn_writes(t),
-        Some(_) => true,
-    })
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .any(|op| match &op.request {
+            Some(request_op::Request::RequestRange(_)) | None => false,
+            Some(request_op::Request::RequestTxn(t)) => txn_writes(t),
+            Some(_) => true,
+        })
 }
 
 /// The key a KV call is about, to keep one key on one member; empty when there is none.
@@ -105,29 +125,64 @@ mod tests {
         assert!(kind("/etcdserverpb.Cluster/MemberAdd").writes);
         assert!(kind("/etcdserverpb.Maintenance/Defragment").writes);
         assert!(kind("/etcdserverpb.Auth/UserAdd").writes);
-        assert_eq!(kind("/etcdserverpb.Watch/Watch"), CallKind { shape: Shape::Stream, writes: false });
+        assert_eq!(
+            kind("/etcdserverpb.Watch/Watch"),
+            CallKind {
+                shape: Shape::Stream,
+                writes: false
+            }
+        );
         assert_eq!(kind("/v3lockpb.Lock/Lock").shape, Shape::Waiting);
-        assert!(kind("/some.Unknown/Call").writes, "unknown calls are not vouched for");
+        assert!(
+            kind("/some.Unknown/Call").writes,
+            "unknown calls are not vouched for"
+        );
     }
 
     #[test]
     fn keys_come_from_the_framed_request() {
-        let put = PutRequest { key: "k1".into(), value: "v".into(), ..Default::default() };
+        let put = PutRequest {
+            key: "k1".into(),
+            value: "v".into(),
+            ..Default::default()
+        };
         let body = framed(&put);
-        assert_eq!(key_of("/etcdserverpb.KV/Put", message(&body).unwrap()), Bytes::from("k1"));
-        assert_eq!(message(&[1, 0, 0, 0, 0]), None, "compressed frames are not read");
-        assert_eq!(message(&[0, 0, 0, 0, 9, 1]), None, "short frames are not read");
+        assert_eq!(
+            key_of("/etcdserverpb.KV/Put", message(&body).unwrap()),
+            Bytes::from("k1")
+        );
+        assert_eq!(
+            message(&[1, 0, 0, 0, 0]),
+            None,
+            "compressed frames are not read"
+        );
+        assert_eq!(
+            message(&[0, 0, 0, 0, 9, 1]),
+            None,
+            "short frames are not read"
+        );
     }
 
     #[test]
     fn a_txn_writes_if_any_branch_at_any_depth_does() {
-        let get = RequestOp { request: Some(request_op::Request::RequestRange(RangeRequest::default())) };
-        let put = RequestOp { request: Some(request_op::Request::RequestPut(PutRequest::default())) };
-        let reads = TxnRequest { success: vec![get.clone()], failure: vec![get.clone()], ..Default::default() };
+        let get = RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest::default())),
+        };
+        let put = RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest::default())),
+        };
+        let reads = TxnRequest {
+            success: vec![get.clone()],
+            failure: vec![get.clone()],
+            ..Default::default()
+        };
         assert!(!txn_writes(&reads));
         let nested = TxnRequest {
             failure: vec![RequestOp {
-                request: Some(request_op::Request::RequestTxn(TxnRequest { success: vec![put], ..Default::default() })),
+                request: Some(request_op::Request::RequestTxn(TxnRequest {
+                    success: vec![put],
+                    ..Default::default()
+                })),
             }],
             ..Default::default()
         };

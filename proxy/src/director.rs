@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use hashring::HashRing;
 use ketch_api::ketchpb::peer_client::PeerClient;
 use ketch_api::ketchpb::MembersRequest;
-use serde::{Deserialize, Serialize};
 use ketch_gateway::tls::dial::ChannelDialer;
+use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
@@ -50,7 +50,11 @@ impl Backend {
                 endpoint.connect_timeout(dial_timeout)
             }
         })?;
-        Ok(Backend { url: url.to_string(), channel, failed_until: Mutex::new(None) })
+        Ok(Backend {
+            url: url.to_string(),
+            channel,
+            failed_until: Mutex::new(None),
+        })
     }
 
     fn available(&self, now: Instant) -> bool {
@@ -99,23 +103,39 @@ impl Director {
         let file = config.cluster_file();
         let peer_urls = match std::fs::read(&file) {
             Ok(raw) => {
-                let parsed: ClusterFile = serde_json::from_slice(&raw)
-                    .map_err(|e| format!("cannot read the proxy's cluster file {}: {e}", file.display()))?;
+                let parsed: ClusterFile = serde_json::from_slice(&raw).map_err(|e| {
+                    format!(
+                        "cannot read the proxy's cluster file {}: {e}",
+                        file.display()
+                    )
+                })?;
                 if !config.initial_peer_urls.is_empty() {
                     info!(target: "etcdmain", "proxy: using peer urls {:?} from cluster file {}", parsed.peer_urls, file.display());
                 }
                 parsed.peer_urls
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => config.initial_peer_urls.clone(),
-            Err(e) => return Err(format!("cannot read the proxy's cluster file {}: {e}", file.display())),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read the proxy's cluster file {}: {e}",
+                    file.display()
+                ))
+            }
         };
         if peer_urls.is_empty() {
             return Err("the proxy knows no member: give --initial-cluster".into());
         }
         // etcd's proxy dials members with the client TLS settings, else the peer ones.
-        let member_tls = if config.client_tls.is_empty() { &config.peer_tls } else { &config.client_tls };
-        let members = ChannelDialer::new(Some(member_tls.client_config().map_err(|e| e.to_string())?));
-        let peers = ChannelDialer::new(Some(config.peer_tls.client_config().map_err(|e| e.to_string())?));
+        let member_tls = if config.client_tls.is_empty() {
+            &config.peer_tls
+        } else {
+            &config.client_tls
+        };
+        let members =
+            ChannelDialer::new(Some(member_tls.client_config().map_err(|e| e.to_string())?));
+        let peers = ChannelDialer::new(Some(
+            config.peer_tls.client_config().map_err(|e| e.to_string())?,
+        ));
         Ok(Director {
             backends: RwLock::new(Backends::default()),
             members,
@@ -154,14 +174,21 @@ impl Director {
     pub fn endpoints(&self) -> Vec<(String, bool)> {
         let backends = self.backends.read().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let mut all: Vec<(String, bool)> = backends.by_url.values().map(|b| (b.url.clone(), b.available(now))).collect();
+        let mut all: Vec<(String, bool)> = backends
+            .by_url
+            .values()
+            .map(|b| (b.url.clone(), b.available(now)))
+            .collect();
         all.sort();
         all
     }
 
     /// A call to `backend` failed at the transport: skip it for the failure wait.
     pub fn failed(&self, backend: &Backend) {
-        let mut until = backend.failed_until.lock().unwrap_or_else(|e| e.into_inner());
+        let mut until = backend
+            .failed_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if until.is_some_and(|t| t > Instant::now()) {
             return;
         }
@@ -173,10 +200,24 @@ impl Director {
     /// the peer URLs in the cluster file. On failure the backends are dropped (etcd's
     /// behaviour) unless the configuration keeps them.
     pub async fn refresh(&self) -> Result<usize, String> {
-        let peers = self.peer_urls.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match tokio::time::timeout(REFRESH_TIMEOUT, fetch_members(&peers, &self.peers, self.config.dial_timeout)).await {
-            Ok(Ok(Members { client_urls, peer_urls, unpublished })) => {
-                self.incomplete.store(unpublished, std::sync::atomic::Ordering::Relaxed);
+        let peers = self
+            .peer_urls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match tokio::time::timeout(
+            REFRESH_TIMEOUT,
+            fetch_members(&peers, &self.peers, self.config.dial_timeout),
+        )
+        .await
+        {
+            Ok(Ok(Members {
+                client_urls,
+                peer_urls,
+                unpublished,
+            })) => {
+                self.incomplete
+                    .store(unpublished, std::sync::atomic::Ordering::Relaxed);
                 self.set_backends(&client_urls);
                 if !peer_urls.is_empty() {
                     if let Err(e) = persist(&self.config.cluster_file(), &peer_urls) {
@@ -217,12 +258,16 @@ impl Director {
                 },
             };
             for replica in 0..VIRTUAL_NODES {
-                ring.add(RingPoint { url: url.clone(), replica });
+                ring.add(RingPoint {
+                    url: url.clone(),
+                    replica,
+                });
             }
             by_url.insert(url.clone(), backend);
         }
         let before: Vec<&String> = backends.by_url.keys().collect();
-        let changed = before.len() != by_url.len() || before.iter().any(|u| !by_url.contains_key(*u));
+        let changed =
+            before.len() != by_url.len() || before.iter().any(|u| !by_url.contains_key(*u));
         if changed {
             let mut urls: Vec<&String> = by_url.keys().collect();
             urls.sort();
@@ -235,7 +280,12 @@ impl Director {
     /// interval is etcd's default or longer) until `stop` turns true.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
-            let empty = self.backends.read().unwrap_or_else(|e| e.into_inner()).by_url.is_empty();
+            let empty = self
+                .backends
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .by_url
+                .is_empty();
             let incomplete = self.incomplete.load(std::sync::atomic::Ordering::Relaxed);
             let mut wait = self.config.refresh_interval;
             if (empty || incomplete) && wait >= EMPTY_RETRY {
@@ -261,10 +311,20 @@ struct Members {
 }
 
 /// The members' client URLs and peer URLs, from the first peer URL that answers.
-async fn fetch_members(peer_urls: &[String], dialer: &ChannelDialer, dial_timeout: Duration) -> Result<Members, String> {
+async fn fetch_members(
+    peer_urls: &[String],
+    dialer: &ChannelDialer,
+    dial_timeout: Duration,
+) -> Result<Members, String> {
     let mut errors = Vec::new();
     for url in peer_urls {
-        let configure = |endpoint: Endpoint| if dial_timeout.is_zero() { endpoint } else { endpoint.connect_timeout(dial_timeout) };
+        let configure = |endpoint: Endpoint| {
+            if dial_timeout.is_zero() {
+                endpoint
+            } else {
+                endpoint.connect_timeout(dial_timeout)
+            }
+        };
         let channel = match dialer.connect(url, configure).await {
             Ok(c) => c,
             Err(e) => {
@@ -275,14 +335,24 @@ async fn fetch_members(peer_urls: &[String], dialer: &ChannelDialer, dial_timeou
         match PeerClient::new(channel).members(MembersRequest {}).await {
             Ok(resp) => {
                 let members = resp.into_inner().members;
-                let mut client_urls: Vec<String> = members.iter().flat_map(|m| m.client_urls.iter().cloned()).collect();
+                let mut client_urls: Vec<String> = members
+                    .iter()
+                    .flat_map(|m| m.client_urls.iter().cloned())
+                    .collect();
                 client_urls.sort();
                 client_urls.dedup();
-                let mut peer_urls: Vec<String> = members.iter().flat_map(|m| m.peer_urls.iter().cloned()).collect();
+                let mut peer_urls: Vec<String> = members
+                    .iter()
+                    .flat_map(|m| m.peer_urls.iter().cloned())
+                    .collect();
                 peer_urls.sort();
                 peer_urls.dedup();
                 let unpublished = members.iter().any(|m| m.client_urls.is_empty());
-                return Ok(Members { client_urls, peer_urls, unpublished });
+                return Ok(Members {
+                    client_urls,
+                    peer_urls,
+                    unpublished,
+                });
             }
             Err(e) => errors.push(format!("{url}: {}", e.message())),
         }
@@ -296,9 +366,16 @@ fn persist(path: &Path, peer_urls: &[String]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("bak");
-    let body = serde_json::to_vec(&ClusterFile { peer_urls: peer_urls.to_vec() }).map_err(std::io::Error::other)?;
+    let body = serde_json::to_vec(&ClusterFile {
+        peer_urls: peer_urls.to_vec(),
+    })
+    .map_err(std::io::Error::other)?;
     {
-        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&tmp)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -327,7 +404,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_ring_spreads_keys_and_orders_every_backend_once() {
-        let d = director(&["http://127.0.0.1:1001", "http://127.0.0.1:1002", "http://127.0.0.1:1003"]);
+        let d = director(&[
+            "http://127.0.0.1:1001",
+            "http://127.0.0.1:1002",
+            "http://127.0.0.1:1003",
+        ]);
         let mut first = HashMap::new();
         for i in 0..3000 {
             let order = d.pick(format!("key-{i}").as_bytes());
@@ -341,7 +422,10 @@ mod tests {
             assert_eq!(d.pick(format!("key-{i}").as_bytes())[0].url, order[0].url);
         }
         for (url, n) in first {
-            assert!((600..=1400).contains(&n), "{url} got {n} of 3000 keys first");
+            assert!(
+                (600..=1400).contains(&n),
+                "{url} got {n} of 3000 keys first"
+            );
         }
     }
 
@@ -353,10 +437,21 @@ mod tests {
         let after = d.pick(b"k");
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].url, order[1].url);
-        d.set_backends(&["http://127.0.0.1:1001".into(), "http://127.0.0.1:1002".into()]);
-        assert_eq!(d.pick(b"k").len(), 1, "a refresh does not forget the failure");
+        d.set_backends(&[
+            "http://127.0.0.1:1001".into(),
+            "http://127.0.0.1:1002".into(),
+        ]);
+        assert_eq!(
+            d.pick(b"k").len(),
+            1,
+            "a refresh does not forget the failure"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(d.pick(b"k")[0].url, order[0].url, "retried after the failure wait");
+        assert_eq!(
+            d.pick(b"k")[0].url,
+            order[0].url,
+            "retried after the failure wait"
+        );
     }
 
     #[test]

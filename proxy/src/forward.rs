@@ -56,7 +56,12 @@ impl Forwarder {
         }
     }
 
-    async fn stream(&self, req: http::Request<Incoming>, path: &str, kind: CallKind) -> http::Response<Body> {
+    async fn stream(
+        &self,
+        req: http::Request<Incoming>,
+        path: &str,
+        kind: CallKind,
+    ) -> http::Response<Body> {
         if kind.writes && self.config.mode == ProxyMode::Readonly {
             return refused(path);
         }
@@ -75,12 +80,23 @@ impl Forwarder {
         }
     }
 
-    async fn unary(&self, req: http::Request<Incoming>, path: &str, kind: CallKind) -> http::Response<Body> {
+    async fn unary(
+        &self,
+        req: http::Request<Incoming>,
+        path: &str,
+        kind: CallKind,
+    ) -> http::Response<Body> {
         let (parts, body) = req.into_parts();
-        let body = match http_body_util::Limited::new(body, self.config.max_request_bytes).collect().await {
+        let body = match http_body_util::Limited::new(body, self.config.max_request_bytes)
+            .collect()
+            .await
+        {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                return Status::resource_exhausted(format!("ketch proxy: cannot read the request: {e}")).into_http();
+                return Status::resource_exhausted(format!(
+                    "ketch proxy: cannot read the request: {e}"
+                ))
+                .into_http();
             }
         };
         let message = classify::message(&body).unwrap_or_default();
@@ -97,9 +113,19 @@ impl Forwarder {
             if let Ok(req) = RangeRequest::decode(message) {
                 if RangeCache::cacheable(&req) {
                     // per caller: the token, else the client certificate's name
-                    let header = |k: &str| parts.headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
-                    let token = header("token").or_else(|| header(crate::PROXIED_IDENTITY).map(|cn| format!("cn:{cn}")));
-                    let key = CacheKey { token, request: Bytes::copy_from_slice(message) };
+                    let header = |k: &str| {
+                        parts
+                            .headers
+                            .get(k)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
+                    let token = header("token")
+                        .or_else(|| header(crate::PROXIED_IDENTITY).map(|cn| format!("cn:{cn}")));
+                    let key = CacheKey {
+                        token,
+                        request: Bytes::copy_from_slice(message),
+                    };
                     if let Some(message) = self.cache.get(&key) {
                         return grpc_ok(&message);
                     }
@@ -114,7 +140,10 @@ impl Forwarder {
         }
         let tried = order.len();
         for backend in order {
-            match self.attempt(&backend, &parts, body.clone(), kind.shape).await {
+            match self
+                .attempt(&backend, &parts, body.clone(), kind.shape)
+                .await
+            {
                 Ok(resp) => {
                     return self.observe(path, message, range_req, cache_key, resp);
                 }
@@ -127,12 +156,16 @@ impl Forwarder {
                     debug!(target: "proxy", "{path} to {} failed: {e}", backend.url);
                     if writes {
                         // It may have been applied: sending it again could apply it twice.
-                        return Status::unavailable(format!("ketch proxy: {}: {e}", backend.url)).into_http();
+                        return Status::unavailable(format!("ketch proxy: {}: {e}", backend.url))
+                            .into_http();
                     }
                 }
             }
         }
-        Status::unavailable(format!("ketch proxy: unable to get response from {tried} endpoint(s)")).into_http()
+        Status::unavailable(format!(
+            "ketch proxy: unable to get response from {tried} endpoint(s)"
+        ))
+        .into_http()
     }
 
     /// Lets the cache see a KV answer as it passes: its revision (for what clients have
@@ -152,34 +185,38 @@ impl Forwarder {
         let path = path.to_string();
         let message = Bytes::copy_from_slice(message);
         resp.map(|body| {
-            Body::new(TeeBody::new(body, cache::MAX_ENTRY_BYTES, move |answer: &[u8]| {
-                if let Some(rev) = cache::header_revision(answer) {
-                    cache.saw(rev);
-                }
-                match path.as_str() {
-                    RANGE => {
-                        if let (Some(key), Some(req)) = (cache_key, range_req) {
-                            cache.insert(key, &req, Bytes::copy_from_slice(answer));
-                        }
+            Body::new(TeeBody::new(
+                body,
+                cache::MAX_ENTRY_BYTES,
+                move |answer: &[u8]| {
+                    if let Some(rev) = cache::header_revision(answer) {
+                        cache.saw(rev);
                     }
-                    "/etcdserverpb.KV/Put" => {
-                        if let Ok(p) = PutRequest::decode(&message[..]) {
-                            cache.invalidate_key(&p.key);
+                    match path.as_str() {
+                        RANGE => {
+                            if let (Some(key), Some(req)) = (cache_key, range_req) {
+                                cache.insert(key, &req, Bytes::copy_from_slice(answer));
+                            }
                         }
-                    }
-                    "/etcdserverpb.KV/DeleteRange" => {
-                        if let Ok(d) = DeleteRangeRequest::decode(&message[..]) {
-                            cache.invalidate_range(&d.key, &d.range_end);
+                        "/etcdserverpb.KV/Put" => {
+                            if let Ok(p) = PutRequest::decode(&message[..]) {
+                                cache.invalidate_key(&p.key);
+                            }
                         }
-                    }
-                    "/etcdserverpb.KV/Txn" => {
-                        if let Ok(t) = TxnRequest::decode(&message[..]) {
-                            invalidate_txn(&cache, &t);
+                        "/etcdserverpb.KV/DeleteRange" => {
+                            if let Ok(d) = DeleteRangeRequest::decode(&message[..]) {
+                                cache.invalidate_range(&d.key, &d.range_end);
+                            }
                         }
+                        "/etcdserverpb.KV/Txn" => {
+                            if let Ok(t) = TxnRequest::decode(&message[..]) {
+                                invalidate_txn(&cache, &t);
+                            }
+                        }
+                        _ => {}
                     }
-                    _ => {}
-                }
-            }))
+                },
+            ))
         })
     }
 
@@ -193,7 +230,13 @@ impl Forwarder {
         shape: Shape,
     ) -> Result<http::Response<Body>, Failed> {
         let handed_over = Arc::new(Notify::new());
-        let upstream = upstream_request(parts, Body::new(OnceBody { data: Some(body), handed_over: handed_over.clone() }));
+        let upstream = upstream_request(
+            parts,
+            Body::new(OnceBody {
+                data: Some(body),
+                handed_over: handed_over.clone(),
+            }),
+        );
         let mut call = std::pin::pin!(backend.channel.clone().oneshot(upstream));
         let write_deadline = deadline(self.config.write_timeout);
         tokio::select! {
@@ -206,7 +249,8 @@ impl Forwarder {
                 return Err(Failed::BeforeSending(format!("write timeout ({:?})", self.config.write_timeout)));
             }
         }
-        let read_timeout = (shape == Shape::Unary && !self.config.read_timeout.is_zero()).then_some(self.config.read_timeout);
+        let read_timeout = (shape == Shape::Unary && !self.config.read_timeout.is_zero())
+            .then_some(self.config.read_timeout);
         let resp = match read_timeout {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,
@@ -245,9 +289,17 @@ fn grpc_ok(encoded: &[u8]) -> http::Response<Body> {
     framed.extend_from_slice(encoded);
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![Ok(Frame::data(Bytes::from(framed))), Ok(Frame::trailers(trailers))];
-    let mut resp = http::Response::new(Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames))));
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+        Ok(Frame::data(Bytes::from(framed))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut resp = http::Response::new(Body::new(http_body_util::StreamBody::new(
+        futures::stream::iter(frames),
+    )));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
     resp
 }
 
@@ -262,7 +314,12 @@ struct TeeBody<F: FnOnce(&[u8]) + Send + 'static> {
 
 impl<F: FnOnce(&[u8]) + Send + 'static> TeeBody<F> {
     fn new(inner: Body, limit: usize, done: F) -> Self {
-        TeeBody { inner, kept: Some(Vec::new()), limit: limit + 5, done: Some(done) }
+        TeeBody {
+            inner,
+            kept: Some(Vec::new()),
+            limit: limit + 5,
+            done: Some(done),
+        }
     }
 }
 
@@ -270,7 +327,10 @@ impl<F: FnOnce(&[u8]) + Send + Unpin + 'static> HttpBody for TeeBody<F> {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
         let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &frame {
@@ -285,7 +345,8 @@ impl<F: FnOnce(&[u8]) + Send + Unpin + 'static> HttpBody for TeeBody<F> {
                     }
                 } else if let Some(trailers) = f.trailers_ref() {
                     let ok = trailers.get("grpc-status").is_some_and(|v| v == "0");
-                    if let (true, Some(kept), Some(done)) = (ok, this.kept.take(), this.done.take()) {
+                    if let (true, Some(kept), Some(done)) = (ok, this.kept.take(), this.done.take())
+                    {
                         if let Some(message) = classify::message(&kept) {
                             done(message);
                         }
@@ -318,9 +379,15 @@ async fn sleep_until(at: Option<Instant>) {
 fn upstream_request(parts: &http::request::Parts, body: Body) -> http::Request<Body> {
     let mut req = http::Request::new(body);
     *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.path_and_query().map_or_else(|| http::Uri::from_static("/"), |pq| {
-        http::Uri::builder().path_and_query(pq.clone()).build().unwrap_or_else(|_| http::Uri::from_static("/"))
-    });
+    *req.uri_mut() = parts.uri.path_and_query().map_or_else(
+        || http::Uri::from_static("/"),
+        |pq| {
+            http::Uri::builder()
+                .path_and_query(pq.clone())
+                .build()
+                .unwrap_or_else(|_| http::Uri::from_static("/"))
+        },
+    );
     *req.version_mut() = http::Version::HTTP_2;
     for (name, value) in &parts.headers {
         if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
@@ -333,7 +400,10 @@ fn upstream_request(parts: &http::request::Parts, body: Body) -> http::Request<B
 /// A read-only proxy's answer to a call that would change state: UNIMPLEMENTED, the gRPC
 /// status for HTTP 501, which is what etcd's read-only v2 proxy answers writes with.
 fn refused(path: &str) -> http::Response<Body> {
-    Status::unimplemented(format!("ketch proxy is read-only: {path} changes state and is not forwarded")).into_http()
+    Status::unimplemented(format!(
+        "ketch proxy is read-only: {path} changes state and is not forwarded"
+    ))
+    .into_http()
 }
 
 fn no_endpoints() -> http::Response<Body> {
@@ -350,7 +420,10 @@ impl HttpBody for OnceBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.data.take() {
             Some(d) => {
                 self.handed_over.notify_one();
@@ -378,7 +451,11 @@ struct ReadTimeoutBody {
 
 impl ReadTimeoutBody {
     fn new(inner: Body, limit: std::time::Duration) -> Self {
-        ReadTimeoutBody { inner, limit, timer: Box::pin(tokio::time::sleep(limit)) }
+        ReadTimeoutBody {
+            inner,
+            limit,
+            timer: Box::pin(tokio::time::sleep(limit)),
+        }
     }
 }
 
@@ -386,7 +463,10 @@ impl HttpBody for ReadTimeoutBody {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
@@ -408,4 +488,3 @@ impl HttpBody for ReadTimeoutBody {
         self.inner.is_end_stream()
     }
 }
-

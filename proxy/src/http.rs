@@ -18,9 +18,9 @@ use hyper_util::rt::TokioExecutor;
 use tonic::body::Body;
 use tracing::debug;
 
+use crate::cache::RangeCache;
 use crate::config::{ProxyConfig, ProxyMode};
 use crate::director::Director;
-use crate::cache::RangeCache;
 use crate::lease::LeaseProxy;
 use crate::watch::WatchProxy;
 
@@ -50,14 +50,29 @@ pub struct HttpForwarder {
 }
 
 impl HttpForwarder {
-    pub fn new(director: Arc<Director>, config: ProxyConfig, watch: Arc<WatchProxy>, cache: Arc<RangeCache>, leases: Arc<LeaseProxy>) -> Self {
+    pub fn new(
+        director: Arc<Director>,
+        config: ProxyConfig,
+        watch: Arc<WatchProxy>,
+        cache: Arc<RangeCache>,
+        leases: Arc<LeaseProxy>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         if !config.dial_timeout.is_zero() {
             connector.set_connect_timeout(Some(config.dial_timeout));
         }
-        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build(connector);
-        HttpForwarder { director, config, watch, cache, leases, client }
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(128)
+            .build(connector);
+        HttpForwarder {
+            director,
+            config,
+            watch,
+            cache,
+            leases,
+            client,
+        }
     }
 
     pub async fn handle(&self, req: http::Request<Incoming>) -> http::Response<Body> {
@@ -71,7 +86,10 @@ impl HttpForwarder {
             return status_only(http::StatusCode::NOT_IMPLEMENTED);
         }
         let (parts, body) = req.into_parts();
-        let body = match http_body_util::Limited::new(body, self.config.max_request_bytes).collect().await {
+        let body = match http_body_util::Limited::new(body, self.config.max_request_bytes)
+            .collect()
+            .await
+        {
             Ok(b) => b.to_bytes(),
             Err(e) => {
                 return json_error(
@@ -82,7 +100,10 @@ impl HttpForwarder {
         };
         let order = self.director.pick(parts.uri.path().as_bytes());
         if order.is_empty() {
-            return json_error(http::StatusCode::SERVICE_UNAVAILABLE, "httpproxy: zero endpoints currently available");
+            return json_error(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "httpproxy: zero endpoints currently available",
+            );
         }
         let tried = order.len();
         for backend in order {
@@ -93,7 +114,12 @@ impl HttpForwarder {
                 *upstream.method_mut() = parts.method.clone();
                 *upstream.uri_mut() = parts.uri.path_and_query().map_or_else(
                     || http::Uri::from_static("/"),
-                    |pq| http::Uri::builder().path_and_query(pq.clone()).build().unwrap_or_else(|_| http::Uri::from_static("/")),
+                    |pq| {
+                        http::Uri::builder()
+                            .path_and_query(pq.clone())
+                            .build()
+                            .unwrap_or_else(|_| http::Uri::from_static("/"))
+                    },
                 );
                 *upstream.version_mut() = http::Version::HTTP_2;
                 for (name, value) in &parts.headers {
@@ -103,7 +129,10 @@ impl HttpForwarder {
                 }
                 let answer = tower::ServiceExt::oneshot(backend.channel.clone(), upstream);
                 let answer = match timeout_of(self.config.write_timeout, self.config.read_timeout) {
-                    Some(t) => tokio::time::timeout(t, answer).await.map_err(|_| format!("no answer within {t:?}")).and_then(|r| r.map_err(|e| e.to_string())),
+                    Some(t) => tokio::time::timeout(t, answer)
+                        .await
+                        .map_err(|_| format!("no answer within {t:?}"))
+                        .and_then(|r| r.map_err(|e| e.to_string())),
                     None => answer.await.map_err(|e| e.to_string()),
                 };
                 match answer {
@@ -115,9 +144,12 @@ impl HttpForwarder {
                     }
                 }
             }
-            let Ok(uri) = format!("{}{}", backend.url.trim_end_matches('/'), parts.uri.path_and_query().map_or("/", |p| p.as_str()))
-                .parse::<http::Uri>()
-            else {
+            let Ok(uri) = format!(
+                "{}{}",
+                backend.url.trim_end_matches('/'),
+                parts.uri.path_and_query().map_or("/", |p| p.as_str())
+            )
+            .parse::<http::Uri>() else {
                 continue;
             };
             let mut upstream = http::Request::new(Full::new(body.clone()));
@@ -176,11 +208,21 @@ impl HttpForwarder {
     fn local_endpoints(&self, method: &http::Method) -> http::Response<Body> {
         if method != http::Method::GET {
             let mut resp = status_only(http::StatusCode::METHOD_NOT_ALLOWED);
-            resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
+            resp.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
             return resp;
         }
-        let endpoints: Vec<String> = self.director.endpoints().into_iter().filter(|(_, up)| *up).map(|(u, _)| u).collect();
-        json(http::StatusCode::OK, &serde_json::json!({ "endpoints": endpoints }))
+        let endpoints: Vec<String> = self
+            .director
+            .endpoints()
+            .into_iter()
+            .filter(|(_, up)| *up)
+            .map(|(u, _)| u)
+            .collect();
+        json(
+            http::StatusCode::OK,
+            &serde_json::json!({ "endpoints": endpoints }),
+        )
     }
 }
 
@@ -199,7 +241,10 @@ fn status_only(status: http::StatusCode) -> http::Response<Body> {
 fn json(status: http::StatusCode, value: &serde_json::Value) -> http::Response<Body> {
     let mut resp = http::Response::new(Body::new(Full::new(Bytes::from(value.to_string()))));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 

@@ -35,18 +35,30 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(config: GatewayConfig) -> Result<Gateway, String> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen tcp {}: {e}", config.listen))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("listen tcp {}: {e}", config.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         for ep in &config.endpoints {
             // etcd refuses to proxy to itself: every connection would loop
             if let Ok(mut addrs) = tokio::net::lookup_host(ep).await {
                 if addrs.any(|a| a == addr) {
-                    return Err(format!("gateway endpoint {ep} is the gateway's own listen address {addr}"));
+                    return Err(format!(
+                        "gateway endpoint {ep} is the gateway's own listen address {addr}"
+                    ));
                 }
             }
         }
-        let remotes: Arc<Vec<Remote>> =
-            Arc::new(config.endpoints.iter().map(|e| Remote { addr: e.clone(), active: Mutex::new(true) }).collect());
+        let remotes: Arc<Vec<Remote>> = Arc::new(
+            config
+                .endpoints
+                .iter()
+                .map(|e| Remote {
+                    addr: e.clone(),
+                    active: Mutex::new(true),
+                })
+                .collect(),
+        );
         info!(target: "etcdmain", "ready to proxy client requests to {:?}", config.endpoints);
         let monitor = tokio::spawn(monitor(remotes.clone(), config.retry_delay));
         let task = tokio::spawn(async move {
@@ -113,7 +125,8 @@ async fn monitor(remotes: Arc<Vec<Remote>>, retry_delay: Duration) {
             if *r.active.lock().unwrap_or_else(|e| e.into_inner()) {
                 continue;
             }
-            if let Ok(Ok(_)) = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&r.addr)).await {
+            if let Ok(Ok(_)) = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&r.addr)).await
+            {
                 info!(target: "proxy/tcpproxy", "activated endpoint [{}]", r.addr);
                 *r.active.lock().unwrap_or_else(|e| e.into_inner()) = true;
             }
@@ -131,7 +144,9 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let t = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 tokio::spawn(async move {
                     let (mut r, mut w) = s.split();
                     let _ = tokio::io::copy(&mut r, &mut w).await;
@@ -143,7 +158,11 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_pass_through_and_a_dead_endpoint_is_skipped() {
-        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap(); // closed at once
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap(); // closed at once
         let (live, _server) = echo_server().await;
         let gw = Gateway::start(GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -156,7 +175,10 @@ mod tests {
             let mut c = TcpStream::connect(gw.addr).await.unwrap();
             c.write_all(b"ping").await.unwrap();
             let mut buf = [0u8; 4];
-            tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf)).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(&buf, b"ping");
         }
         gw.stop().await;
@@ -167,10 +189,14 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        let err = Gateway::start(GatewayConfig { listen: addr, endpoints: vec![addr.to_string()], retry_delay: Duration::from_secs(60) })
-            .await
-            .err()
-            .unwrap();
+        let err = Gateway::start(GatewayConfig {
+            listen: addr,
+            endpoints: vec![addr.to_string()],
+            retry_delay: Duration::from_secs(60),
+        })
+        .await
+        .err()
+        .unwrap();
         assert!(err.contains("own listen address"), "{err}");
     }
 }

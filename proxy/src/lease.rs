@@ -16,8 +16,9 @@ use std::time::Duration;
 use ketch_api::etcdserverpb::lease_client::LeaseClient;
 use ketch_api::etcdserverpb::lease_server::Lease;
 use ketch_api::etcdserverpb::{
-    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
-    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -73,14 +74,26 @@ impl LeaseProxy {
             }
         }
         let (tx, rx) = mpsc::channel(UPSTREAM_QUEUE);
-        let up = Arc::new(Upstream { requests: tx, waiting: Arc::new(Mutex::new(HashMap::new())) });
-        tokio::spawn(run_upstream(self.director.clone(), token.clone(), rx, up.waiting.clone()));
+        let up = Arc::new(Upstream {
+            requests: tx,
+            waiting: Arc::new(Mutex::new(HashMap::new())),
+        });
+        tokio::spawn(run_upstream(
+            self.director.clone(),
+            token.clone(),
+            rx,
+            up.waiting.clone(),
+        ));
         all.insert(token, up.clone());
         up
     }
 
     /// One renewal of `id`, shared with any already on its way.
-    async fn renew(self: &Arc<Self>, id: i64, metadata: &MetadataMap) -> Result<LeaseKeepAliveResponse, Status> {
+    async fn renew(
+        self: &Arc<Self>,
+        id: i64,
+        metadata: &MetadataMap,
+    ) -> Result<LeaseKeepAliveResponse, Status> {
         let up = self.upstream(metadata);
         let (tx, rx) = oneshot::channel();
         let send = {
@@ -94,11 +107,15 @@ impl LeaseProxy {
             self.upstream_renewals.fetch_add(1, Ordering::Relaxed);
         }
         if send && up.requests.send(id).await.is_err() {
-            return Err(Status::unavailable("ketch proxy: lease keep-alive stream closed"));
+            return Err(Status::unavailable(
+                "ketch proxy: lease keep-alive stream closed",
+            ));
         }
         match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
             Ok(Ok(answer)) => answer,
-            _ => Err(Status::unavailable("ketch proxy: no keep-alive answer from the cluster")),
+            _ => Err(Status::unavailable(
+                "ketch proxy: no keep-alive answer from the cluster",
+            )),
         }
     }
 }
@@ -121,7 +138,12 @@ async fn run_upstream(
         };
         let (tx, rx) = mpsc::channel::<LeaseKeepAliveRequest>(UPSTREAM_QUEUE);
         // renewals that were waiting when the last stream broke go out first
-        let pending: Vec<i64> = waiting.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+        let pending: Vec<i64> = waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
         for id in pending {
             let _ = tx.try_send(LeaseKeepAliveRequest { id });
         }
@@ -139,7 +161,10 @@ async fn run_upstream(
             }
             None => {}
         }
-        let mut stream = match LeaseClient::new(backend.channel.clone()).lease_keep_alive(request).await {
+        let mut stream = match LeaseClient::new(backend.channel.clone())
+            .lease_keep_alive(request)
+            .await
+        {
             Ok(s) => s.into_inner(),
             Err(e) => {
                 debug!(target: "proxy", "upstream keep-alive stream on {} failed: {e}", backend.url);
@@ -203,27 +228,68 @@ fn forwarded<T>(metadata: &MetadataMap, message: T) -> Request<T> {
 impl Lease for LeaseService {
     // The proxy routes only LeaseKeepAlive here (the byte forwarder passes the unary calls,
     // with its retries and timeouts); these forward too, should the service be used alone.
-    async fn lease_grant(&self, r: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
-        let backend = self.leases.director.pick(b"").into_iter().next().ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone()).lease_grant(forwarded(r.metadata(), *r.get_ref())).await
+    async fn lease_grant(
+        &self,
+        r: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let backend = self
+            .leases
+            .director
+            .pick(b"")
+            .into_iter()
+            .next()
+            .ok_or_else(no_endpoints)?;
+        LeaseClient::new(backend.channel.clone())
+            .lease_grant(forwarded(r.metadata(), *r.get_ref()))
+            .await
     }
 
-    async fn lease_revoke(&self, r: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let backend = self.leases.director.pick(b"").into_iter().next().ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone()).lease_revoke(forwarded(r.metadata(), *r.get_ref())).await
+    async fn lease_revoke(
+        &self,
+        r: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let backend = self
+            .leases
+            .director
+            .pick(b"")
+            .into_iter()
+            .next()
+            .ok_or_else(no_endpoints)?;
+        LeaseClient::new(backend.channel.clone())
+            .lease_revoke(forwarded(r.metadata(), *r.get_ref()))
+            .await
     }
 
     async fn lease_time_to_live(
         &self,
         r: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let backend = self.leases.director.pick(b"").into_iter().next().ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone()).lease_time_to_live(forwarded(r.metadata(), *r.get_ref())).await
+        let backend = self
+            .leases
+            .director
+            .pick(b"")
+            .into_iter()
+            .next()
+            .ok_or_else(no_endpoints)?;
+        LeaseClient::new(backend.channel.clone())
+            .lease_time_to_live(forwarded(r.metadata(), *r.get_ref()))
+            .await
     }
 
-    async fn lease_leases(&self, r: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let backend = self.leases.director.pick(b"").into_iter().next().ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone()).lease_leases(forwarded(r.metadata(), *r.get_ref())).await
+    async fn lease_leases(
+        &self,
+        r: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let backend = self
+            .leases
+            .director
+            .pick(b"")
+            .into_iter()
+            .next()
+            .ok_or_else(no_endpoints)?;
+        LeaseClient::new(backend.channel.clone())
+            .lease_leases(forwarded(r.metadata(), *r.get_ref()))
+            .await
     }
 
     type LeaseKeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;

@@ -31,10 +31,10 @@ use tokio_stream::StreamExt as _;
 use tracing::{info, warn};
 
 pub use config::{ProxyConfig, ProxyMode};
-pub use ketch_gateway::tls::PROXIED_IDENTITY;
 use director::Director;
 use forward::Forwarder;
 use http::HttpForwarder;
+pub use ketch_gateway::tls::PROXIED_IDENTITY;
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,10 @@ pub enum ProxyError {
     #[error("{0}")]
     Config(String),
     #[error("listen tcp {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running proxy.
@@ -73,8 +76,18 @@ impl Proxy {
         let cache = cache::RangeCache::new(config.cache_bytes);
         let leases = lease::LeaseProxy::new(director.clone());
         let routes = Arc::new(Routes {
-            grpc: Forwarder { director: director.clone(), config: config.clone(), cache: cache.clone() },
-            http: HttpForwarder::new(director.clone(), config.clone(), watch.clone(), cache.clone(), leases.clone()),
+            grpc: Forwarder {
+                director: director.clone(),
+                config: config.clone(),
+                cache: cache.clone(),
+            },
+            http: HttpForwarder::new(
+                director.clone(),
+                config.clone(),
+                watch.clone(),
+                cache.clone(),
+                leases.clone(),
+            ),
             watch,
             leases,
             mode: config.mode,
@@ -88,13 +101,25 @@ impl Proxy {
                     "cannot listen on TLS: --cert-file and --key-file are not given".into(),
                 ));
             }
-            let server = config.client_tls.server_config().map_err(|e| ProxyError::Config(e.to_string()))?;
-            Some(ListenerTls { config: server, check_client_san: false, log_target: "embed" })
+            let server = config
+                .client_tls
+                .server_config()
+                .map_err(|e| ProxyError::Config(e.to_string()))?;
+            Some(ListenerTls {
+                config: server,
+                check_client_san: false,
+                log_target: "embed",
+            })
         } else {
             None
         };
         for (addr, https) in &config.listen {
-            let listener = TcpListener::bind(addr).await.map_err(|source| ProxyError::Listen { addr: *addr, source })?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ProxyError::Listen {
+                    addr: *addr,
+                    source,
+                })?;
             let local = listener.local_addr().unwrap_or(*addr);
             let scheme = if *https { "https" } else { "http" };
             info!(target: "etcdmain", "proxy: listening for client requests on {scheme}://{local}");
@@ -106,7 +131,12 @@ impl Proxy {
             tasks.spawn(cache.run_invalidation(director.clone(), stop_rx.clone()));
         }
         tasks.spawn(director.clone().run(stop_rx));
-        Ok(Proxy { addrs, director, stop, tasks })
+        Ok(Proxy {
+            addrs,
+            director,
+            stop,
+            tasks,
+        })
     }
 
     /// The bound client addresses (useful with port 0).
@@ -173,14 +203,20 @@ async fn serve(
                         routes.http.handle(req).await
                     } else if req.uri().path() == "/etcdserverpb.Watch/Watch" {
                         // watches are served here, coalesced (see `watch`)
-                        let mut svc = WatchServer::from_arc(Arc::new(watch::WatchService(routes.watch.clone())));
+                        let mut svc = WatchServer::from_arc(Arc::new(watch::WatchService(
+                            routes.watch.clone(),
+                        )));
                         match tower::Service::call(&mut svc, req).await {
                             Ok(resp) => resp,
                             Err(never) => match never {},
                         }
-                    } else if req.uri().path() == "/etcdserverpb.Lease/LeaseKeepAlive" && routes.mode == ProxyMode::On {
+                    } else if req.uri().path() == "/etcdserverpb.Lease/LeaseKeepAlive"
+                        && routes.mode == ProxyMode::On
+                    {
                         // keep-alives are served here, coalesced (see `lease`)
-                        let service = lease::LeaseService { leases: routes.leases.clone() };
+                        let service = lease::LeaseService {
+                            leases: routes.leases.clone(),
+                        };
                         let mut svc = LeaseServer::new(service);
                         match tower::Service::call(&mut svc, req).await {
                             Ok(resp) => resp,
@@ -193,7 +229,10 @@ async fn serve(
                 }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(target: "proxy", "client connection ended: {e}");
             }
         });

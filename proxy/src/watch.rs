@@ -84,7 +84,13 @@ impl WatchProxy {
     }
 
     /// Adds a client watcher: to a broadcast that can serve it, else to a new one.
-    fn join(self: &Arc<Self>, key: RangeKey, start_rev: i64, mut receiver: Receiver, metadata: &MetadataMap) -> Arc<Broadcast> {
+    fn join(
+        self: &Arc<Self>,
+        key: RangeKey,
+        start_rev: i64,
+        mut receiver: Receiver,
+        metadata: &MetadataMap,
+    ) -> Arc<Broadcast> {
         let mut all = self.broadcasts.lock().unwrap_or_else(|e| e.into_inner());
         let candidates = all.entry(key.clone()).or_default();
         for b in candidates.iter() {
@@ -165,7 +171,8 @@ impl WatchProxy {
         let mut all = self.broadcasts.lock().unwrap_or_else(|e| e.into_inner());
         let mut st = b.lock();
         let before = st.receivers.len();
-        st.receivers.retain(|r| !(r.stream == stream && r.watch_id == watch_id));
+        st.receivers
+            .retain(|r| !(r.stream == stream && r.watch_id == watch_id));
         if st.receivers.len() < before {
             self.client_watches.fetch_sub(1, Ordering::Relaxed);
         }
@@ -208,7 +215,11 @@ struct Receiver {
 impl Receiver {
     /// Queues a response; false when the client is gone or too slow (then it is dropped).
     fn send(&self, resp: WatchResponse) -> bool {
-        let parts = if self.fragment { fragments(resp, self.max_response_bytes) } else { vec![resp] };
+        let parts = if self.fragment {
+            fragments(resp, self.max_response_bytes)
+        } else {
+            vec![resp]
+        };
         for part in parts {
             match self.out.try_send(Ok(part)) {
                 Ok(()) => {}
@@ -227,7 +238,10 @@ impl Receiver {
         let events: Vec<_> = resp
             .events
             .iter()
-            .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= self.next_rev))
+            .filter(|e| {
+                e.kv.as_ref()
+                    .is_some_and(|kv| kv.mod_revision >= self.next_rev)
+            })
             .filter(|e| {
                 let put = e.r#type == EventType::Put as i32;
                 !(put && self.no_put || !put && self.no_delete)
@@ -243,7 +257,12 @@ impl Receiver {
         if events.is_empty() {
             return None;
         }
-        Some(WatchResponse { header: resp.header, watch_id: self.watch_id, events, ..Default::default() })
+        Some(WatchResponse {
+            header: resp.header,
+            watch_id: self.watch_id,
+            events,
+            ..Default::default()
+        })
     }
 }
 
@@ -266,18 +285,34 @@ pub struct Broadcast {
     state: Mutex<BroadcastState>,
     /// Told when the last receiver left.
     retire: Notify,
-    metadata: Vec<(&'static str, tonic::metadata::MetadataValue<tonic::metadata::Ascii>)>,
+    metadata: Vec<(
+        &'static str,
+        tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    )>,
 }
 
 /// Who is asking, for sharing upstream watches: the auth token, else the client certificate's
 /// name the proxy passes on.
 pub(crate) fn caller(metadata: &MetadataMap) -> Option<String> {
-    let get = |k: &str| metadata.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let get = |k: &str| {
+        metadata
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     get("token").or_else(|| get(crate::PROXIED_IDENTITY).map(|cn| format!("cn:{cn}")))
 }
 
-fn forwarded(metadata: &MetadataMap) -> Vec<(&'static str, tonic::metadata::MetadataValue<tonic::metadata::Ascii>)> {
-    FORWARDED_METADATA.iter().filter_map(|k| metadata.get(*k).map(|v| (*k, v.clone()))).collect()
+fn forwarded(
+    metadata: &MetadataMap,
+) -> Vec<(
+    &'static str,
+    tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+)> {
+    FORWARDED_METADATA
+        .iter()
+        .filter_map(|k| metadata.get(*k).map(|v| (*k, v.clone())))
+        .collect()
 }
 
 /// The Created response for a watcher joining a started broadcast. Its revision is what a
@@ -288,7 +323,12 @@ fn created_response(st: &BroadcastState, watch_id: i64, historical: bool) -> Wat
     if !historical {
         header.revision = (st.next_rev - 1).max(0);
     }
-    WatchResponse { header: Some(header), watch_id, created: true, ..Default::default() }
+    WatchResponse {
+        header: Some(header),
+        watch_id,
+        created: true,
+        ..Default::default()
+    }
 }
 
 impl Broadcast {
@@ -299,7 +339,9 @@ impl Broadcast {
     /// Keeps one upstream watch open (reopening it where it left off) until the last receiver
     /// leaves or the member ends the watch (compaction, refusal).
     async fn run_upstream(self: Arc<Self>) {
-        let Some(proxy) = self.proxy.upgrade() else { return };
+        let Some(proxy) = self.proxy.upgrade() else {
+            return;
+        };
         proxy.upstream_watches.fetch_add(1, Ordering::Relaxed);
         drop(proxy);
         loop {
@@ -325,14 +367,20 @@ impl Broadcast {
 
     /// One upstream stream; true when the broadcast is over, false to open it again.
     async fn upstream_once(&self) -> bool {
-        let Some(proxy) = self.proxy.upgrade() else { return true };
+        let Some(proxy) = self.proxy.upgrade() else {
+            return true;
+        };
         let Some(backend) = proxy.director.pick(&self.key.key).into_iter().next() else {
             return false;
         };
         drop(proxy);
         let start = {
             let st = self.lock();
-            if st.created { st.next_rev } else { st.start_rev }
+            if st.created {
+                st.next_rev
+            } else {
+                st.start_rev
+            }
         };
         let create = WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
@@ -351,7 +399,8 @@ impl Broadcast {
         for (k, v) in &self.metadata {
             request.metadata_mut().insert(*k, v.clone());
         }
-        let mut client = WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
+        let mut client =
+            WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
         let mut stream = match client.watch(request).await {
             Ok(s) => s.into_inner(),
             Err(e) => {
@@ -385,7 +434,11 @@ impl Broadcast {
             if !st.created {
                 st.created = true;
                 let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-                st.next_rev = if st.start_rev > 0 { st.start_rev } else { rev + 1 };
+                st.next_rev = if st.start_rev > 0 {
+                    st.start_rev
+                } else {
+                    rev + 1
+                };
                 st.header = resp.header;
                 let next_rev = st.next_rev;
                 for i in 0..st.receivers.len() {
@@ -434,12 +487,21 @@ impl Broadcast {
         if resp.header.is_some() {
             st.header = resp.header;
         }
-        let last = resp.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision).max();
+        let last = resp
+            .events
+            .iter()
+            .filter_map(|e| e.kv.as_ref())
+            .map(|kv| kv.mod_revision)
+            .max();
         let progress = resp.events.is_empty();
         let mut dropped = Vec::new();
         for (i, r) in st.receivers.iter_mut().enumerate() {
             let out = if progress {
-                r.progress_notify.then(|| WatchResponse { header: resp.header, watch_id: r.watch_id, ..Default::default() })
+                r.progress_notify.then(|| WatchResponse {
+                    header: resp.header,
+                    watch_id: r.watch_id,
+                    ..Default::default()
+                })
             } else {
                 r.events_of(&resp)
             };
@@ -481,13 +543,27 @@ pub struct WatchService(pub Arc<WatchProxy>);
 impl Watch for WatchService {
     type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
 
-    async fn watch(&self, req: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let metadata = req.metadata().clone();
         let inbound = req.into_inner();
         let (out, rx) = mpsc::channel(CLIENT_QUEUE);
         let proxy = self.0.clone();
         let stream = proxy.next_stream.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(ClientStream { proxy, stream, out, overflow: Arc::new(Notify::new()), watches: HashMap::new(), next_id: 0, metadata }.run(inbound));
+        tokio::spawn(
+            ClientStream {
+                proxy,
+                stream,
+                out,
+                overflow: Arc::new(Notify::new()),
+                watches: HashMap::new(),
+                next_id: 0,
+                metadata,
+            }
+            .run(inbound),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -550,7 +626,14 @@ impl ClientStream {
                 if let Some(b) = self.watches.remove(&c.watch_id) {
                     let header = b.lock().header;
                     self.proxy.leave(&b, self.stream, c.watch_id);
-                    return self.send(WatchResponse { header, watch_id: c.watch_id, canceled: true, ..Default::default() }).await;
+                    return self
+                        .send(WatchResponse {
+                            header,
+                            watch_id: c.watch_id,
+                            canceled: true,
+                            ..Default::default()
+                        })
+                        .await;
                 }
                 true
             }
@@ -568,7 +651,12 @@ impl ClientStream {
                         }
                     }
                 }
-                self.send(WatchResponse { header, watch_id: INVALID_WATCH_ID, ..Default::default() }).await
+                self.send(WatchResponse {
+                    header,
+                    watch_id: INVALID_WATCH_ID,
+                    ..Default::default()
+                })
+                .await
             }
             None => true,
         }
@@ -584,7 +672,8 @@ impl ClientStream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
-        let empty_range = !c.range_end.is_empty() && c.range_end.as_ref() != b"\0" && c.range_end <= c.key;
+        let empty_range =
+            !c.range_end.is_empty() && c.range_end.as_ref() != b"\0" && c.range_end <= c.key;
         if empty_range {
             return self.send(refuse(EMPTY_RANGE)).await;
         }
@@ -601,7 +690,11 @@ impl ClientStream {
         };
         let (created_tx, created_rx) = tokio::sync::oneshot::channel();
         let token = caller(&self.metadata);
-        let key = RangeKey { key: c.key.clone(), range_end: c.range_end.clone(), token };
+        let key = RangeKey {
+            key: c.key.clone(),
+            range_end: c.range_end.clone(),
+            token,
+        };
         let receiver = Receiver {
             stream: self.stream,
             watch_id: id,
@@ -617,7 +710,9 @@ impl ClientStream {
             created: Some(created_tx),
             max_response_bytes: self.proxy.max_response_bytes,
         };
-        let b = self.proxy.join(key, c.start_revision, receiver, &self.metadata);
+        let b = self
+            .proxy
+            .join(key, c.start_revision, receiver, &self.metadata);
         self.watches.insert(id, b);
         tokio::select! {
             _ = created_rx => true,

@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use ketch_tests::{compare, compare_scenario, ctl, txn_input, BackgroundCtl, CtlOutput, Kind, Server, Step, TestCerts};
+use ketch_tests::{
+    compare, compare_scenario, ctl, txn_input, BackgroundCtl, CtlOutput, Kind, Server, Step,
+    TestCerts,
+};
 
 const ROOT: &str = "--user=root:rootpw";
 const WAIT: Duration = Duration::from_secs(20);
@@ -32,8 +35,12 @@ fn formats(args: &[&str]) -> Vec<Step> {
 #[test]
 fn user_and_role_commands_print_as_etcd_in_every_format_and_refuse_as_etcd() {
     let mut steps = vec![
-        ctl(["user", "add", "alice:apw"]).ok().stdout("User alice created\n"),
-        ctl(["user", "add", "bob", "--interactive=false"]).stdin("bpw\n").ok(),
+        ctl(["user", "add", "alice:apw"])
+            .ok()
+            .stdout("User alice created\n"),
+        ctl(["user", "add", "bob", "--interactive=false"])
+            .stdin("bpw\n")
+            .ok(),
         ctl(["user", "add", "alice:x"]).fails_with("etcdserver: user name already exists"),
         ctl(["user", "get", "nobody"]).fails_with("etcdserver: user name not found"),
         ctl(["role", "add", "r1"]).ok().stdout("Role r1 created\n"),
@@ -46,7 +53,8 @@ fn user_and_role_commands_print_as_etcd_in_every_format_and_refuse_as_etcd() {
         ctl(["role", "grant-permission", "r1", "read", "f", "--from-key"]).ok(),
         // the same key and range again: the type is updated in place
         ctl(["role", "grant-permission", "r1", "readwrite", "k"]).ok(),
-        ctl(["role", "grant-permission", "nope", "read", "k"]).fails_with("etcdserver: role name not found"),
+        ctl(["role", "grant-permission", "nope", "read", "k"])
+            .fails_with("etcdserver: role name not found"),
         ctl(["user", "grant-role", "alice", "r1"]).ok(),
         ctl(["user", "grant-role", "alice", "r2"]).ok(),
         ctl(["user", "grant-role", "alice", "r1"]).ok(),
@@ -60,16 +68,21 @@ fn user_and_role_commands_print_as_etcd_in_every_format_and_refuse_as_etcd() {
     steps.extend(formats(&["role", "get", "r1"]));
     steps.extend(formats(&["role", "get", "r2"]));
     steps.extend([
-        ctl(["user", "revoke-role", "alice", "nope"]).fails_with("etcdserver: role is not granted to the user"),
+        ctl(["user", "revoke-role", "alice", "nope"])
+            .fails_with("etcdserver: role is not granted to the user"),
         ctl(["user", "revoke-role", "nobody", "r1"]).fails_with("etcdserver: user name not found"),
         ctl(["role", "revoke-permission", "r1", "k"]).ok(),
-        ctl(["role", "revoke-permission", "r1", "k"]).fails_with("etcdserver: permission is not granted to the role"),
+        ctl(["role", "revoke-permission", "r1", "k"])
+            .fails_with("etcdserver: permission is not granted to the role"),
         ctl(["role", "revoke-permission", "r1", "p/", "--prefix"]).ok(),
-        ctl(["role", "revoke-permission", "nope", "k"]).fails_with("etcdserver: role name not found"),
+        ctl(["role", "revoke-permission", "nope", "k"])
+            .fails_with("etcdserver: role name not found"),
         ctl(["role", "get", "r1", "-w", "json"]).ok(),
         ctl(["user", "revoke-role", "alice", "r1"]).ok(),
         ctl(["user", "get", "alice"]).ok(),
-        ctl(["user", "passwd", "alice", "--interactive=false"]).stdin("new\n").ok(),
+        ctl(["user", "passwd", "alice", "--interactive=false"])
+            .stdin("new\n")
+            .ok(),
         // deleting a role takes it from its users
         ctl(["role", "delete", "r2"]).ok(),
         ctl(["user", "get", "alice", "-w", "json"]).ok(),
@@ -89,27 +102,38 @@ fn auth_enable_and_disable_refuse_as_etcd() {
         ctl(["user", "add", "root:rootpw"]).ok(),
         ctl(["user", "add", "alice:apw"]).ok(),
         // etcdctl grants root the root role itself when the server asks for it
-        ctl(["auth", "enable"]).ok().stdout("Authentication Enabled\n"),
+        ctl(["auth", "enable"])
+            .ok()
+            .stdout("Authentication Enabled\n"),
         ctl(["user", "get", "root"]).fails_with("etcdserver: user name is empty"),
-        ctl([ROOT, "user", "get", "root"]).ok().stdout("User: root\nRoles: root\n"),
+        ctl([ROOT, "user", "get", "root"])
+            .ok()
+            .stdout("User: root\nRoles: root\n"),
         ctl([ROOT, "auth", "enable"]).ok(),
         ctl(["auth", "enable"]).fails_with("etcdserver: user name is empty"),
         ctl(["--user=alice:apw", "auth", "disable"]).fails_with("etcdserver: permission denied"),
         ctl(["--user=alice:apw", "user", "list"]).fails_with("etcdserver: permission denied"),
         ctl(["--user=alice:apw", "role", "list"]).fails_with("etcdserver: permission denied"),
-        ctl(["--user=alice:apw", "user", "add", "eve:x"]).fails_with("etcdserver: permission denied"),
+        ctl(["--user=alice:apw", "user", "add", "eve:x"])
+            .fails_with("etcdserver: permission denied"),
         // a user may read itself
         ctl(["--user=alice:apw", "user", "get", "alice"]).ok(),
-        ctl(["--user=alice:apw", "user", "get", "root"]).fails_with("etcdserver: permission denied"),
+        ctl(["--user=alice:apw", "user", "get", "root"])
+            .fails_with("etcdserver: permission denied"),
         ctl([ROOT, "user", "delete", "root"]).fails_with("etcdserver: invalid auth management"),
         ctl([ROOT, "role", "delete", "root"]).fails_with("etcdserver: invalid auth management"),
-        ctl([ROOT, "user", "revoke-role", "root", "root"]).fails_with("etcdserver: invalid auth management"),
-        ctl(["--user=root:wrong", "get", "a"]).fails_with("etcdserver: authentication failed, invalid user ID or password"),
-        ctl(["--user=nobody:x", "get", "a"]).fails_with("etcdserver: authentication failed, invalid user ID or password"),
+        ctl([ROOT, "user", "revoke-role", "root", "root"])
+            .fails_with("etcdserver: invalid auth management"),
+        ctl(["--user=root:wrong", "get", "a"])
+            .fails_with("etcdserver: authentication failed, invalid user ID or password"),
+        ctl(["--user=nobody:x", "get", "a"])
+            .fails_with("etcdserver: authentication failed, invalid user ID or password"),
         ctl(["put", "a", "1"]).fails_with("etcdserver: user name is empty"),
         ctl([ROOT, "put", "a", "1"]).ok(),
         ctl(["auth", "disable"]).fails_with("etcdserver: user name is empty"),
-        ctl([ROOT, "auth", "disable"]).ok().stdout("Authentication Disabled\n"),
+        ctl([ROOT, "auth", "disable"])
+            .ok()
+            .stdout("Authentication Disabled\n"),
         ctl(["auth", "disable"]).ok(),
         // with auth disabled, etcdctl goes on without a token
         ctl(["--user=root:wrong", "get", "a"]).ok(),
@@ -128,9 +152,13 @@ fn user_flag_takes_the_password_from_stdin_when_not_given() {
         ctl(["auth", "enable"]).ok(),
         ctl(["--user=root", "put", "a", "1"]).stdin("rootpw\n").ok(),
         ctl(["--user=root", "get", "a"]).stdin("rootpw\n").ok(),
-        ctl(["--user=root", "get", "a"]).stdin("bad\n").fails_with("authentication failed"),
+        ctl(["--user=root", "get", "a"])
+            .stdin("bad\n")
+            .fails_with("authentication failed"),
         // a password change makes the old one fail
-        ctl([ROOT, "user", "passwd", "root", "--interactive=false"]).stdin("newpw\n").ok(),
+        ctl([ROOT, "user", "passwd", "root", "--interactive=false"])
+            .stdin("newpw\n")
+            .ok(),
         ctl([ROOT, "get", "a"]).fails_with("authentication failed"),
         ctl(["--user=root:newpw", "get", "a", "-w", "json"]).ok(),
     ]);
@@ -141,7 +169,11 @@ fn matrix_setup(ctl: &ketch_tests::Etcdctl) -> Vec<CtlOutput> {
     let mut out = Vec::new();
     let mut run = |args: &[&str]| out.push(ctl.run(args));
     run(&["user", "add", "root:rootpw"]);
-    for (user, role, perm) in [("ro", "r-read", "read"), ("wo", "r-write", "write"), ("rw", "r-rw", "readwrite")] {
+    for (user, role, perm) in [
+        ("ro", "r-read", "read"),
+        ("wo", "r-write", "write"),
+        ("rw", "r-rw", "readwrite"),
+    ] {
         run(&["user", "add", &format!("{user}:pw")]);
         run(&["role", "add", role]);
         run(&["role", "grant-permission", role, perm, "k"]);
@@ -160,11 +192,18 @@ fn matrix_setup(ctl: &ketch_tests::Etcdctl) -> Vec<CtlOutput> {
 /// The lease id etcdctl printed on `lease grant`, which differs between servers.
 fn lease_id(out: &CtlOutput) -> String {
     let text = out.stdout_str();
-    text.split_whitespace().nth(1).unwrap_or_else(|| panic!("no lease id in {text:?}")).to_string()
+    text.split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no lease id in {text:?}"))
+        .to_string()
 }
 
 fn hide(mut out: CtlOutput, id: &str) -> CtlOutput {
-    let swap = |b: &[u8]| String::from_utf8_lossy(b).replace(id, "<lease>").into_bytes();
+    let swap = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .replace(id, "<lease>")
+            .into_bytes()
+    };
     out.stdout = swap(&out.stdout);
     out.stderr = swap(&out.stderr);
     out.args = out.args.iter().map(|a| a.replace(id, "<lease>")).collect();
@@ -195,7 +234,10 @@ fn permission_matrix_per_request_type_matches_etcd() {
             runs.push(ctl.run(&[u, "del", "k"]));
             runs.push(ctl.run(&[ROOT, "put", "k", "v1"]));
             // watch: refused as a canceled watch; allowed, it sees the key's history
-            let mut watch_args = s.client_tls().map(|t| t.etcdctl_flags()).unwrap_or_default();
+            let mut watch_args = s
+                .client_tls()
+                .map(|t| t.etcdctl_flags())
+                .unwrap_or_default();
             watch_args.extend([u, "watch", "k", "--rev=1"].map(String::from));
             let watch = BackgroundCtl::spawn(&s.client_url(), &watch_args, &[]);
             if reads {
@@ -207,8 +249,14 @@ fn permission_matrix_per_request_type_matches_etcd() {
             // lease revoke needs write on every key attached
             let granted = ctl.run(&[ROOT, "lease", "grant", "600"]);
             let id = lease_id(&granted);
-            runs.push(hide(ctl.run(&[ROOT, "put", "leased", "x", &format!("--lease={id}")]), &id));
-            runs.push(hide(ctl.run(&[ROOT, "put", "k", "v1", &format!("--lease={id}")]), &id));
+            runs.push(hide(
+                ctl.run(&[ROOT, "put", "leased", "x", &format!("--lease={id}")]),
+                &id,
+            ));
+            runs.push(hide(
+                ctl.run(&[ROOT, "put", "k", "v1", &format!("--lease={id}")]),
+                &id,
+            ));
             runs.push(hide(ctl.run(&[u, "lease", "revoke", &id]), &id));
             runs.push(hide(ctl.run(&[ROOT, "lease", "revoke", &id]), &id));
             runs.push(ctl.run(&[ROOT, "put", "k", "v1"]));
@@ -292,14 +340,24 @@ fn jwt_tokens_authenticate_like_simple_ones() {
         return;
     }
     let s = Server::builder(Kind::Ketch)
-        .arg(format!("--auth-token=jwt,priv-key={},sign-method=RS256,ttl=10m", key.display()))
+        .arg(format!(
+            "--auth-token=jwt,priv-key={},sign-method=RS256,ttl=10m",
+            key.display()
+        ))
         .start();
     let ctl = s.etcdctl();
     ctl.run(&["user", "add", "root:rootpw"]).assert_success();
     ctl.run(&["auth", "enable"]).assert_success();
-    ctl.run(&["--user", "root:rootpw", "put", "a", "1"]).assert_success();
+    ctl.run(&["--user", "root:rootpw", "put", "a", "1"])
+        .assert_success();
     let got = ctl.run(&["--user", "root:rootpw", "get", "a", "--print-value-only"]);
     assert_eq!(got.stdout_str(), "1\n", "{}", got.transcript());
-    assert!(ctl.run(&["--user", "root:bad", "get", "a"]).stderr_str().contains("authentication failed"));
-    assert!(ctl.run(&["get", "a"]).stderr_str().contains("user name is empty"));
+    assert!(ctl
+        .run(&["--user", "root:bad", "get", "a"])
+        .stderr_str()
+        .contains("authentication failed"));
+    assert!(ctl
+        .run(&["get", "a"])
+        .stderr_str()
+        .contains("user name is empty"));
 }

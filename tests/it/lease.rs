@@ -34,8 +34,13 @@ const REMAINING: &str = "-42";
 /// `-42` once it is checked to be within `slack` seconds below `ttl` (a -1 for a lease
 /// that does not exist stays).
 fn hide_lease(mut out: CtlOutput, id: &str, ttl: i64, slack: i64) -> CtlOutput {
-    let dec = i64::from_str_radix(id, 16).expect("hex lease id").to_string();
-    let mut text = out.stdout_str().replace(id, "<lease>").replace(&dec, LEASE_DEC);
+    let dec = i64::from_str_radix(id, 16)
+        .expect("hex lease id")
+        .to_string();
+    let mut text = out
+        .stdout_str()
+        .replace(id, "<lease>")
+        .replace(&dec, LEASE_DEC);
     for (open, close) in [("remaining(", "s)"), ("\"ttl\":", ",")] {
         if let Some(start) = text.find(open).map(|i| i + open.len()) {
             if let Some(len) = text[start..].find(close) {
@@ -55,14 +60,20 @@ fn hide_lease(mut out: CtlOutput, id: &str, ttl: i64, slack: i64) -> CtlOutput {
     for a in &mut out.args {
         *a = a.replace(id, "<lease>");
     }
-    out.stderr = String::from_utf8_lossy(&out.stderr).replace(id, "<lease>").replace(&dec, LEASE_DEC).into_bytes();
+    out.stderr = String::from_utf8_lossy(&out.stderr)
+        .replace(id, "<lease>")
+        .replace(&dec, LEASE_DEC)
+        .into_bytes();
     out
 }
 
 fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -137,12 +148,28 @@ fn an_expired_lease_deletes_its_keys_in_one_revision_and_watchers_see_it() {
             ctl.run(&["put", &lease_flag, k, "v"]).assert_success();
         }
         ctl.run(&["put", "kept", "no lease"]).assert_success();
-        let before = ctl.run(&["get", "kept", "-w", "json"]).json()["header"]["revision"].as_i64().unwrap();
-        let w = BackgroundCtl::spawn(&s.endpoint(), &["watch", "--prefix", "", &format!("--rev={}", before + 1)], &[]);
-        wait_until(Duration::from_secs(15), "the lease to expire", || value(s, "a").is_empty());
-        w.wait_stdout(Duration::from_secs(10), |o| o.matches("DELETE").count() == 3);
-        let after = ctl.run(&["get", "kept", "-w", "json"]).json()["header"]["revision"].as_i64().unwrap();
-        assert_eq!(after, before + 1, "the expiry deleted all three keys in one revision");
+        let before = ctl.run(&["get", "kept", "-w", "json"]).json()["header"]["revision"]
+            .as_i64()
+            .unwrap();
+        let w = BackgroundCtl::spawn(
+            &s.endpoint(),
+            &["watch", "--prefix", "", &format!("--rev={}", before + 1)],
+            &[],
+        );
+        wait_until(Duration::from_secs(15), "the lease to expire", || {
+            value(s, "a").is_empty()
+        });
+        w.wait_stdout(Duration::from_secs(10), |o| {
+            o.matches("DELETE").count() == 3
+        });
+        let after = ctl.run(&["get", "kept", "-w", "json"]).json()["header"]["revision"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(
+            after,
+            before + 1,
+            "the expiry deleted all three keys in one revision"
+        );
         vec![
             w.kill(),
             ctl.run(&["get", "", "--from-key"]),
@@ -155,19 +182,27 @@ fn an_expired_lease_deletes_its_keys_in_one_revision_and_watchers_see_it() {
 fn keep_alive_holds_a_lease_past_its_ttl() {
     let s = Server::start(Kind::Ketch);
     let (id, _) = grant(&s, 2);
-    s.etcdctl().run(&["put", &format!("--lease={id}"), "alive", "yes"]).assert_success();
+    s.etcdctl()
+        .run(&["put", &format!("--lease={id}"), "alive", "yes"])
+        .assert_success();
     let keeper = BackgroundCtl::spawn(&s.endpoint(), &["lease", "keep-alive", &id], &[]);
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(value(&s, "alive"), "yes\n", "kept alive for more than twice its TTL");
+    assert_eq!(
+        value(&s, "alive"),
+        "yes\n",
+        "kept alive for more than twice its TTL"
+    );
     let out = keeper.kill();
     assert!(
         out.stdout_str().matches("keepalived with TTL(2)").count() >= 3,
         "etcdctl renews about every TTL/3: {}",
         out.stdout_str()
     );
-    wait_until(Duration::from_secs(10), "the lease to expire once no one keeps it alive", || {
-        value(&s, "alive").is_empty()
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the lease to expire once no one keeps it alive",
+        || value(&s, "alive").is_empty(),
+    );
 }
 
 #[test]
@@ -175,13 +210,15 @@ fn leases_and_their_keys_survive_a_kill_and_restart() {
     let mut s = Server::start(Kind::Ketch);
     let (id, _) = grant(&s, 600);
     let ctl = s.etcdctl();
-    ctl.run(&["put", &format!("--lease={id}"), "k", "v"]).assert_success();
+    ctl.run(&["put", &format!("--lease={id}"), "k", "v"])
+        .assert_success();
     s.kill9();
     s.restart();
     let ttl = s.etcdctl().run(&["lease", "timetolive", &id, "--keys"]);
     ttl.assert_success();
     assert!(
-        ttl.stdout_str().contains("granted with TTL(600s)") && ttl.stdout_str().contains("attached keys([k])"),
+        ttl.stdout_str().contains("granted with TTL(600s)")
+            && ttl.stdout_str().contains("attached keys([k])"),
         "{}",
         ttl.stdout_str()
     );
@@ -199,8 +236,12 @@ fn across_a_leader_kill_expired_leases_go_and_kept_ones_stay() {
     let f = &c.members[follower];
     let (kept, _) = grant(f, 4);
     let (dropped, _) = grant(f, 4);
-    f.etcdctl().run(&["put", &format!("--lease={kept}"), "kept", "1"]).assert_success();
-    f.etcdctl().run(&["put", &format!("--lease={dropped}"), "dropped", "1"]).assert_success();
+    f.etcdctl()
+        .run(&["put", &format!("--lease={kept}"), "kept", "1"])
+        .assert_success();
+    f.etcdctl()
+        .run(&["put", &format!("--lease={dropped}"), "dropped", "1"])
+        .assert_success();
     // renewals sent to a follower reach the leader's lessor (forwarded)
     let keeper = BackgroundCtl::spawn(&f.endpoint(), &["lease", "keep-alive", &kept], &[]);
     keeper.wait_stdout(Duration::from_secs(10), |o| o.contains("keepalived"));
@@ -208,12 +249,22 @@ fn across_a_leader_kill_expired_leases_go_and_kept_ones_stay() {
     let (_, new_term) = c.wait_leader(Duration::from_secs(20));
     assert!(new_term > term);
     let f = &c.members[follower];
-    wait_until(Duration::from_secs(20), "the unrenewed lease to expire under the new leader", || {
-        value(f, "dropped").is_empty()
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the unrenewed lease to expire under the new leader",
+        || value(f, "dropped").is_empty(),
+    );
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(value(f, "kept"), "1\n", "the renewed lease outlived its TTL across the leader change");
+    assert_eq!(
+        value(f, "kept"),
+        "1\n",
+        "the renewed lease outlived its TTL across the leader change"
+    );
     let ttl = f.etcdctl().run(&["lease", "timetolive", &dropped]);
-    assert!(ttl.stdout_str().contains("already expired"), "{}", ttl.stdout_str());
+    assert!(
+        ttl.stdout_str().contains("already expired"),
+        "{}",
+        ttl.stdout_str()
+    );
     drop(keeper.kill());
 }

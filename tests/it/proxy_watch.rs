@@ -8,33 +8,50 @@ use std::time::{Duration, Instant};
 use ketch_api::etcdserverpb::kv_client::KvClient;
 use ketch_api::etcdserverpb::watch_create_request::FilterType;
 use ketch_api::etcdserverpb::watch_request::RequestUnion;
-use ketch_api::etcdserverpb::{DeleteRangeRequest, PutRequest, WatchCancelRequest, WatchCreateRequest, WatchResponse};
-use ketch_tests::grpc::{block_on, scrub_watch_response, stream_channel, stream_channel_to, WatchSession};
+use ketch_api::etcdserverpb::{
+    DeleteRangeRequest, PutRequest, WatchCancelRequest, WatchCreateRequest, WatchResponse,
+};
+use ketch_tests::grpc::{
+    block_on, scrub_watch_response, stream_channel, stream_channel_to, WatchSession,
+};
 use ketch_tests::proxy::ProxyProcess;
 use ketch_tests::{http_get, Kind, Server};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn proxy_in_front_of(s: &Server) -> ProxyProcess {
-    ProxyProcess::start(&["--proxy=on", &format!("--initial-cluster={}={}", s.name(), s.peer_url())])
+    ProxyProcess::start(&[
+        "--proxy=on",
+        &format!("--initial-cluster={}={}", s.name(), s.peer_url()),
+    ])
 }
 
 fn stats(p: &ProxyProcess) -> (u64, u64) {
     let r = http_get(p.addr(), "/ketch/proxy/stats", Duration::from_secs(5)).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    (v["client_watches"].as_u64().unwrap(), v["upstream_watches"].as_u64().unwrap())
+    (
+        v["client_watches"].as_u64().unwrap(),
+        v["upstream_watches"].as_u64().unwrap(),
+    )
 }
 
 fn wait_stats(p: &ProxyProcess, want: (u64, u64)) {
     let deadline = Instant::now() + WAIT;
     while stats(p) != want {
-        assert!(Instant::now() < deadline, "proxy stats {:?}, want {want:?}", stats(p));
+        assert!(
+            Instant::now() < deadline,
+            "proxy stats {:?}, want {want:?}",
+            stats(p)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn create(key: &str) -> WatchCreateRequest {
-    WatchCreateRequest { key: key.as_bytes().to_vec().into(), ..Default::default() }
+    WatchCreateRequest {
+        key: key.as_bytes().to_vec().into(),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -50,7 +67,11 @@ fn a_thousand_watchers_on_one_key_share_one_upstream_watch_and_miss_nothing() {
         for _ in 0..STREAMS {
             let s = WatchSession::open(stream_channel_to(&url).await).await;
             for i in 0..PER_STREAM {
-                s.create(WatchCreateRequest { prev_kv: i % 2 == 0, ..create("hot") }).await;
+                s.create(WatchCreateRequest {
+                    prev_kv: i % 2 == 0,
+                    ..create("hot")
+                })
+                .await;
             }
             sessions.push(s);
         }
@@ -67,7 +88,14 @@ fn a_thousand_watchers_on_one_key_share_one_upstream_watch_and_miss_nothing() {
         let mut kv = KvClient::new(stream_channel_to(&url).await);
         let mut revs = Vec::new();
         for i in 0..PUTS {
-            let r = kv.put(PutRequest { key: "hot".into(), value: format!("v{i}").into(), ..Default::default() }).await.unwrap();
+            let r = kv
+                .put(PutRequest {
+                    key: "hot".into(),
+                    value: format!("v{i}").into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
             revs.push(r.into_inner().header.unwrap().revision);
         }
         for s in &mut sessions {
@@ -75,7 +103,10 @@ fn a_thousand_watchers_on_one_key_share_one_upstream_watch_and_miss_nothing() {
             while per_watch.values().map(Vec::len).sum::<usize>() < PER_STREAM * PUTS as usize {
                 let r = s.expect_next(WAIT).await;
                 for e in &r.events {
-                    per_watch.entry(r.watch_id).or_default().push((e.kv.as_ref().unwrap().mod_revision, e.prev_kv.is_some()));
+                    per_watch
+                        .entry(r.watch_id)
+                        .or_default()
+                        .push((e.kv.as_ref().unwrap().mod_revision, e.prev_kv.is_some()));
                 }
             }
             assert_eq!(per_watch.len(), PER_STREAM);
@@ -85,9 +116,15 @@ fn a_thousand_watchers_on_one_key_share_one_upstream_watch_and_miss_nothing() {
                 // prev_kv only for the watchers that asked (even ids asked), and only once
                 // there was a previous value
                 let asked = id % 2 == 0;
-                assert!(seen.iter().skip(1).all(|(_, has)| *has == asked), "watch {id} prev_kv");
+                assert!(
+                    seen.iter().skip(1).all(|(_, has)| *has == asked),
+                    "watch {id} prev_kv"
+                );
             }
-            assert!(s.next(Duration::from_millis(200)).await.is_none(), "nothing after the last event");
+            assert!(
+                s.next(Duration::from_millis(200)).await.is_none(),
+                "nothing after the last event"
+            );
         }
     });
 }
@@ -102,20 +139,58 @@ fn through_the_proxy_each_watch_option_answers_as_a_member_does() {
     block_on(async {
         let mut kv = KvClient::new(stream_channel(&member).await);
         for (k, v) in [("a", "1"), ("b", "1"), ("a", "2")] {
-            kv.put(PutRequest { key: k.into(), value: v.into(), ..Default::default() }).await.unwrap();
+            kv.put(PutRequest {
+                key: k.into(),
+                value: v.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }
         let creates = vec![
             create("a"),
-            WatchCreateRequest { prev_kv: true, ..create("a") },
-            WatchCreateRequest { filters: vec![FilterType::Noput as i32], ..create("a") },
-            WatchCreateRequest { filters: vec![FilterType::Nodelete as i32], prev_kv: true, ..create("a") },
-            WatchCreateRequest { start_revision: 1, ..create("a") },
-            WatchCreateRequest { start_revision: 3, prev_kv: true, ..create("a") },
-            WatchCreateRequest { range_end: "c".into(), ..create("a") },
-            WatchCreateRequest { range_end: "\0".into(), ..create("b") },
-            WatchCreateRequest { watch_id: 77, ..create("b") },
-            WatchCreateRequest { watch_id: 77, ..create("b") }, // duplicate id: refused
-            WatchCreateRequest { range_end: "a".into(), ..create("b") }, // empty range: refused
+            WatchCreateRequest {
+                prev_kv: true,
+                ..create("a")
+            },
+            WatchCreateRequest {
+                filters: vec![FilterType::Noput as i32],
+                ..create("a")
+            },
+            WatchCreateRequest {
+                filters: vec![FilterType::Nodelete as i32],
+                prev_kv: true,
+                ..create("a")
+            },
+            WatchCreateRequest {
+                start_revision: 1,
+                ..create("a")
+            },
+            WatchCreateRequest {
+                start_revision: 3,
+                prev_kv: true,
+                ..create("a")
+            },
+            WatchCreateRequest {
+                range_end: "c".into(),
+                ..create("a")
+            },
+            WatchCreateRequest {
+                range_end: "\0".into(),
+                ..create("b")
+            },
+            WatchCreateRequest {
+                watch_id: 77,
+                ..create("b")
+            },
+            WatchCreateRequest {
+                watch_id: 77,
+                ..create("b")
+            }, // duplicate id: refused
+            WatchCreateRequest {
+                range_end: "a".into(),
+                ..create("b")
+            }, // empty range: refused
         ];
         let mut direct = WatchSession::open(stream_channel(&member).await).await;
         let mut via = WatchSession::open(stream_channel_to(&url).await).await;
@@ -133,16 +208,31 @@ fn through_the_proxy_each_watch_option_answers_as_a_member_does() {
             }
         }
         for (k, v) in [("a", "3"), ("b", "2")] {
-            kv.put(PutRequest { key: k.into(), value: v.into(), ..Default::default() }).await.unwrap();
+            kv.put(PutRequest {
+                key: k.into(),
+                value: v.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }
-        kv.delete_range(DeleteRangeRequest { key: "a".into(), prev_kv: true, ..Default::default() }).await.unwrap();
+        kv.delete_range(DeleteRangeRequest {
+            key: "a".into(),
+            prev_kv: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         for (i, s) in [&mut direct, &mut via].into_iter().enumerate() {
             // the events of the three writes (until quiet), then a cancel: a cancel racing
             // events may drop those not yet sent, on a member as through the proxy
             while let Some(r) = s.next(Duration::from_millis(700)).await {
                 got[i].push(r);
             }
-            s.send(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: 0 })).await;
+            s.send(RequestUnion::CancelRequest(WatchCancelRequest {
+                watch_id: 0,
+            }))
+            .await;
             got[i].push(s.expect_next(WAIT).await);
         }
         // Order matters per watch id (and for the refusals, by request); between watches a
@@ -154,8 +244,14 @@ fn through_the_proxy_each_watch_option_answers_as_a_member_does() {
                 .map(|(i, r)| (r.watch_id, i, format!("{:?}", scrub_watch_response(r))))
                 .collect();
             rs.sort_by_key(|(id, i, _)| (*id, *i));
-            rs.into_iter().map(|(_, _, r)| r).collect::<Vec<_>>().join("\n")
+            rs.into_iter()
+                .map(|(_, _, r)| r)
+                .collect::<Vec<_>>()
+                .join("\n")
         });
-        assert!(d == v, "member and proxy differ:\n--- member\n{d}\n--- proxy\n{v}");
+        assert!(
+            d == v,
+            "member and proxy differ:\n--- member\n{d}\n--- proxy\n{v}"
+        );
     });
 }

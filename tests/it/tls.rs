@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ketch_tests::{compare_scenario, BackgroundCtl, ClientTls, Cluster, CtlOutput, Kind, Server, ServerBuilder, TestCerts};
+use ketch_tests::{
+    compare_scenario, BackgroundCtl, ClientTls, Cluster, CtlOutput, Kind, Server, ServerBuilder,
+    TestCerts,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -16,7 +19,11 @@ const WAIT: Duration = Duration::from_secs(20);
 /// harness as `client`.
 fn tls_member(kind: Kind, certs: &TestCerts, extra: &[String]) -> ServerBuilder {
     let mut b = Server::builder(kind).client_tls(certs.client(Some("client")));
-    for flag in certs.client_auth_flags().into_iter().chain(extra.iter().cloned()) {
+    for flag in certs
+        .client_auth_flags()
+        .into_iter()
+        .chain(extra.iter().cloned())
+    {
         b = b.arg(flag);
     }
     b
@@ -74,9 +81,17 @@ fn refused_client_certificates_fail_in_etcdctl_as_against_etcd() {
         },
     );
     for (i, run) in comparison.ketch.iter().enumerate().take(4) {
-        assert!(!run.success(), "refused case {i} succeeded: {}", run.transcript());
+        assert!(
+            !run.success(),
+            "refused case {i} succeeded: {}",
+            run.transcript()
+        );
     }
-    assert!(comparison.ketch[4].success(), "{}", comparison.ketch[4].transcript());
+    assert!(
+        comparison.ketch[4].success(),
+        "{}",
+        comparison.ketch[4].transcript()
+    );
 }
 
 #[test]
@@ -84,7 +99,11 @@ fn three_members_with_tls_peers_form_a_cluster_and_replicate() {
     let certs = TestCerts::generate();
     let mut cluster = Cluster::start_custom(Kind::Ketch, 3, true, |b| {
         let mut b = b.client_tls(certs.client(Some("client")));
-        for flag in certs.peer_auth_flags().into_iter().chain(certs.client_auth_flags()) {
+        for flag in certs
+            .peer_auth_flags()
+            .into_iter()
+            .chain(certs.client_auth_flags())
+        {
             b = b.arg(flag);
         }
         b
@@ -94,7 +113,10 @@ fn three_members_with_tls_peers_form_a_cluster_and_replicate() {
     first.run(&["put", "replicated", "yes"]).assert_success();
     let list = first.run(&["member", "list", "-w", "json"]);
     list.assert_success();
-    let members = list.json()["members"].as_array().cloned().unwrap_or_default();
+    let members = list.json()["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(members.len(), 3, "{}", list.transcript());
     for m in &members {
         let url = m["peerURLs"][0].as_str().unwrap_or("");
@@ -104,11 +126,21 @@ fn three_members_with_tls_peers_form_a_cluster_and_replicate() {
     for member in &cluster.members[1..] {
         let deadline = Instant::now() + WAIT;
         loop {
-            let got = member.etcdctl().run(&["get", "replicated", "--print-value-only", "--consistency=s"]);
+            let got = member.etcdctl().run(&[
+                "get",
+                "replicated",
+                "--print-value-only",
+                "--consistency=s",
+            ]);
             if got.stdout_str() == "yes\n" {
                 break;
             }
-            assert!(Instant::now() < deadline, "not replicated to {}: {}", member.name(), got.transcript());
+            assert!(
+                Instant::now() < deadline,
+                "not replicated to {}: {}",
+                member.name(),
+                got.transcript()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -128,13 +160,23 @@ fn the_peer_port_refuses_clients_without_a_certificate_from_the_ca() {
     let server = b.start();
     let peer = ([127, 0, 0, 1], server.peer_port()).into();
     for who in [None, Some("foreign"), Some("expired")] {
-        let probe = ketch_tests::tls::https_get(peer, "/", &certs.client(who), Duration::from_secs(5));
+        let probe =
+            ketch_tests::tls::https_get(peer, "/", &certs.client(who), Duration::from_secs(5));
         assert!(probe.is_err(), "peer port answered {who:?}: {probe:?}");
     }
     // and etcd's line for each refusal
     let deadline = Instant::now() + WAIT;
-    while server.current_log().matches("rejected connection from").count() < 3 {
-        assert!(Instant::now() < deadline, "refusals not logged:\n{}", server.log_tail(20));
+    while server
+        .current_log()
+        .matches("rejected connection from")
+        .count()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "refusals not logged:\n{}",
+            server.log_tail(20)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -159,7 +201,12 @@ fn auto_tls_serves_etcdctl_with_insecure_skip_tls_verify() {
             for side in ["client", "peer"] {
                 for file in ["cert.pem", "key.pem"] {
                     let path = s.data_dir().join("fixtures").join(side).join(file);
-                    assert!(path.exists(), "{} made no {}", s.kind().label(), path.display());
+                    assert!(
+                        path.exists(),
+                        "{} made no {}",
+                        s.kind().label(),
+                        path.display()
+                    );
                 }
             }
             runs
@@ -186,7 +233,8 @@ fn run_to_exit(kind: Kind, args: &[String]) -> (Option<i32>, String) {
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             let out = child.wait_with_output().expect("output");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
             return (status.code(), text);
         }
         if Instant::now() >= deadline {
@@ -229,7 +277,11 @@ fn https_urls_without_a_certificate_stop_the_start_with_etcds_messages() {
         for kind in [Kind::Etcd, Kind::Ketch] {
             let (code, out) = run_to_exit(kind, &args);
             assert_eq!(code, Some(1), "{} {args:?}:\n{out}", kind.label());
-            assert!(out.contains(&message), "{} {args:?}: no {message:?} in\n{out}", kind.label());
+            assert!(
+                out.contains(&message),
+                "{} {args:?}: no {message:?} in\n{out}",
+                kind.label()
+            );
         }
     }
 }
@@ -245,17 +297,45 @@ fn certificates_from_make_certs_sh_work_and_revocation_takes_effect() {
         .arg(&out)
         .output()
         .expect("run make-certs.sh (needs openssl)");
-    assert!(made.status.success(), "make-certs.sh: {}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "make-certs.sh: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let p = |name: &str| out.join(name);
-    let client = ClientTls { ca: Some(p("ca.pem")), cert: Some((p("client.pem"), p("client.key"))), skip_verify: false };
+    let client = ClientTls {
+        ca: Some(p("ca.pem")),
+        cert: Some((p("client.pem"), p("client.key"))),
+        skip_verify: false,
+    };
     // revoke the client certificate, then start with the CRL: the client is refused, and a new
     // client certificate from the same CA is accepted
-    let revoke = Command::new("sh").arg(&script).arg("-o").arg(&out).args(["revoke", "client"]).output().expect("revoke");
-    assert!(revoke.status.success(), "revoke: {}", String::from_utf8_lossy(&revoke.stderr));
+    let revoke = Command::new("sh")
+        .arg(&script)
+        .arg("-o")
+        .arg(&out)
+        .args(["revoke", "client"])
+        .output()
+        .expect("revoke");
+    assert!(
+        revoke.status.success(),
+        "revoke: {}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
     std::fs::rename(p("client.pem"), p("old-client.pem")).expect("rename");
     std::fs::rename(p("client.key"), p("old-client.key")).expect("rename");
-    let again = Command::new("sh").arg(&script).arg("-o").arg(&out).args(["-c", "alice"]).output().expect("rerun");
-    assert!(again.status.success(), "rerun: {}", String::from_utf8_lossy(&again.stderr));
+    let again = Command::new("sh")
+        .arg(&script)
+        .arg("-o")
+        .arg(&out)
+        .args(["-c", "alice"])
+        .output()
+        .expect("rerun");
+    assert!(
+        again.status.success(),
+        "rerun: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let path = |name: &str| p(name).display().to_string();
     let server = Server::builder(Kind::Ketch)
         .client_tls(client.clone())
@@ -271,9 +351,20 @@ fn certificates_from_make_certs_sh_work_and_revocation_takes_effect() {
         .arg("--peer-client-cert-auth")
         .start();
     server.etcdctl().run(&["put", "x", "1"]).assert_success();
-    let old = ClientTls { cert: Some((p("old-client.pem"), p("old-client.key"))), ..client };
-    let refused = ctl_as(&server, &old, &["--command-timeout=2s", "--dial-timeout=1s", "get", "x"]);
-    assert!(!refused.success(), "revoked certificate accepted: {}", refused.transcript());
+    let old = ClientTls {
+        cert: Some((p("old-client.pem"), p("old-client.key"))),
+        ..client
+    };
+    let refused = ctl_as(
+        &server,
+        &old,
+        &["--command-timeout=2s", "--dial-timeout=1s", "get", "x"],
+    );
+    assert!(
+        !refused.success(),
+        "revoked certificate accepted: {}",
+        refused.transcript()
+    );
 }
 
 #[test]
@@ -283,19 +374,31 @@ fn http_and_https_client_urls_can_be_mixed() {
     let (plain_port, _) = ketch_tests::server::two_free_ports();
     let urls = format!("https://127.0.0.1:{tls_port},http://127.0.0.1:{plain_port}");
     let mut b = Server::builder(Kind::Ketch)
-        .cluster_member((tls_port, peer_port), &format!("m1=http://127.0.0.1:{peer_port}"))
+        .cluster_member(
+            (tls_port, peer_port),
+            &format!("m1=http://127.0.0.1:{peer_port}"),
+        )
         .client_tls(certs.client(Some("client")));
     for flag in certs.client_auth_flags() {
         b = b.arg(flag);
     }
     // later flags win, as with Go's flag package
-    let server = b.arg(format!("--listen-client-urls={urls}")).arg(format!("--advertise-client-urls={urls}")).start();
-    server.etcdctl().run(&["put", "over", "tls"]).assert_success();
+    let server = b
+        .arg(format!("--listen-client-urls={urls}"))
+        .arg(format!("--advertise-client-urls={urls}"))
+        .start();
+    server
+        .etcdctl()
+        .run(&["put", "over", "tls"])
+        .assert_success();
     let plain = ketch_tests::Etcdctl::new(&format!("127.0.0.1:{plain_port}"));
     let got = plain.run(&["get", "over", "--print-value-only"]);
     assert_eq!(got.stdout_str(), "tls\n", "{}", got.transcript());
     let log = server.current_log();
-    assert!(log.contains(&format!("serving client requests on 127.0.0.1:{tls_port}")), "{log}");
+    assert!(
+        log.contains(&format!("serving client requests on 127.0.0.1:{tls_port}")),
+        "{log}"
+    );
     assert!(
         log.contains(&format!("serving insecure client requests on 127.0.0.1:{plain_port}, this is strongly discouraged!")),
         "{log}"

@@ -26,7 +26,10 @@ fn last_segment(data_dir: &Path) -> PathBuf {
 fn written_end(path: &Path) -> u64 {
     let mut buf = Vec::new();
     fs::File::open(path).unwrap().read_to_end(&mut buf).unwrap();
-    buf.iter().rposition(|b| *b != 0).map(|p| p as u64 + 1).expect("a non-empty segment")
+    buf.iter()
+        .rposition(|b| *b != 0)
+        .map(|p| p as u64 + 1)
+        .expect("a non-empty segment")
 }
 
 /// Puts KEYS keys through etcdctl, returning each acknowledged revision.
@@ -35,14 +38,18 @@ fn put_keys(server: &Server) -> Vec<i64> {
     (0..KEYS)
         .map(|i| {
             let out = ctl.run(&["put", &format!("k{i:02}"), &format!("v{i}"), "-w", "json"]);
-            out.assert_success().json()["header"]["revision"].as_i64().expect("revision")
+            out.assert_success().json()["header"]["revision"]
+                .as_i64()
+                .expect("revision")
         })
         .collect()
 }
 
 /// (value, mod_revision) of key i, or None when absent.
 fn read_key(server: &Server, i: usize) -> Option<(String, i64)> {
-    let out = server.etcdctl().run(&["get", &format!("k{i:02}"), "-w", "json"]);
+    let out = server
+        .etcdctl()
+        .run(&["get", &format!("k{i:02}"), "-w", "json"]);
     let json = out.assert_success().json();
     let kv = json["kvs"].get(0)?;
     let value = kv["value"].as_str().map(decode_b64).expect("value");
@@ -67,9 +74,16 @@ fn decode_b64(s: &str) -> String {
 
 /// After repair the member takes writes, at a revision above everything it served before.
 fn assert_serves_new_writes(server: &Server, newest_seen: i64) {
-    let out = server.etcdctl().run(&["put", "after-repair", "x", "-w", "json"]);
-    let rev = out.assert_success().json()["header"]["revision"].as_i64().unwrap();
-    assert!(rev > newest_seen, "new write got revision {rev}, not above {newest_seen}");
+    let out = server
+        .etcdctl()
+        .run(&["put", "after-repair", "x", "-w", "json"]);
+    let rev = out.assert_success().json()["header"]["revision"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        rev > newest_seen,
+        "new write got revision {rev}, not above {newest_seen}"
+    );
 }
 
 #[test]
@@ -86,7 +100,11 @@ fn garbage_after_the_last_record_is_dropped_and_every_write_is_kept() {
     drop(f);
     server.restart();
     for (i, rev) in revs.iter().enumerate() {
-        assert_eq!(read_key(&server, i), Some((format!("v{i}"), *rev)), "key {i} after repair");
+        assert_eq!(
+            read_key(&server, i),
+            Some((format!("v{i}"), *rev)),
+            "key {i} after repair"
+        );
     }
     assert_serves_new_writes(&server, *revs.last().unwrap());
     assert!(
@@ -111,14 +129,22 @@ fn a_half_written_last_record_is_dropped_and_earlier_writes_are_kept() {
     drop(f);
     server.restart();
     for (i, rev) in revs.iter().enumerate().take(KEYS - 1) {
-        assert_eq!(read_key(&server, i), Some((format!("v{i}"), *rev)), "key {i} after repair");
+        assert_eq!(
+            read_key(&server, i),
+            Some((format!("v{i}"), *rev)),
+            "key {i} after repair"
+        );
     }
     // The torn write may have held the last put (then it is gone) or only a later hard-state
     // update (then the put is intact) — never anything in between.
     let last = KEYS - 1;
     match read_key(&server, last) {
         None => {}
-        Some(kv) => assert_eq!(kv, (format!("v{last}"), revs[last]), "last key after repair"),
+        Some(kv) => assert_eq!(
+            kv,
+            (format!("v{last}"), revs[last]),
+            "last key after repair"
+        ),
     }
     assert_serves_new_writes(&server, revs[KEYS - 2]);
 }

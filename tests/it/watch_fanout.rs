@@ -176,14 +176,23 @@ fn watchers_get_every_event_once_across_a_leader_change() {
     let mut c = ketch_tests::Cluster::start(Kind::Ketch, 3);
     let (leader, term) = c.wait_leader(Duration::from_secs(20));
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut sessions = rt.block_on(async {
         let mut sessions = Vec::new();
         for s in 0..STREAMS {
             let member = &c.members[followers[s % 2]];
             let mut w = WatchSession::open(stream_channel(member).await).await;
             for _ in 0..PER_STREAM {
-                w.create(WatchCreateRequest { key: b"lc/".to_vec().into(), range_end: b"lc0".to_vec().into(), ..Default::default() }).await;
+                w.create(WatchCreateRequest {
+                    key: b"lc/".to_vec().into(),
+                    range_end: b"lc0".to_vec().into(),
+                    ..Default::default()
+                })
+                .await;
             }
             for _ in 0..PER_STREAM {
                 let r = w.expect_next(Duration::from_secs(20)).await;
@@ -197,11 +206,17 @@ fn watchers_get_every_event_once_across_a_leader_change() {
         // through a follower that stays up; retried while the cluster has no leader
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = c.members[followers[0]].etcdctl().run(&["put", &format!("lc/{i:02}"), "v"]);
+            let out = c.members[followers[0]]
+                .etcdctl()
+                .run(&["put", &format!("lc/{i:02}"), "v"]);
             if out.success() {
                 return;
             }
-            assert!(Instant::now() < deadline, "put {i} failed: {}", out.transcript());
+            assert!(
+                Instant::now() < deadline,
+                "put {i} failed: {}",
+                out.transcript()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     };
@@ -220,14 +235,18 @@ fn watchers_get_every_event_once_across_a_leader_change() {
             while keys.iter().map(Vec::len).sum::<usize>() < PER_STREAM * PUTS {
                 let r = w.expect_next(Duration::from_secs(30)).await;
                 for e in &r.events {
-                    keys[r.watch_id as usize].push(String::from_utf8_lossy(&e.kv.as_ref().unwrap().key).into_owned());
+                    keys[r.watch_id as usize]
+                        .push(String::from_utf8_lossy(&e.kv.as_ref().unwrap().key).into_owned());
                 }
             }
             let want: Vec<String> = (0..PUTS).map(|i| format!("lc/{i:02}")).collect();
             for got in &keys {
                 assert_eq!(got, &want, "every put once, in order");
             }
-            assert!(w.next(Duration::from_millis(300)).await.is_none(), "nothing after the last event");
+            assert!(
+                w.next(Duration::from_millis(300)).await.is_none(),
+                "nothing after the last event"
+            );
         }
     });
 }

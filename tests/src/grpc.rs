@@ -104,9 +104,8 @@ pub async fn stream_channel_to(url: &str) -> Channel {
 /// response, so the call cannot be awaited before the first request is sent.
 pub struct WatchSession {
     requests: tokio::sync::mpsc::Sender<ketch_api::etcdserverpb::WatchRequest>,
-    responses: tokio::sync::mpsc::Receiver<
-        Result<ketch_api::etcdserverpb::WatchResponse, tonic::Status>,
-    >,
+    responses:
+        tokio::sync::mpsc::Receiver<Result<ketch_api::etcdserverpb::WatchResponse, tonic::Status>>,
 }
 
 impl WatchSession {

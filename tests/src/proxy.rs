@@ -35,7 +35,10 @@ impl ProxyProcess {
     }
 
     fn start_with(args: &[&str], tls: Option<ClientTls>) -> ProxyProcess {
-        let dir = tempfile::Builder::new().prefix("ketch-tests-proxy-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("ketch-tests-proxy-")
+            .tempdir()
+            .expect("temp dir");
         let (port, _) = two_free_ports();
         let mut p = ProxyProcess {
             dir,
@@ -50,10 +53,18 @@ impl ProxyProcess {
     }
 
     fn spawn(&mut self) {
-        let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("proxy log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("proxy log");
         let mut cmd = Command::new(ketch_bin());
         cmd.arg(format!("--data-dir={}", self.data_dir().display()))
-            .arg(format!("--listen-client-urls={}://127.0.0.1:{}", if self.tls.is_some() { "https" } else { "http" }, self.port))
+            .arg(format!(
+                "--listen-client-urls={}://127.0.0.1:{}",
+                if self.tls.is_some() { "https" } else { "http" },
+                self.port
+            ))
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -69,7 +80,11 @@ impl ProxyProcess {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("the proxy exited ({status}):\n{}", self.log());
             }
             let probe = match &self.tls {
@@ -81,7 +96,11 @@ impl ProxyProcess {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "the proxy did not become ready:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "the proxy did not become ready:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -112,7 +131,8 @@ impl ProxyProcess {
 
     pub fn etcdctl(&self) -> Etcdctl {
         match &self.tls {
-            Some(tls) => Etcdctl::new(&format!("https://{}", self.endpoint())).global_flags(tls.etcdctl_flags()),
+            Some(tls) => Etcdctl::new(&format!("https://{}", self.endpoint()))
+                .global_flags(tls.etcdctl_flags()),
             None => Etcdctl::new(&self.endpoint()),
         }
     }
@@ -131,9 +151,21 @@ impl ProxyProcess {
 
     /// The client URLs the proxy currently forwards to (`GET /v2/config/local/proxy`).
     pub fn endpoints(&self) -> Vec<String> {
-        let r = http_get(self.addr(), "/v2/config/local/proxy", Duration::from_secs(2)).expect("endpoints");
+        let r = http_get(
+            self.addr(),
+            "/v2/config/local/proxy",
+            Duration::from_secs(2),
+        )
+        .expect("endpoints");
         let v: serde_json::Value = serde_json::from_slice(&r.body).expect("endpoints JSON");
-        v["endpoints"].as_array().map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_string)).collect()).unwrap_or_default()
+        v["endpoints"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -157,7 +189,12 @@ impl GatewayProcess {
         let (port, _) = two_free_ports();
         let log = tempfile::NamedTempFile::new().expect("gateway log");
         let child = Command::new(ketch_bin())
-            .args(["gateway", "start", &format!("--listen-addr=127.0.0.1:{port}"), &format!("--endpoints={endpoints}")])
+            .args([
+                "gateway",
+                "start",
+                &format!("--listen-addr=127.0.0.1:{port}"),
+                &format!("--endpoints={endpoints}"),
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log"))
@@ -167,7 +204,11 @@ impl GatewayProcess {
         let g = GatewayProcess { port, child, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the gateway did not listen:\n{}", g.log());
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not listen:\n{}",
+                g.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         g

@@ -238,7 +238,9 @@ impl Server {
         for attempt in 1..=START_ATTEMPTS {
             match self.try_wait_ready() {
                 Ok(()) => return,
-                Err(NotReady::PortInUse) if attempt < START_ATTEMPTS && self.initial_cluster.is_none() => {
+                Err(NotReady::PortInUse)
+                    if attempt < START_ATTEMPTS && self.initial_cluster.is_none() =>
+                {
                     self.kill_child();
                     let _ = std::fs::remove_dir_all(self.data_dir());
                     (self.client_port, self.peer_port) = two_free_ports();
@@ -259,7 +261,11 @@ impl Server {
 
     /// `http://127.0.0.1:<client port>` (`https://` with [`ServerBuilder::client_tls`])
     pub fn client_url(&self) -> String {
-        let scheme = if self.client_tls.is_some() { "https" } else { "http" };
+        let scheme = if self.client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
@@ -295,7 +301,11 @@ impl Server {
 
     /// The peer URL other members use (a relay's, when the member is behind one).
     pub fn peer_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.peer_scheme(), self.advertised_peer_port.unwrap_or(self.peer_port))
+        format!(
+            "{}://127.0.0.1:{}",
+            self.peer_scheme(),
+            self.advertised_peer_port.unwrap_or(self.peer_port)
+        )
     }
 
     fn root(&self) -> &Path {
@@ -342,7 +352,10 @@ impl Server {
                 None => format!("--initial-cluster={}={peer}", self.name),
             },
             "--initial-cluster-token=ketch-tests".to_string(),
-            format!("--initial-cluster-state={}", if self.joins { "existing" } else { "new" }),
+            format!(
+                "--initial-cluster-state={}",
+                if self.joins { "existing" } else { "new" }
+            ),
         ];
         args.extend(self.extra_args.iter().cloned());
         args
@@ -432,7 +445,10 @@ impl Server {
                     if out.success() {
                         return Ok(());
                     }
-                    Err(format!("etcdctl endpoint health: {}", out.stderr_str().trim()))
+                    Err(format!(
+                        "etcdctl endpoint health: {}",
+                        out.stderr_str().trim()
+                    ))
                 }
                 Some(tls) => https_get(self.client_addr(), "/health", tls, Duration::from_secs(1)),
                 None => http_get(self.client_addr(), "/health", Duration::from_secs(1)),

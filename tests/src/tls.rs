@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SerialNumber,
 };
 
 use crate::http::{parse_complete, HttpResponse};
@@ -45,17 +46,27 @@ fn new_key() -> KeyPair {
 
 fn make_ca(cn: &str) -> Ca {
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::OrganizationName, "ketch-tests");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "ketch-tests");
     params.distinguished_name.push(DnType::CommonName, cn);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(30);
     let key = new_key();
     let pem = params.self_signed(&key).expect("self-sign CA").pem();
     let key_pem = key.serialize_pem();
-    Ca { issuer: Issuer::new(params, key), pem, key_pem }
+    Ca {
+        issuer: Issuer::new(params, key),
+        pem,
+        key_pem,
+    }
 }
 
 enum Usage {
@@ -69,11 +80,19 @@ fn make_leaf(ca: &Ca, cn: &str, usage: Usage, serial: u64, expired: bool) -> (St
         Usage::Client => vec![],
     };
     let mut params = CertificateParams::new(sans).expect("params");
-    params.distinguished_name.push(DnType::OrganizationName, "ketch-tests");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "ketch-tests");
     params.distinguished_name.push(DnType::CommonName, cn);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = match usage {
-        Usage::Member => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::Member => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
         Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     params.serial_number = Some(SerialNumber::from(serial));
@@ -92,18 +111,30 @@ fn make_leaf(ca: &Ca, cn: &str, usage: Usage, serial: u64, expired: bool) -> (St
 
 impl TestCerts {
     pub fn generate() -> TestCerts {
-        let dir = tempfile::Builder::new().prefix("ketch-tests-certs-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("ketch-tests-certs-")
+            .tempdir()
+            .expect("temp dir");
         let certs = TestCerts { dir };
         let ca = make_ca("ketch-tests-ca");
         certs.write("ca.pem", &ca.pem);
         certs.write("ca.key", &ca.key_pem);
         let other = make_ca("ketch-tests-other-ca");
         let pairs = [
-            ("server", make_leaf(&ca, "ketch-tests-member", Usage::Member, 0x5e, false)),
+            (
+                "server",
+                make_leaf(&ca, "ketch-tests-member", Usage::Member, 0x5e, false),
+            ),
             ("client", make_leaf(&ca, "root", Usage::Client, 0xc1, false)),
-            ("foreign", make_leaf(&other, "root", Usage::Client, 0xf0, false)),
+            (
+                "foreign",
+                make_leaf(&other, "root", Usage::Client, 0xf0, false),
+            ),
             ("expired", make_leaf(&ca, "root", Usage::Client, 0xe0, true)),
-            ("revoked", make_leaf(&ca, "root", Usage::Client, REVOKED_SERIAL, false)),
+            (
+                "revoked",
+                make_leaf(&ca, "root", Usage::Client, REVOKED_SERIAL, false),
+            ),
         ];
         for (name, (cert, key)) in pairs {
             certs.write(&format!("{name}.pem"), &cert);
@@ -130,7 +161,8 @@ impl TestCerts {
     }
 
     fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.dir.path().join(name), text).unwrap_or_else(|e| panic!("write {name}: {e}"));
+        std::fs::write(self.dir.path().join(name), text)
+            .unwrap_or_else(|e| panic!("write {name}: {e}"));
     }
 
     pub fn dir(&self) -> &Path {
@@ -167,7 +199,12 @@ impl TestCerts {
     pub fn client(&self, cert: Option<&str>) -> ClientTls {
         ClientTls {
             ca: Some(self.dir.path().join("ca.pem")),
-            cert: cert.map(|n| (self.dir.path().join(format!("{n}.pem")), self.dir.path().join(format!("{n}.key")))),
+            cert: cert.map(|n| {
+                (
+                    self.dir.path().join(format!("{n}.pem")),
+                    self.dir.path().join(format!("{n}.key")),
+                )
+            }),
             skip_verify: false,
         }
     }
@@ -187,7 +224,10 @@ pub struct ClientTls {
 impl ClientTls {
     /// Trust anything: for servers with a self-signed certificate.
     pub fn insecure() -> ClientTls {
-        ClientTls { skip_verify: true, ..ClientTls::default() }
+        ClientTls {
+            skip_verify: true,
+            ..ClientTls::default()
+        }
     }
 
     /// etcdctl's global flags for this client.
@@ -221,11 +261,15 @@ impl ClientTls {
             Some(ca) if !self.skip_verify => {
                 let mut roots = rustls::RootCertStore::empty();
                 for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
-                    roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+                    roots
+                        .add(c.map_err(|e| e.to_string())?)
+                        .map_err(|e| e.to_string())?;
                 }
                 builder.with_root_certificates(roots)
             }
-            _ => builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServer(provider))),
+            _ => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServer(provider))),
         };
         let config = match &self.cert {
             Some((cert, key)) => {
@@ -234,7 +278,9 @@ impl ClientTls {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| e.to_string())?;
                 let key = PrivateKeyDer::from_pem_file(key).map_err(|e| e.to_string())?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| e.to_string())?
             }
             None => builder.with_no_client_auth(),
         };
@@ -244,13 +290,20 @@ impl ClientTls {
 
 /// `GET path` over TLS (HTTP/1.1, `Connection: close`), the whole exchange bounded by
 /// `timeout`.
-pub fn https_get(addr: SocketAddr, path: &str, tls: &ClientTls, timeout: Duration) -> Result<HttpResponse, String> {
+pub fn https_get(
+    addr: SocketAddr,
+    path: &str,
+    tls: &ClientTls,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
     let deadline = Instant::now() + timeout;
     let config = tls.rustls_config()?;
     let name = rustls::pki_types::ServerName::from(addr.ip());
     let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
-    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-    tcp.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let tcp =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    tcp.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let mut stream = rustls::StreamOwned::new(conn, tcp);
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ketch-tests\r\nAccept: */*\r\nConnection: close\r\n\r\n"
@@ -263,9 +316,14 @@ pub fn https_get(addr: SocketAddr, path: &str, tls: &ClientTls, timeout: Duratio
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!("GET {path} from https://{addr}: timed out after {timeout:?}"));
+            return Err(format!(
+                "GET {path} from https://{addr}: timed out after {timeout:?}"
+            ));
         }
-        stream.sock.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        stream
+            .sock
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
@@ -280,7 +338,10 @@ pub fn https_get(addr: SocketAddr, path: &str, tls: &ClientTls, timeout: Duratio
         }
     }
     parse_complete(&raw)?.ok_or_else(|| {
-        format!("GET {path} from https://{addr}: connection closed before a full response: {:?}", String::from_utf8_lossy(&raw))
+        format!(
+            "GET {path} from https://{addr}: connection closed before a full response: {:?}",
+            String::from_utf8_lossy(&raw)
+        )
     })
 }
 
@@ -306,7 +367,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -315,7 +381,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

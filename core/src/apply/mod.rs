@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ketch_api::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
-    TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
+    ResponseHeader, TxnResponse,
 };
 use ketch_api::ketchpb::{raft_request::Request, MemberRecord, RaftRequest};
 use ketch_api::status::EtcdError;
@@ -57,7 +57,10 @@ const DURABLE_EVERY: Duration = Duration::from_secs(5);
 enum ApplyMsg {
     Entries(Vec<Entry>),
     /// Replace the store with the snapshot file at `path` (a leader's backend at `index`).
-    Restore { path: std::path::PathBuf, index: u64 },
+    Restore {
+        path: std::path::PathBuf,
+        index: u64,
+    },
     Stop,
 }
 
@@ -195,7 +198,11 @@ impl Applier {
                 break;
             }
         }
-        if let Err(e) = self.store.write().and_then(|wb| wb.commit(true).map(|_| ())) {
+        if let Err(e) = self
+            .store
+            .write()
+            .and_then(|wb| wb.commit(true).map(|_| ()))
+        {
             error!(target: "etcdserver", "failed to flush the backend at stop: {e}");
         }
         info!(target: "etcdserver", "apply loop stopped");
@@ -221,7 +228,8 @@ impl Applier {
                     match RaftRequest::decode(&e.data[..]) {
                         Ok(req) => {
                             let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
-                            let updates_members = matches!(req.request, Some(Request::MemberUpdate(_)));
+                            let updates_members =
+                                matches!(req.request, Some(Request::MemberUpdate(_)));
                             let res = self.apply_request(&mut wb, req, e.index);
                             self.lessor.apply_key_changes(&wb.take_lease_changes());
                             if updates_members && res.is_ok() {
@@ -272,7 +280,10 @@ impl Applier {
         if !conf_changes.is_empty() {
             let members = self.cluster.members();
             for cc in conf_changes {
-                let _ = self.raft.send(RaftMsg::ConfChangeApplied { cc, members: members.clone() });
+                let _ = self.raft.send(RaftMsg::ConfChangeApplied {
+                    cc,
+                    members: members.clone(),
+                });
             }
         }
         let _ = self.raft.send(RaftMsg::Applied(last));
@@ -288,7 +299,11 @@ impl Applier {
     }
 
     /// Replaces the store with a leader's snapshot and takes the member list from it.
-    fn restore(&mut self, path: &std::path::Path, index: u64) -> Result<(), ketch_mvcc::StoreError> {
+    fn restore(
+        &mut self,
+        path: &std::path::Path,
+        index: u64,
+    ) -> Result<(), ketch_mvcc::StoreError> {
         if index <= self.store.applied_index() {
             let _ = std::fs::remove_file(path);
             return Ok(());
@@ -311,7 +326,10 @@ impl Applier {
         self.last_snapshot_index = restored;
         self.last_durable_index = restored;
         self.applied.send_replace(restored);
-        let _ = self.raft.send(RaftMsg::ConfChangeApplied { cc: None, members: self.cluster.members() });
+        let _ = self.raft.send(RaftMsg::ConfChangeApplied {
+            cc: None,
+            members: self.cluster.members(),
+        });
         let _ = self.raft.send(RaftMsg::Applied(restored));
         let _ = std::fs::remove_file(path);
         Ok(())
@@ -329,9 +347,15 @@ impl Applier {
         let change = match cc.get_change_type() {
             ConfChangeType::AddNode => match self.cluster.member(cc.node_id) {
                 Some(m) if m.is_learner => MemberChange::Promote(cc.node_id),
-                _ => MemberChange::Add(MemberRecord { is_learner: false, ..record()? }),
+                _ => MemberChange::Add(MemberRecord {
+                    is_learner: false,
+                    ..record()?
+                }),
             },
-            ConfChangeType::AddLearnerNode => MemberChange::Add(MemberRecord { is_learner: true, ..record()? }),
+            ConfChangeType::AddLearnerNode => MemberChange::Add(MemberRecord {
+                is_learner: true,
+                ..record()?
+            }),
             ConfChangeType::RemoveNode => MemberChange::Remove(cc.node_id),
         };
         self.record_member_change(wb, &change)
@@ -341,15 +365,26 @@ impl Applier {
         self.cluster.apply_change(change)?;
         let cid = self.cluster.cluster_id;
         match change {
-            MemberChange::Add(m) => info!(target: "etcdserver/membership", "added member {:x} {:?} to cluster {cid:x}{}", m.id, m.peer_urls, if m.is_learner { " as a learner" } else { "" }),
-            MemberChange::Promote(id) => info!(target: "etcdserver/membership", "promote member {id:x} in cluster {cid:x}"),
-            MemberChange::Remove(id) => info!(target: "etcdserver/membership", "removed member {id:x} from cluster {cid:x}"),
-            MemberChange::UpdatePeerUrls(id, urls) => info!(target: "etcdserver/membership", "updated member {id:x} {urls:?} in cluster {cid:x}"),
+            MemberChange::Add(m) => {
+                info!(target: "etcdserver/membership", "added member {:x} {:?} to cluster {cid:x}{}", m.id, m.peer_urls, if m.is_learner { " as a learner" } else { "" })
+            }
+            MemberChange::Promote(id) => {
+                info!(target: "etcdserver/membership", "promote member {id:x} in cluster {cid:x}")
+            }
+            MemberChange::Remove(id) => {
+                info!(target: "etcdserver/membership", "removed member {id:x} from cluster {cid:x}")
+            }
+            MemberChange::UpdatePeerUrls(id, urls) => {
+                info!(target: "etcdserver/membership", "updated member {id:x} {urls:?} in cluster {cid:x}")
+            }
         }
         if self.cluster.is_removed() {
             warn!(target: "etcdserver", "the member has been permanently removed from the cluster");
         }
-        wb.meta_put(crate::cluster::MEMBERS_META_KEY, &self.cluster.encode_members());
+        wb.meta_put(
+            crate::cluster::MEMBERS_META_KEY,
+            &self.cluster.encode_members(),
+        );
         Ok(Applied::Members(self.cluster.members()))
     }
 
@@ -358,7 +393,10 @@ impl Applier {
             return Err(EtcdError::KeyNotFound);
         };
         // etcd's auth applier: the proposer's user and auth revision, checked as of now
-        self.auth.check_applied(&req.header.unwrap_or_default(), &request, &|id| self.lessor.keys_of(id))?;
+        self.auth
+            .check_applied(&req.header.unwrap_or_default(), &request, &|id| {
+                self.lessor.keys_of(id)
+            })?;
         self.capped(&request)?;
         match request {
             auth @ (Request::AuthEnable(_)
@@ -372,9 +410,10 @@ impl Applier {
             | Request::RoleAdd(_)
             | Request::RoleDelete(_)
             | Request::RoleGrantPermission(_)
-            | Request::RoleRevokePermission(_)) => {
-                Ok(self.auth.apply_change(wb, auth, index)?.map_or(Applied::Done, Applied::Token))
-            }
+            | Request::RoleRevokePermission(_)) => Ok(self
+                .auth
+                .apply_change(wb, auth, index)?
+                .map_or(Applied::Done, Applied::Token)),
             Request::Put(p) => {
                 if p.lease != 0 && !self.lessor.exists(p.lease) {
                     return Err(EtcdError::LeaseNotFound);
@@ -382,23 +421,43 @@ impl Applier {
                 wb.put(&p).map(Applied::Put)
             }
             Request::DeleteRange(d) => wb.delete_range(&d).map(Applied::DeleteRange),
-            Request::Txn(t) => wb.txn_checked(&t, &|id| self.lessor.exists(id)).map(Applied::Txn),
+            Request::Txn(t) => wb
+                .txn_checked(&t, &|id| self.lessor.exists(id))
+                .map(Applied::Txn),
             Request::Compaction(c) => wb.compact(c.revision).map(Applied::Compaction),
             Request::Publish(attrs) => {
-                if self.cluster.publish(attrs.id, &attrs.name, &attrs.client_urls) {
-                    wb.meta_put(crate::cluster::MEMBERS_META_KEY, &self.cluster.encode_members());
+                if self
+                    .cluster
+                    .publish(attrs.id, &attrs.name, &attrs.client_urls)
+                {
+                    wb.meta_put(
+                        crate::cluster::MEMBERS_META_KEY,
+                        &self.cluster.encode_members(),
+                    );
                 }
                 Ok(Applied::Done)
             }
-            Request::MemberUpdate(m) => self.record_member_change(wb, &MemberChange::UpdatePeerUrls(m.id, m.peer_urls)),
+            Request::MemberUpdate(m) => {
+                self.record_member_change(wb, &MemberChange::UpdatePeerUrls(m.id, m.peer_urls))
+            }
             Request::LeaseGrant(g) => {
                 let ttl = self.lessor.grant(wb, g.id, g.ttl)?;
-                Ok(Applied::LeaseGrant(LeaseGrantResponse { header: None, id: g.id, ttl, error: String::new() }))
+                Ok(Applied::LeaseGrant(LeaseGrantResponse {
+                    header: None,
+                    id: g.id,
+                    ttl,
+                    error: String::new(),
+                }))
             }
             Request::LeaseRevoke(r) => {
                 self.lessor.revoke(wb, r.id)?;
-                let header = ResponseHeader { revision: wb.revision(), ..Default::default() };
-                Ok(Applied::LeaseRevoke(LeaseRevokeResponse { header: Some(header) }))
+                let header = ResponseHeader {
+                    revision: wb.revision(),
+                    ..Default::default()
+                };
+                Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
+                    header: Some(header),
+                }))
             }
             Request::LeaseCheckpoint(c) => {
                 self.lessor.checkpoint(wb, &c.checkpoints);
@@ -422,4 +481,3 @@ impl Applier {
         Ok(())
     }
 }
-

@@ -26,7 +26,11 @@ impl WaitRegistry {
     pub fn register(self: &Arc<Self>, id: u64) -> Waiter {
         let (tx, rx) = oneshot::channel();
         self.shard(id).lock().expect("wait shard").insert(id, tx);
-        Waiter { id, rx: Some(rx), registry: Arc::clone(self) }
+        Waiter {
+            id,
+            rx: Some(rx),
+            registry: Arc::clone(self),
+        }
     }
 
     /// Answers the waiter for `id` if it is still waiting here.

@@ -17,8 +17,8 @@ use std::sync::RwLock;
 
 use ketch_api::authpb::{permission::Type as PermType, Permission, Role, User};
 use ketch_api::etcdserverpb::{
-    request_op, AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest, AuthUserGrantRoleRequest,
-    AuthUserRevokeRoleRequest, RequestOp, TxnRequest,
+    request_op, AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest,
+    AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest, RequestOp, TxnRequest,
 };
 use ketch_api::ketchpb::{raft_request::Request, AuthState, RequestHeader};
 use ketch_api::status::EtcdError;
@@ -70,14 +70,23 @@ pub struct AuthStore {
 }
 
 impl AuthStore {
-    pub fn new(token_ttl: std::time::Duration, bcrypt_cost: u32, jwt: Option<jwt::JwtTokens>) -> Self {
+    pub fn new(
+        token_ttl: std::time::Duration,
+        bcrypt_cost: u32,
+        jwt: Option<jwt::JwtTokens>,
+    ) -> Self {
         let bcrypt_cost = if (4..=31).contains(&bcrypt_cost) {
             bcrypt_cost
         } else {
             warn!(target: "auth", "use default bcrypt cost 10 instead of the invalid value {bcrypt_cost}");
             10
         };
-        AuthStore { state: RwLock::new(State::default()), tokens: SimpleTokens::new(token_ttl), jwt, bcrypt_cost }
+        AuthStore {
+            state: RwLock::new(State::default()),
+            tokens: SimpleTokens::new(token_ttl),
+            jwt,
+            bcrypt_cost,
+        }
     }
 
     /// Loads the state from the backend (at start and after a snapshot is restored).
@@ -94,8 +103,16 @@ impl AuthStore {
         let mut st = self.write();
         st.enabled = saved.enabled;
         st.revision = saved.revision;
-        st.users = saved.users.into_iter().map(|u| (String::from_utf8_lossy(&u.name).into_owned(), u)).collect();
-        st.roles = saved.roles.into_iter().map(|r| (String::from_utf8_lossy(&r.name).into_owned(), r)).collect();
+        st.users = saved
+            .users
+            .into_iter()
+            .map(|u| (String::from_utf8_lossy(&u.name).into_owned(), u))
+            .collect();
+        st.roles = saved
+            .roles
+            .into_iter()
+            .map(|r| (String::from_utf8_lossy(&r.name).into_owned(), r))
+            .collect();
         st.refresh_perms();
         let enabled = st.enabled;
         drop(st);
@@ -126,7 +143,11 @@ impl AuthStore {
     // ---- reads (the service answers these from the local state) ----
 
     pub fn user_roles(&self, name: &str) -> AuthResult<Vec<String>> {
-        self.read().users.get(name).map(|u| u.roles.clone()).ok_or(EtcdError::UserNotFound)
+        self.read()
+            .users
+            .get(name)
+            .map(|u| u.roles.clone())
+            .ok_or(EtcdError::UserNotFound)
     }
 
     pub fn user_names(&self) -> Vec<String> {
@@ -134,7 +155,11 @@ impl AuthStore {
     }
 
     pub fn role_perms(&self, name: &str) -> AuthResult<Vec<Permission>> {
-        self.read().roles.get(name).map(|r| r.key_permission.clone()).ok_or(EtcdError::RoleNotFound)
+        self.read()
+            .roles
+            .get(name)
+            .map(|r| r.key_permission.clone())
+            .ok_or(EtcdError::RoleNotFound)
     }
 
     pub fn role_names(&self) -> Vec<String> {
@@ -142,7 +167,10 @@ impl AuthStore {
     }
 
     pub fn has_role(&self, user: &str, role: &str) -> bool {
-        self.read().users.get(user).is_some_and(|u| u.roles.iter().any(|r| r == role))
+        self.read()
+            .users
+            .get(user)
+            .is_some_and(|u| u.roles.iter().any(|r| r == role))
     }
 
     /// etcd's CheckPassword, minus the hash comparison (done by the caller off the async
@@ -152,7 +180,10 @@ impl AuthStore {
         if !st.enabled {
             return Err(PasswordError::Etcd(EtcdError::AuthNotEnabled));
         }
-        let user = st.users.get(name).ok_or(PasswordError::Etcd(EtcdError::AuthFailed))?;
+        let user = st
+            .users
+            .get(name)
+            .ok_or(PasswordError::Etcd(EtcdError::AuthFailed))?;
         if user.options.as_ref().is_some_and(|o| o.no_password) {
             return Err(PasswordError::NoPasswordUser);
         }
@@ -178,11 +209,22 @@ impl AuthStore {
     }
 
     /// etcd's isOpPermitted: `range_end` empty for one key, `\0` for every key from `key`.
-    pub fn check_key(&self, ai: Option<&AuthInfo>, key: &[u8], range_end: &[u8], write: bool) -> AuthResult<()> {
+    pub fn check_key(
+        &self,
+        ai: Option<&AuthInfo>,
+        key: &[u8],
+        range_end: &[u8],
+        write: bool,
+    ) -> AuthResult<()> {
         self.read().check_key(ai, key, range_end, write)
     }
 
-    pub fn check_range(&self, ai: Option<&AuthInfo>, key: &[u8], range_end: &[u8]) -> AuthResult<()> {
+    pub fn check_range(
+        &self,
+        ai: Option<&AuthInfo>,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> AuthResult<()> {
         self.check_key(ai, key, range_end, false)
     }
 
@@ -207,7 +249,10 @@ impl AuthStore {
         if !st.enabled {
             return Ok(());
         }
-        let ai = AuthInfo { username: header.username.clone(), revision: header.auth_revision };
+        let ai = AuthInfo {
+            username: header.username.clone(),
+            revision: header.auth_revision,
+        };
         let ai = Some(&ai);
         let lease_puts = |lease: i64| -> AuthResult<()> {
             if lease == 0 {
@@ -257,7 +302,12 @@ impl AuthStore {
     // ---- changes, applied in log order on every member ----
 
     /// Applies one committed auth request at log `index`; `Some(token)` for Authenticate.
-    pub fn apply_change(&self, wb: &mut WriteBatch<'_>, request: Request, index: u64) -> AuthResult<Option<String>> {
+    pub fn apply_change(
+        &self,
+        wb: &mut WriteBatch<'_>,
+        request: Request,
+        index: u64,
+    ) -> AuthResult<Option<String>> {
         let mut st = self.write();
         let mut token = None;
         // whether the revision moves (every change but enable and authenticate)
@@ -314,7 +364,11 @@ impl AuthStore {
                 if st.users.contains_key(&name) {
                     return Err(EtcdError::UserAlreadyExist);
                 }
-                let user = User { roles: Vec::new(), options: Some(u.options.unwrap_or_default()), ..u };
+                let user = User {
+                    roles: Vec::new(),
+                    options: Some(u.options.unwrap_or_default()),
+                    ..u
+                };
                 st.users.insert(name.clone(), user);
                 info!(target: "auth", "added a user {name:?}");
             }
@@ -372,7 +426,13 @@ impl AuthStore {
                 if st.roles.contains_key(&r.name) {
                     return Err(EtcdError::RoleAlreadyExist);
                 }
-                st.roles.insert(r.name.clone(), Role { name: r.name.clone().into(), key_permission: Vec::new() });
+                st.roles.insert(
+                    r.name.clone(),
+                    Role {
+                        name: r.name.clone().into(),
+                        key_permission: Vec::new(),
+                    },
+                );
                 info!(target: "auth", "created a role {:?}", r.name);
             }
             Request::RoleDelete(r) => {
@@ -393,7 +453,10 @@ impl AuthStore {
                 let role = st.roles.get_mut(&name).ok_or(EtcdError::RoleNotFound)?;
                 let perms = &mut role.key_permission;
                 let at = perms.partition_point(|p| p.key < perm.key);
-                if at < perms.len() && perms[at].key == perm.key && perms[at].range_end == perm.range_end {
+                if at < perms.len()
+                    && perms[at].key == perm.key
+                    && perms[at].range_end == perm.range_end
+                {
                     perms[at].perm_type = perm.perm_type;
                 } else {
                     perms.push(perm.clone());
@@ -402,10 +465,15 @@ impl AuthStore {
                 }
                 info!(target: "auth", "granted/updated a permission to a role {name:?}");
             }
-            Request::RoleRevokePermission(AuthRoleRevokePermissionRequest { role, key, range_end }) => {
+            Request::RoleRevokePermission(AuthRoleRevokePermissionRequest {
+                role,
+                key,
+                range_end,
+            }) => {
                 let r = st.roles.get_mut(&role).ok_or(EtcdError::RoleNotFound)?;
                 let before = r.key_permission.len();
-                r.key_permission.retain(|p| !(p.key == key && p.range_end == range_end));
+                r.key_permission
+                    .retain(|p| !(p.key == key && p.range_end == range_end));
                 if r.key_permission.len() == before {
                     return Err(EtcdError::PermissionNotGranted);
                 }
@@ -430,7 +498,8 @@ pub enum PasswordError {
     NoPasswordUser,
 }
 
-pub const NO_PASSWORD_USER: &str = "auth: authentication failed, password was given for no password user";
+pub const NO_PASSWORD_USER: &str =
+    "auth: authentication failed, password was given for no password user";
 
 fn has_root_role(u: &User) -> bool {
     u.roles.iter().any(|r| r == ROOT_ROLE)
@@ -476,7 +545,13 @@ impl State {
         self.perms = all;
     }
 
-    fn check_key(&self, ai: Option<&AuthInfo>, key: &[u8], range_end: &[u8], write: bool) -> AuthResult<()> {
+    fn check_key(
+        &self,
+        ai: Option<&AuthInfo>,
+        key: &[u8],
+        range_end: &[u8],
+        write: bool,
+    ) -> AuthResult<()> {
         if !self.enabled {
             return Ok(());
         }
@@ -516,8 +591,12 @@ impl State {
     fn check_ops(&self, ai: Option<&AuthInfo>, ops: &[RequestOp]) -> AuthResult<()> {
         for op in ops {
             match &op.request {
-                Some(request_op::Request::RequestRange(r)) => self.check_key(ai, &r.key, &r.range_end, false)?,
-                Some(request_op::Request::RequestPut(p)) => self.check_key(ai, &p.key, b"", true)?,
+                Some(request_op::Request::RequestRange(r)) => {
+                    self.check_key(ai, &r.key, &r.range_end, false)?
+                }
+                Some(request_op::Request::RequestPut(p)) => {
+                    self.check_key(ai, &p.key, b"", true)?
+                }
                 Some(request_op::Request::RequestDeleteRange(d)) => {
                     self.check_key(ai, &d.key, &d.range_end, true)?;
                     if d.prev_kv {
@@ -565,7 +644,10 @@ fn overlaps(b1: &[u8], e1: &[u8], b2: &[u8], e2: &[u8]) -> bool {
 /// etcd's IntervalTree.Contains: the intervals overlapping `[begin, end)`, taken in order of
 /// their starts, are contiguous and together reach from at or before `begin` to `end`.
 fn covers(ivls: &[(Vec<u8>, Vec<u8>)], begin: &[u8], end: &[u8]) -> bool {
-    let mut hits: Vec<&(Vec<u8>, Vec<u8>)> = ivls.iter().filter(|(b, e)| overlaps(b, e, begin, end)).collect();
+    let mut hits: Vec<&(Vec<u8>, Vec<u8>)> = ivls
+        .iter()
+        .filter(|(b, e)| overlaps(b, e, begin, end))
+        .collect();
     if hits.is_empty() {
         return false;
     }
@@ -605,19 +687,29 @@ mod tests {
     }
 
     fn perm(t: PermType, key: &str, end: &str) -> Permission {
-        Permission { perm_type: t as i32, key: key.as_bytes().to_vec().into(), range_end: end.as_bytes().to_vec().into() }
+        Permission {
+            perm_type: t as i32,
+            key: key.as_bytes().to_vec().into(),
+            range_end: end.as_bytes().to_vec().into(),
+        }
     }
 
     fn txn_with(ops: Vec<RequestOp>) -> TxnRequest {
-        TxnRequest { compare: vec![], success: ops, failure: vec![] }
+        TxnRequest {
+            compare: vec![],
+            success: ops,
+            failure: vec![],
+        }
     }
 
     fn put(key: &str) -> RequestOp {
         RequestOp {
-            request: Some(request_op::Request::RequestPut(ketch_api::etcdserverpb::PutRequest {
-                key: key.as_bytes().to_vec().into(),
-                ..Default::default()
-            })),
+            request: Some(request_op::Request::RequestPut(
+                ketch_api::etcdserverpb::PutRequest {
+                    key: key.as_bytes().to_vec().into(),
+                    ..Default::default()
+                },
+            )),
         }
     }
 
@@ -630,14 +722,28 @@ mod tests {
         let store = Store::open(&dir.path().join("db")).unwrap();
         let auth = AuthStore::new(std::time::Duration::from_secs(300), 4, None);
         let mut wb = store.write().unwrap();
-        let user = |n: &str| User { name: n.as_bytes().to_vec().into(), password: Default::default(), roles: vec![], options: None };
+        let user = |n: &str| User {
+            name: n.as_bytes().to_vec().into(),
+            password: Default::default(),
+            roles: vec![],
+            options: None,
+        };
         for (i, req) in [
             Request::UserAdd(user("root")),
             Request::UserAdd(user("u")),
             Request::RoleAdd(AuthRoleAddRequest { name: "r".into() }),
-            Request::RoleGrantPermission(AuthRoleGrantPermissionRequest { name: "r".into(), perm: Some(perm(PermType::Readwrite, "a", "m")) }),
-            Request::UserGrantRole(AuthUserGrantRoleRequest { user: "u".into(), role: "r".into() }),
-            Request::UserGrantRole(AuthUserGrantRoleRequest { user: "root".into(), role: ROOT_ROLE.into() }),
+            Request::RoleGrantPermission(AuthRoleGrantPermissionRequest {
+                name: "r".into(),
+                perm: Some(perm(PermType::Readwrite, "a", "m")),
+            }),
+            Request::UserGrantRole(AuthUserGrantRoleRequest {
+                user: "u".into(),
+                role: "r".into(),
+            }),
+            Request::UserGrantRole(AuthUserGrantRoleRequest {
+                user: "root".into(),
+                role: ROOT_ROLE.into(),
+            }),
             Request::AuthEnable(AuthEnableRequest {}),
         ]
         .into_iter()
@@ -648,19 +754,42 @@ mod tests {
         wb.commit(true).unwrap();
         let rev = auth.revision();
         assert_eq!(rev, 6, "every change but enable moves the revision");
-        let u = AuthInfo { username: "u".into(), revision: rev };
+        let u = AuthInfo {
+            username: "u".into(),
+            revision: rev,
+        };
         assert_eq!(auth.check_key(Some(&u), b"b", b"", true), Ok(()));
         assert_eq!(auth.check_range(Some(&u), b"a", b"m"), Ok(()));
-        assert_eq!(auth.check_range(Some(&u), b"a", b"n"), Err(EtcdError::PermissionDenied));
+        assert_eq!(
+            auth.check_range(Some(&u), b"a", b"n"),
+            Err(EtcdError::PermissionDenied)
+        );
         assert_eq!(auth.check_range(None, b"a", b""), Err(EtcdError::UserEmpty));
-        let old = AuthInfo { username: "u".into(), revision: rev - 1 };
-        assert_eq!(auth.check_range(Some(&old), b"a", b""), Err(EtcdError::AuthOldRevision));
+        let old = AuthInfo {
+            username: "u".into(),
+            revision: rev - 1,
+        };
+        assert_eq!(
+            auth.check_range(Some(&old), b"a", b""),
+            Err(EtcdError::AuthOldRevision)
+        );
         // a put outside the permission, two txns deep
         let inner = txn_with(vec![put("b"), put("z")]);
-        let outer = txn_with(vec![put("c"), RequestOp { request: Some(request_op::Request::RequestTxn(inner)) }]);
-        assert_eq!(auth.check_txn(Some(&u), &outer), Err(EtcdError::PermissionDenied));
+        let outer = txn_with(vec![
+            put("c"),
+            RequestOp {
+                request: Some(request_op::Request::RequestTxn(inner)),
+            },
+        ]);
+        assert_eq!(
+            auth.check_txn(Some(&u), &outer),
+            Err(EtcdError::PermissionDenied)
+        );
         assert_eq!(auth.check_txn(Some(&u), &txn_with(vec![put("c")])), Ok(()));
-        let root = AuthInfo { username: "root".into(), revision: rev };
+        let root = AuthInfo {
+            username: "root".into(),
+            revision: rev,
+        };
         assert_eq!(auth.check_txn(Some(&root), &outer), Ok(()));
         assert_eq!(auth.check_admin(Some(&u)), Err(EtcdError::PermissionDenied));
 
@@ -669,13 +798,26 @@ mod tests {
         assert!(again.is_enabled());
         assert_eq!(again.revision(), rev);
         assert_eq!(again.check_key(Some(&u), b"b", b"", true), Ok(()));
-        assert_eq!(again.user_names(), vec!["root".to_string(), "u".to_string()]);
+        assert_eq!(
+            again.user_names(),
+            vec!["root".to_string(), "u".to_string()]
+        );
     }
 
     #[test]
     fn keys_match_points_and_ranges() {
-        assert!(overlaps(b"foo", &point_end(b"foo"), b"foo", &point_end(b"foo")));
-        assert!(!overlaps(b"foo", &point_end(b"foo"), b"foo0", &point_end(b"foo0")));
+        assert!(overlaps(
+            b"foo",
+            &point_end(b"foo"),
+            b"foo",
+            &point_end(b"foo")
+        ));
+        assert!(!overlaps(
+            b"foo",
+            &point_end(b"foo"),
+            b"foo0",
+            &point_end(b"foo0")
+        ));
         assert!(overlaps(b"a", b"", b"zzz", &point_end(b"zzz")));
     }
 }

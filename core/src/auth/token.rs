@@ -21,8 +21,15 @@ pub struct SimpleTokens {
 impl SimpleTokens {
     pub fn new(ttl: Duration) -> Self {
         // etcd: a TTL of 0 means its 5-minute default
-        let ttl = if ttl.is_zero() { Duration::from_secs(300) } else { ttl };
-        SimpleTokens { ttl, tokens: Mutex::new(None) }
+        let ttl = if ttl.is_zero() {
+            Duration::from_secs(300)
+        } else {
+            ttl
+        };
+        SimpleTokens {
+            ttl,
+            tokens: Mutex::new(None),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<String, (String, Instant)>>> {
@@ -32,7 +39,9 @@ impl SimpleTokens {
     /// The random part of a new token, chosen by the member that checked the password.
     pub fn gen_prefix() -> String {
         let mut rng = rand::rng();
-        (0..PREFIX_LEN).map(|_| TOKEN_LETTERS[rng.random_range(0..TOKEN_LETTERS.len())] as char).collect()
+        (0..PREFIX_LEN)
+            .map(|_| TOKEN_LETTERS[rng.random_range(0..TOKEN_LETTERS.len())] as char)
+            .collect()
     }
 
     pub fn enable(&self) {

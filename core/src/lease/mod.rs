@@ -62,7 +62,12 @@ impl Lease {
     }
 
     fn record(&self, id: i64) -> Vec<u8> {
-        LeaseRecord { id, ttl: self.ttl, remaining_ttl: self.remaining_ttl }.encode_to_vec()
+        LeaseRecord {
+            id,
+            ttl: self.ttl,
+            remaining_ttl: self.remaining_ttl,
+        }
+        .encode_to_vec()
     }
 }
 
@@ -83,7 +88,9 @@ struct LeaseState {
 
 impl LeaseState {
     fn set_expiry(&mut self, id: i64, expiry: Option<Instant>) {
-        let Some(lease) = self.leases.get_mut(&id) else { return };
+        let Some(lease) = self.leases.get_mut(&id) else {
+            return;
+        };
         if let Some(old) = lease.queued.take() {
             self.expiries.remove(&(old, id));
         }
@@ -128,7 +135,11 @@ pub struct Lessor {
 }
 
 impl Lessor {
-    pub fn new(min_ttl: i64, checkpoint_interval: Option<Duration>, persist_checkpoints: bool) -> Self {
+    pub fn new(
+        min_ttl: i64,
+        checkpoint_interval: Option<Duration>,
+        persist_checkpoints: bool,
+    ) -> Self {
         Lessor {
             state: Mutex::new(LeaseState::default()),
             min_ttl: min_ttl.max(1),
@@ -185,7 +196,9 @@ impl Lessor {
                 Some(l) => {
                     l.keys.insert(key);
                 }
-                None => warn!(target: "lease", "key {:?} names lease {id:x}, which does not exist", String::from_utf8_lossy(&key)),
+                None => {
+                    warn!(target: "lease", "key {:?} names lease {id:x}, which does not exist", String::from_utf8_lossy(&key))
+                }
             }
         }
         if st.primary {
@@ -207,7 +220,11 @@ impl Lessor {
 
     /// The keys attached to a lease (none when it does not exist), for auth's write checks.
     pub fn keys_of(&self, id: i64) -> Vec<Bytes> {
-        self.lock().leases.get(&id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default()
+        self.lock()
+            .leases
+            .get(&id)
+            .map(|l| l.keys.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Applies a committed LeaseGrant: returns the TTL granted.
@@ -265,7 +282,9 @@ impl Lessor {
     pub fn checkpoint(&self, wb: &mut WriteBatch<'_>, checkpoints: &[LeaseCheckpoint]) {
         let mut st = self.lock();
         for cp in checkpoints {
-            let Some(lease) = st.leases.get_mut(&cp.id) else { continue };
+            let Some(lease) = st.leases.get_mut(&cp.id) else {
+                continue;
+            };
             lease.remaining_ttl = cp.remaining_ttl;
             if self.persist_checkpoints {
                 wb.lease_put(cp.id, &lease.record(cp.id));
@@ -391,14 +410,19 @@ impl Lessor {
         Ok(TimeToLive {
             remaining,
             granted: lease.ttl,
-            keys: if with_keys { lease.keys.iter().cloned().collect() } else { Vec::new() },
+            keys: if with_keys {
+                lease.keys.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 
     /// Every lease id, soonest expiry first (ties and followers: by id).
     pub fn leases(&self) -> Vec<i64> {
         let st = self.lock();
-        let mut all: Vec<(Option<Instant>, i64)> = st.leases.iter().map(|(id, l)| (l.expiry, *id)).collect();
+        let mut all: Vec<(Option<Instant>, i64)> =
+            st.leases.iter().map(|(id, l)| (l.expiry, *id)).collect();
         // `None` (forever) after every expiry time
         all.sort_unstable_by(|a, b| match (a.0, b.0) {
             (Some(x), Some(y)) => x.cmp(&y).then(a.1.cmp(&b.1)),
@@ -416,7 +440,12 @@ impl Lessor {
         if !st.primary {
             return Vec::new();
         }
-        let due: Vec<(Instant, i64)> = st.expiries.range(..=(now, i64::MAX)).take(limit).copied().collect();
+        let due: Vec<(Instant, i64)> = st
+            .expiries
+            .range(..=(now, i64::MAX))
+            .take(limit)
+            .copied()
+            .collect();
         for (at, id) in &due {
             st.expiries.remove(&(*at, *id));
             let retry = now + EXPIRED_RETRY;
@@ -436,21 +465,33 @@ impl Lessor {
         }
         let mut out: Vec<LeaseCheckpoint> = std::mem::take(&mut st.cleared)
             .into_iter()
-            .map(|id| LeaseCheckpoint { id, remaining_ttl: 0 })
+            .map(|id| LeaseCheckpoint {
+                id,
+                remaining_ttl: 0,
+            })
             .collect();
         while out.len() < limit {
-            let Some(&(at, id)) = st.checkpoints.first() else { break };
+            let Some(&(at, id)) = st.checkpoints.first() else {
+                break;
+            };
             if at > now {
                 break;
             }
             st.checkpoints.remove(&(at, id));
-            let Some(lease) = st.leases.get(&id) else { continue };
-            let Some(expiry) = lease.expiry.filter(|e| *e > now) else { continue };
+            let Some(lease) = st.leases.get(&id) else {
+                continue;
+            };
+            let Some(expiry) = lease.expiry.filter(|e| *e > now) else {
+                continue;
+            };
             let remaining = (expiry - now).as_secs_f64().ceil() as i64;
             if remaining >= lease.ttl {
                 continue;
             }
-            out.push(LeaseCheckpoint { id, remaining_ttl: remaining });
+            out.push(LeaseCheckpoint {
+                id,
+                remaining_ttl: remaining,
+            });
         }
         out
     }
@@ -476,8 +517,12 @@ impl Lessor {
     }
 
     fn schedule_checkpoint(&self, st: &mut LeaseState, id: i64) {
-        let Some(interval) = self.checkpoint_interval else { return };
-        let Some(lease) = st.leases.get(&id) else { return };
+        let Some(interval) = self.checkpoint_interval else {
+            return;
+        };
+        let Some(lease) = st.leases.get(&id) else {
+            return;
+        };
         if lease.refresh_ttl() as u64 > interval.as_secs() {
             st.checkpoints.insert((Instant::now() + interval, id));
         }

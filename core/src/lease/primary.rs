@@ -58,9 +58,14 @@ pub async fn run(server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
             for id in expired {
                 let server = server.clone();
                 tokio::spawn(async move {
-                    match server.propose(Request::LeaseRevoke(LeaseRevokeRequest { id })).await {
+                    match server
+                        .propose(Request::LeaseRevoke(LeaseRevokeRequest { id }))
+                        .await
+                    {
                         Ok(_) | Err(EtcdError::LeaseNotFound) => {}
-                        Err(e) => warn!(target: "lease", "failed to revoke expired lease {id:x}: {e}"),
+                        Err(e) => {
+                            warn!(target: "lease", "failed to revoke expired lease {id:x}: {e}")
+                        }
                     }
                 });
             }
@@ -147,7 +152,11 @@ impl PrimaryLeases {
     }
 
     /// Lease `id`'s TTL; `Ok(None)` when this member is not the primary.
-    pub async fn time_to_live(&self, id: i64, keys: bool) -> Result<Option<TimeToLive>, RenewError> {
+    pub async fn time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<Option<TimeToLive>, RenewError> {
         if !self.leads() {
             return Ok(None);
         }

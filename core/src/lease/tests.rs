@@ -14,22 +14,45 @@ fn open_tmp() -> (tempfile::TempDir, Store) {
 
 fn put(store: &Store, lessor: &Lessor, key: &str, lease: i64) {
     let mut wb = store.write().unwrap();
-    wb.put(&PutRequest { key: key.as_bytes().to_vec().into(), value: b"v".to_vec().into(), lease, ..Default::default() })
-        .unwrap();
+    wb.put(&PutRequest {
+        key: key.as_bytes().to_vec().into(),
+        value: b"v".to_vec().into(),
+        lease,
+        ..Default::default()
+    })
+    .unwrap();
     lessor.apply_key_changes(&wb.take_lease_changes());
     wb.commit(false).unwrap();
 }
 
 fn keys(store: &Store) -> Vec<String> {
-    let r = store.range(&RangeRequest { key: b"\0".to_vec().into(), range_end: b"\0".to_vec().into(), ..Default::default() }).unwrap();
-    r.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).collect()
+    let r = store
+        .range(&RangeRequest {
+            key: b"\0".to_vec().into(),
+            range_end: b"\0".to_vec().into(),
+            ..Default::default()
+        })
+        .unwrap();
+    r.kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
 }
 
 #[test]
 fn minimum_ttl_is_one_and_a_half_election_timeouts_rounded_up() {
-    assert_eq!(Lessor::min_ttl_for(Duration::from_millis(100), Duration::from_millis(1000)), 2);
-    assert_eq!(Lessor::min_ttl_for(Duration::from_millis(50), Duration::from_millis(500)), 1);
-    assert_eq!(Lessor::min_ttl_for(Duration::from_millis(100), Duration::from_millis(3000)), 5);
+    assert_eq!(
+        Lessor::min_ttl_for(Duration::from_millis(100), Duration::from_millis(1000)),
+        2
+    );
+    assert_eq!(
+        Lessor::min_ttl_for(Duration::from_millis(50), Duration::from_millis(500)),
+        1
+    );
+    assert_eq!(
+        Lessor::min_ttl_for(Duration::from_millis(100), Duration::from_millis(3000)),
+        5
+    );
 }
 
 #[test]
@@ -40,7 +63,10 @@ fn grant_checks_like_etcd_and_raises_small_ttls() {
     assert_eq!(lessor.grant(&mut wb, 1, 60), Ok(60));
     assert_eq!(lessor.grant(&mut wb, 1, 60), Err(EtcdError::LeaseExist));
     assert_eq!(lessor.grant(&mut wb, 0, 60), Err(EtcdError::LeaseNotFound));
-    assert_eq!(lessor.grant(&mut wb, 2, super::MAX_LEASE_TTL + 1), Err(EtcdError::LeaseTtlTooLarge));
+    assert_eq!(
+        lessor.grant(&mut wb, 2, super::MAX_LEASE_TTL + 1),
+        Err(EtcdError::LeaseTtlTooLarge)
+    );
     assert_eq!(lessor.grant(&mut wb, 3, 1), Ok(2));
     assert_eq!(lessor.grant(&mut wb, -5, 0), Ok(2));
     wb.commit(false).unwrap();
@@ -67,15 +93,30 @@ fn revoke_deletes_attached_keys_in_one_revision() {
     lessor.revoke(&mut wb, 7).unwrap();
     lessor.apply_key_changes(&wb.take_lease_changes());
     let events = wb.commit(false).unwrap();
-    assert_eq!(store.current_revision(), before + 1, "one revision for all of the lease's keys");
-    let deleted: Vec<_> = events.iter().map(|e| String::from_utf8_lossy(&e.kv.as_ref().unwrap().key).into_owned()).collect();
+    assert_eq!(
+        store.current_revision(),
+        before + 1,
+        "one revision for all of the lease's keys"
+    );
+    let deleted: Vec<_> = events
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.kv.as_ref().unwrap().key).into_owned())
+        .collect();
     assert_eq!(deleted, ["a", "b"]);
     assert_eq!(keys(&store), ["c", "moved", "plain"]);
     assert!(!lessor.exists(7));
     let mut wb = store.write().unwrap();
     assert_eq!(lessor.revoke(&mut wb, 7), Err(EtcdError::LeaseNotFound));
     drop(wb);
-    assert_eq!(store.leases().unwrap().iter().map(|(id, _)| *id).collect::<Vec<_>>(), [8]);
+    assert_eq!(
+        store
+            .leases()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>(),
+        [8]
+    );
 }
 
 #[test]
@@ -109,8 +150,14 @@ fn only_the_primary_renews_and_expires() {
     lessor.grant(&mut wb, 2, 100).unwrap();
     wb.commit(false).unwrap();
     assert_eq!(lessor.renew(1), Err(PrimaryError::NotPrimary));
-    assert!(lessor.take_expired(Instant::now() + Duration::from_secs(1000), 10).is_empty());
-    assert_eq!(lessor.next_deadline(), None, "followers keep leases forever");
+    assert!(lessor
+        .take_expired(Instant::now() + Duration::from_secs(1000), 10)
+        .is_empty());
+    assert_eq!(
+        lessor.next_deadline(),
+        None,
+        "followers keep leases forever"
+    );
 
     lessor.promote(Duration::ZERO);
     assert_eq!(lessor.renew(1), Ok(1));
@@ -125,7 +172,9 @@ fn only_the_primary_renews_and_expires() {
 
     lessor.demote();
     assert_eq!(lessor.renew(2), Err(PrimaryError::NotPrimary));
-    assert!(lessor.take_expired(later + Duration::from_secs(1000), 10).is_empty());
+    assert!(lessor
+        .take_expired(later + Duration::from_secs(1000), 10)
+        .is_empty());
 }
 
 #[test]
@@ -140,13 +189,18 @@ fn promotion_extends_every_lease_and_spreads_mass_expiry() {
     let start = Instant::now();
     lessor.promote(Duration::from_secs(1));
     // nothing expires before TTL + extend
-    assert!(lessor.take_expired(start + Duration::from_millis(10_900), 5000).is_empty());
+    assert!(lessor
+        .take_expired(start + Duration::from_millis(10_900), 5000)
+        .is_empty());
     // and no second sees more than 3/4 of the revoke rate
     let per_second = 3 * super::primary::REVOKE_PER_SECOND / 4;
     // (leases offered once come back after the retry interval: count each once)
     let mut seen = std::collections::HashSet::new();
     for s in 11..20 {
-        let offered = lessor.take_expired(start + Duration::from_secs(s) + Duration::from_millis(100), 5000);
+        let offered = lessor.take_expired(
+            start + Duration::from_secs(s) + Duration::from_millis(100),
+            5000,
+        );
         let n = offered.into_iter().filter(|id| seen.insert(*id)).count();
         assert!(n <= per_second + 1, "{n} leases expire in second {s}");
     }
@@ -175,7 +229,10 @@ fn checkpoints_carry_the_remaining_ttl_and_renewals_clear_them() {
     follower.recover(&store).unwrap();
     follower.promote(Duration::ZERO);
     let ttl = follower.time_to_live(5, false).unwrap();
-    assert!(ttl.remaining <= 8, "a new leader starts from the checkpoint: {ttl:?}");
+    assert!(
+        ttl.remaining <= 8,
+        "a new leader starts from the checkpoint: {ttl:?}"
+    );
     // a renewal restores the full TTL and asks for a checkpoint that clears the remainder
     assert_eq!(lessor.renew(5), Ok(10));
     let cleared = lessor.take_checkpoints(Instant::now(), 100);

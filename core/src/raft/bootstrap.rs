@@ -32,7 +32,10 @@ fn encode_metadata(member_id: u64, cluster_id: u64) -> Vec<u8> {
 
 fn decode_metadata(b: &[u8]) -> Result<(u64, u64), StartError> {
     if b.len() != 16 {
-        return Err(StartError::Other(format!("WAL metadata has {} bytes, want 16", b.len())));
+        return Err(StartError::Other(format!(
+            "WAL metadata has {} bytes, want 16",
+            b.len()
+        )));
     }
     let id = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
     let cid = u64::from_be_bytes(b[8..].try_into().expect("8 bytes"));
@@ -45,24 +48,43 @@ fn decode_metadata(b: &[u8]) -> Result<(u64, u64), StartError> {
 pub const FAULT_SYNC_DELAY_ENV: &str = "KETCH_FAULT_WAL_SYNC_DELAY_FILE";
 
 fn watch_fault_sync_delay() {
-    let Some(path) = std::env::var_os(FAULT_SYNC_DELAY_ENV) else { return };
+    let Some(path) = std::env::var_os(FAULT_SYNC_DELAY_ENV) else {
+        return;
+    };
     warn!(target: "etcdserver", "{FAULT_SYNC_DELAY_ENV} is set: WAL syncs may be slowed down for a test");
-    let _ = std::thread::Builder::new().name("ketch-fault".into()).spawn(move || loop {
-        let ms = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        ketch_wal::FAULT_SYNC_DELAY_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    });
+    let _ = std::thread::Builder::new()
+        .name("ketch-fault".into())
+        .spawn(move || loop {
+            let ms = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            ketch_wal::FAULT_SYNC_DELAY_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        });
 }
 
 pub(crate) fn conf_state_of(members: &[MemberRecord]) -> ConfState {
-    let voters: Vec<u64> = members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
-    let learners: Vec<u64> = members.iter().filter(|m| m.is_learner).map(|m| m.id).collect();
+    let voters: Vec<u64> = members
+        .iter()
+        .filter(|m| !m.is_learner)
+        .map(|m| m.id)
+        .collect();
+    let learners: Vec<u64> = members
+        .iter()
+        .filter(|m| m.is_learner)
+        .map(|m| m.id)
+        .collect();
     ConfState::from((voters, learners))
 }
 
 /// Starts the Raft side. `joined` is the cluster fetched from its members when this member
 /// joins an existing cluster (`--initial-cluster-state existing`) for the first time.
-pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRecord>)>) -> Result<Booted, StartError> {
+pub fn boot(
+    cfg: &MemberConfig,
+    store: &Store,
+    joined: Option<(u64, Vec<MemberRecord>)>,
+) -> Result<Booted, StartError> {
     let wal_dir = cfg.wal_dir();
     watch_fault_sync_delay();
     let opts = WalOptions::default();
@@ -70,12 +92,23 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
     // peer may still ask for; their payloads are dropped while reading (see `Wal::open_hollow`).
     let mut applied = store.applied_index();
     let hollow_upto = {
-        let stored = store.meta_get(MEMBERS_META_KEY).map_err(|e| StartError::Other(e.to_string()))?;
+        let stored = store
+            .meta_get(MEMBERS_META_KEY)
+            .map_err(|e| StartError::Other(e.to_string()))?;
         let peers = match stored {
-            Some(b) => cluster::decode_members(&b).map(|m| m.len() > 1).unwrap_or(true),
-            None => cfg.initial_cluster.iter().any(|(n, _)| *n != cfg.initial_cluster[0].0),
+            Some(b) => cluster::decode_members(&b)
+                .map(|m| m.len() > 1)
+                .unwrap_or(true),
+            None => cfg
+                .initial_cluster
+                .iter()
+                .any(|(n, _)| *n != cfg.initial_cluster[0].0),
         };
-        applied.saturating_sub(if peers { cfg.snapshot_catchup_entries } else { 0 })
+        applied.saturating_sub(if peers {
+            cfg.snapshot_catchup_entries
+        } else {
+            0
+        })
     };
     let (mut wal, recovered, member_id, cluster_id, mut members) = if Wal::exists(&wal_dir) {
         let (wal, rec) = Wal::open_hollow(&wal_dir, opts, hollow_upto)
@@ -87,13 +120,19 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
             let path = crate::transport::received_snapshot_path(&cfg.snap_dir(), meta.index);
             if path.exists() {
                 info!(target: "etcdserver", "restoring the store from the received snapshot at {}", meta.index);
-                store.restore_from(&path).map_err(|e| StartError::Other(format!("restore snapshot {}: {e}", path.display())))?;
+                store.restore_from(&path).map_err(|e| {
+                    StartError::Other(format!("restore snapshot {}: {e}", path.display()))
+                })?;
                 let _ = std::fs::remove_file(&path);
                 applied = store.applied_index();
             }
         }
-        let members = match store.meta_get(MEMBERS_META_KEY).map_err(|e| StartError::Other(e.to_string()))? {
-            Some(b) => cluster::decode_members(&b).map_err(|e| StartError::Other(format!("members record: {e}")))?,
+        let members = match store
+            .meta_get(MEMBERS_META_KEY)
+            .map_err(|e| StartError::Other(e.to_string()))?
+        {
+            Some(b) => cluster::decode_members(&b)
+                .map_err(|e| StartError::Other(format!("members record: {e}")))?,
             None => cluster::initial_members(cfg),
         };
         info!(
@@ -106,7 +145,11 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
         let (member_id, cluster_id, members) = match joined {
             // Joining: the cluster says who we are (the id `member add` gave our peer URLs).
             Some((cluster_id, members)) => {
-                let mine: Vec<String> = cfg.initial_advertise_peer_urls.iter().map(crate::config::url_text).collect();
+                let mine: Vec<String> = cfg
+                    .initial_advertise_peer_urls
+                    .iter()
+                    .map(crate::config::url_text)
+                    .collect();
                 let me = members
                     .iter()
                     .find(|m| !m.peer_urls.is_empty() && m.peer_urls.iter().all(|u| mine.contains(u)))
@@ -122,7 +165,10 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
             None => {
                 let members = cluster::initial_members(cfg);
                 let me = members.iter().find(|m| m.name == cfg.name).ok_or_else(|| {
-                    StartError::Other(format!("couldn't find local name {:?} in the initial cluster configuration", cfg.name))
+                    StartError::Other(format!(
+                        "couldn't find local name {:?} in the initial cluster configuration",
+                        cfg.name
+                    ))
                 })?;
                 let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
                 (me.id, cluster::cluster_id(&ids), members)
@@ -130,9 +176,12 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
         };
         // Membership goes to the backend before the WAL exists: a WAL is what marks the
         // member as created, so a crash in between simply starts over.
-        let mut wb = store.write().map_err(|e| StartError::Other(e.to_string()))?;
+        let mut wb = store
+            .write()
+            .map_err(|e| StartError::Other(e.to_string()))?;
         wb.meta_put(MEMBERS_META_KEY, &cluster::encode_members(&members));
-        wb.commit(true).map_err(|e| StartError::Other(e.to_string()))?;
+        wb.commit(true)
+            .map_err(|e| StartError::Other(e.to_string()))?;
         let wal = Wal::create(&wal_dir, &encode_metadata(member_id, cluster_id), opts)
             .map_err(|e| StartError::Other(format!("create wal: {e}")))?;
         info!(target: "etcdserver", "starting member {member_id:x} in cluster {cluster_id:x}");
@@ -148,7 +197,8 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
                 last_index = meta.index;
                 let mut snap = Snapshot::default();
                 snap.set_metadata(meta);
-                core.apply_snapshot(snap).map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
+                core.apply_snapshot(snap)
+                    .map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
             }
             _ => core.set_conf_state(conf_state_of(&members)),
         }
@@ -161,12 +211,14 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
                 snap.mut_metadata().index = hollow_upto;
                 snap.mut_metadata().term = entries[pos].term;
                 snap.mut_metadata().set_conf_state(conf_state_of(&members));
-                core.apply_snapshot(snap).map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
+                core.apply_snapshot(snap)
+                    .map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
                 last_index = hollow_upto;
                 entries = &entries[pos + 1..];
             }
             if !entries.is_empty() {
-                core.append(entries).map_err(|e| StartError::Other(format!("raft log: {e}")))?;
+                core.append(entries)
+                    .map_err(|e| StartError::Other(format!("raft log: {e}")))?;
                 last_index = entries.last().map(|e| e.index).unwrap_or(last_index);
             }
             let mut hs = rec.hard_state.clone();
@@ -184,7 +236,8 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
                 snap.mut_metadata().set_conf_state(conf_state_of(&members));
                 wal.save_snapshot(snap.get_metadata())
                     .map_err(|e| StartError::Other(format!("record snapshot in wal: {e}")))?;
-                core.apply_snapshot(snap).map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
+                core.apply_snapshot(snap)
+                    .map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
                 last_index = applied;
             }
             // The commit index is persisted lazily; whatever the store applied was committed.
@@ -200,27 +253,42 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
                     target: "etcdserver",
                     "forcing restart of member {member_id:x} in cluster {cluster_id:x} at commit index {commit}"
                 );
-                let me = members.iter().find(|m| m.id == member_id).cloned().ok_or_else(|| {
-                    StartError::Other(format!("member {member_id:x} is not in its own member list"))
-                })?;
-                members = vec![MemberRecord { is_learner: false, ..me }];
+                let me = members
+                    .iter()
+                    .find(|m| m.id == member_id)
+                    .cloned()
+                    .ok_or_else(|| {
+                        StartError::Other(format!(
+                            "member {member_id:x} is not in its own member list"
+                        ))
+                    })?;
+                members = vec![MemberRecord {
+                    is_learner: false,
+                    ..me
+                }];
                 // raft-rs's log again, from the WAL's snapshot marker, committed entries only,
                 // with this member as the only voter
                 let (base, base_term) = rec.snapshot.as_ref().map_or((0, 0), |m| (m.index, m.term));
-                let committed: Vec<_> =
-                    rec.entries.iter().filter(|e| e.index > base && e.index <= commit).cloned().collect();
+                let committed: Vec<_> = rec
+                    .entries
+                    .iter()
+                    .filter(|e| e.index > base && e.index <= commit)
+                    .cloned()
+                    .collect();
                 *core = raft::storage::MemStorageCore::default();
                 if base > 0 {
                     let mut snap = Snapshot::default();
                     snap.mut_metadata().index = base;
                     snap.mut_metadata().term = base_term;
                     snap.mut_metadata().set_conf_state(conf_state_of(&members));
-                    core.apply_snapshot(snap).map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
+                    core.apply_snapshot(snap)
+                        .map_err(|e| StartError::Other(format!("raft snapshot: {e}")))?;
                 } else {
                     core.set_conf_state(conf_state_of(&members));
                 }
                 if !committed.is_empty() {
-                    core.append(&committed).map_err(|e| StartError::Other(format!("raft log: {e}")))?;
+                    core.append(&committed)
+                        .map_err(|e| StartError::Other(format!("raft log: {e}")))?;
                 }
                 let mut hs = raft::eraftpb::HardState::default();
                 hs.term = term;
@@ -241,16 +309,20 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
                     wal.save_snapshot(&meta)
                         .map_err(|e| StartError::Other(format!("record snapshot in wal: {e}")))?;
                 }
-                let mut wb = store.write().map_err(|e| StartError::Other(e.to_string()))?;
+                let mut wb = store
+                    .write()
+                    .map_err(|e| StartError::Other(e.to_string()))?;
                 wb.meta_put(MEMBERS_META_KEY, &cluster::encode_members(&members));
-                wb.commit(true).map_err(|e| StartError::Other(e.to_string()))?;
+                wb.commit(true)
+                    .map_err(|e| StartError::Other(e.to_string()))?;
             }
         }
     }
 
     let config = raft::Config {
         id: member_id,
-        election_tick: (cfg.election_timeout.as_millis() / cfg.heartbeat_interval.as_millis().max(1)) as usize,
+        election_tick: (cfg.election_timeout.as_millis()
+            / cfg.heartbeat_interval.as_millis().max(1)) as usize,
         heartbeat_tick: 1,
         applied,
         max_size_per_msg: 1024 * 1024,
@@ -259,9 +331,12 @@ pub fn boot(cfg: &MemberConfig, store: &Store, joined: Option<(u64, Vec<MemberRe
         pre_vote: cfg.pre_vote,
         ..Default::default()
     };
-    config.validate().map_err(|e| StartError::Other(format!("raft config: {e}")))?;
+    config
+        .validate()
+        .map_err(|e| StartError::Other(format!("raft config: {e}")))?;
     let logger = slog::Logger::root(crate::logging::SlogToTracing, slog::o!());
-    let raw = RawNode::new(&config, storage, &logger).map_err(|e| StartError::Other(format!("raft: {e}")))?;
+    let raw = RawNode::new(&config, storage, &logger)
+        .map_err(|e| StartError::Other(format!("raft: {e}")))?;
     let cluster = Arc::new(ClusterState::new(cluster_id, member_id, members));
     Ok(Booted { raw, wal, cluster })
 }

@@ -15,19 +15,19 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ketch_api::ketchpb::MemberRecord;
 use ketch_api::status::EtcdError;
 use ketch_wal::Wal;
-use ketch_api::ketchpb::MemberRecord;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, Message, Snapshot};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use super::persist::{Persist, PersistHandle, PersistJob, Persister};
 use crate::apply::ApplyTask;
 use crate::cluster::ClusterState;
 use crate::transport::Transport;
-use super::persist::{Persist, PersistHandle, PersistJob, Persister};
 
 /// Messages a follower may send before its pending writes are durable: they report nothing
 /// about its log or vote.
@@ -49,13 +49,21 @@ type ReadReply = oneshot::Sender<Result<u64, EtcdError>>;
 pub enum RaftMsg {
     /// Append `data` (an encoded `RaftRequest`) to the log. If it cannot be proposed, the
     /// waiter registered under `id` is answered with the error.
-    Propose { id: u64, data: Vec<u8> },
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+    },
     /// Propose a membership change (`cc.id` is the waiter's id). A promotion is refused here,
     /// on the leader, unless the learner has caught up (etcd's isLearnerReady).
-    ProposeConfChange { cc: ConfChange },
+    ProposeConfChange {
+        cc: ConfChange,
+    },
     /// The apply thread applied a membership change (`cc` for raft-rs, none for a peer URL
     /// update); `members` is the list after it.
-    ConfChangeApplied { cc: Option<ConfChange>, members: Vec<MemberRecord> },
+    ConfChangeApplied {
+        cc: Option<ConfChange>,
+        members: Vec<MemberRecord>,
+    },
     /// The WAL writer made Readies up to this number durable.
     Persisted(u64),
     /// How sending a snapshot to a peer ended.
@@ -63,7 +71,9 @@ pub enum RaftMsg {
     /// Hand leadership to this member (etcd's MoveLeader).
     TransferLeader(u64),
     /// Confirm leadership and report the commit index a linearizable read must wait for.
-    ReadIndex { reply: oneshot::Sender<Result<u64, EtcdError>> },
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64, EtcdError>>,
+    },
     /// A message from a peer.
     Step(Message),
     /// The link to this peer failed; Raft slows down sending to it until it answers again.
@@ -75,7 +85,9 @@ pub enum RaftMsg {
     Applied(u64),
     /// Record a snapshot at `index` (already durable in the backend) and release the WAL and
     /// in-memory log before it.
-    Compact { index: u64 },
+    Compact {
+        index: u64,
+    },
     Stop,
 }
 
@@ -167,7 +179,15 @@ impl RaftNode {
         });
         // A lone voter need not wait an election timeout to lead its own cluster.
         let voters = self.raw.raft.prs().conf().voters().ids().len();
-        if voters == 1 && self.raw.raft.prs().conf().voters().contains(self.raw.raft.id) {
+        if voters == 1
+            && self
+                .raw
+                .raft
+                .prs()
+                .conf()
+                .voters()
+                .contains(self.raw.raft.id)
+        {
             if let Err(e) = self.raw.campaign() {
                 warn!(target: "raft", "campaign failed: {e}");
             }
@@ -238,7 +258,11 @@ impl RaftNode {
                     self.apply.fail_waiter(id, e);
                 } else if let Err(e) = self.raw.propose_conf_change(vec![], cc) {
                     let err = match e {
-                        raft::Error::ProposalDropped if self.raw.raft.leader_id == raft::INVALID_ID => EtcdError::NoLeader,
+                        raft::Error::ProposalDropped
+                            if self.raw.raft.leader_id == raft::INVALID_ID =>
+                        {
+                            EtcdError::NoLeader
+                        }
                         // another change is still pending: etcd answers such a proposal late
                         // with a timeout; say so at once
                         raft::Error::ProposalDropped => EtcdError::Timeout,
@@ -251,7 +275,9 @@ impl RaftNode {
                 if let Some(cc) = cc {
                     match self.raw.apply_conf_change(&cc) {
                         Ok(cs) => self.raw.mut_store().wl().set_conf_state(cs),
-                        Err(e) => error!(target: "raft", "raft refused an applied conf change: {e}"),
+                        Err(e) => {
+                            error!(target: "raft", "raft refused an applied conf change: {e}")
+                        }
                     }
                 }
                 self.transport.set_peers(&members);
@@ -292,7 +318,8 @@ impl RaftNode {
     /// leader, or the leader had not yet committed in its term) is asked again with a new round,
     /// whose answer also answers the older ones, as etcd retries its read index.
     fn start_read_round(&mut self) {
-        let stale = !self.pending_reads.is_empty() && self.last_read_round_at.elapsed() >= READ_RETRY;
+        let stale =
+            !self.pending_reads.is_empty() && self.last_read_round_at.elapsed() >= READ_RETRY;
         if self.queued_reads.is_empty() && !stale {
             return;
         }
@@ -411,13 +438,19 @@ impl RaftNode {
         if let Some(n) = persisted_inline {
             self.raw.on_persist_ready(n.max(number));
         }
-        self.cluster.set_leader_and_term(self.raw.raft.leader_id, self.raw.raft.term);
-        self.cluster.set_commit_index(self.raw.raft.raft_log.committed);
+        self.cluster
+            .set_leader_and_term(self.raw.raft.leader_id, self.raw.raft.term);
+        self.cluster
+            .set_commit_index(self.raw.raft.raft_log.committed);
         persisted_inline.is_some()
     }
 
     fn has_peers(&self) -> bool {
-        self.raw.raft.prs().iter().any(|(id, _)| *id != self.raw.raft.id)
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .any(|(id, _)| *id != self.raw.raft.id)
     }
 
     /// Hands a job to the WAL writer, or does it here while the member has no peers (moving
@@ -429,7 +462,11 @@ impl RaftNode {
                 self.persist = Some(Persist::Thread(PersistHandle::spawn(*p)));
             }
         }
-        match self.persist.as_mut().expect("persistence while the node runs") {
+        match self
+            .persist
+            .as_mut()
+            .expect("persistence while the node runs")
+        {
             Persist::Inline(p) => p.run_inline(job),
             Persist::Thread(h) => {
                 h.send(job);
@@ -506,7 +543,12 @@ impl RaftNode {
     /// for catch-up), and a member without peers needs none — otherwise a stream of large
     /// values would stay in memory until the next snapshot (up to `--snapshot-count` entries).
     fn trim_memory_log(&mut self, applied: u64) {
-        let has_peers = self.raw.raft.prs().iter().any(|(id, _)| *id != self.raw.raft.id);
+        let has_peers = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .any(|(id, _)| *id != self.raw.raft.id);
         let keep = if has_peers { self.catchup_entries } else { 0 };
         let upto = applied.saturating_sub(keep);
         let store = self.raw.mut_store();

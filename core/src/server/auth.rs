@@ -45,13 +45,19 @@ impl Credentials {
     /// `trusted_proxies`: certificate names of Ketch proxies whose word about their client's
     /// certificate name is taken (`--experimental-trusted-proxy-cn`).
     pub fn of(md: &MetadataMap, ext: &http::Extensions, trusted_proxies: &[String]) -> Self {
-        let token = md.get(TOKEN_KEY).or_else(|| md.get(TOKEN_KEY_GATEWAY)).and_then(|v| v.to_str().ok());
+        let token = md
+            .get(TOKEN_KEY)
+            .or_else(|| md.get(TOKEN_KEY_GATEWAY))
+            .and_then(|v| v.to_str().ok());
         let mut identity = if md.get("grpcgateway-accept").is_some() {
             None
         } else {
             ketch_gateway::tls::request_identity(ext)
         };
-        if identity.as_ref().is_some_and(|cn| trusted_proxies.contains(cn)) {
+        if identity
+            .as_ref()
+            .is_some_and(|cn| trusted_proxies.contains(cn))
+        {
             // a trusted proxy speaks for its client (and a client it did not name is nobody)
             identity = md
                 .get(ketch_gateway::tls::PROXIED_IDENTITY)
@@ -59,21 +65,32 @@ impl Credentials {
                 .filter(|cn| !cn.is_empty())
                 .map(str::to_string);
         }
-        Credentials { token: token.map(str::to_string), identity }
+        Credentials {
+            token: token.map(str::to_string),
+            identity,
+        }
     }
 }
 
 impl Server {
     /// Who is asking: `None` when no token is sent and no client certificate names a user.
-    pub async fn auth_info(&self, md: &MetadataMap, ext: &http::Extensions) -> Result<Option<AuthInfo>, EtcdError> {
-        self.resolve(&Credentials::of(md, ext, &self.trusted_proxy_cns)).await
+    pub async fn auth_info(
+        &self,
+        md: &MetadataMap,
+        ext: &http::Extensions,
+    ) -> Result<Option<AuthInfo>, EtcdError> {
+        self.resolve(&Credentials::of(md, ext, &self.trusted_proxy_cns))
+            .await
     }
 
     pub async fn resolve(&self, c: &Credentials) -> Result<Option<AuthInfo>, EtcdError> {
         if let Some(token) = &c.token {
             return self.token_info(token).await.map(Some);
         }
-        Ok(c.identity.clone().map(|username| AuthInfo { username, revision: self.auth.revision() }))
+        Ok(c.identity.clone().map(|username| AuthInfo {
+            username,
+            revision: self.auth.revision(),
+        }))
     }
 
     /// [`Server::auth_info`] of a tonic request.
@@ -87,7 +104,10 @@ impl Server {
             // stateless: the signature and expiry say it all; the revision it carries is
             // checked against the auth state when a request applies
             return match jwt.verify(token) {
-                Some(c) => Ok(AuthInfo { username: c.username, revision: c.revision }),
+                Some(c) => Ok(AuthInfo {
+                    username: c.username,
+                    revision: c.revision,
+                }),
                 None => {
                     tracing::warn!(target: "auth", "invalid auth token: {token}");
                     Err(EtcdError::InvalidAuthToken)
@@ -99,7 +119,8 @@ impl Server {
             return Err(EtcdError::InvalidAuthToken);
         };
         let mut applied = self.applied.clone();
-        let caught_up = tokio::time::timeout(self.request_timeout, applied.wait_for(|a| *a >= index)).await;
+        let caught_up =
+            tokio::time::timeout(self.request_timeout, applied.wait_for(|a| *a >= index)).await;
         if !matches!(caught_up, Ok(Ok(_))) {
             return Err(EtcdError::InvalidAuthToken);
         }
@@ -151,7 +172,11 @@ async fn hash_password(password: String, cost: u32) -> Result<Vec<u8>, Status> {
 pub struct AuthService(pub SharedServer);
 
 impl AuthService {
-    async fn change<T>(&self, req: &Request<T>, proposal: Proposal) -> Result<ResponseHeader, Status> {
+    async fn change<T>(
+        &self,
+        req: &Request<T>,
+        proposal: Proposal,
+    ) -> Result<ResponseHeader, Status> {
         let ai = self.0.auth_of(req).await?;
         match self.0.propose_as(ai.as_ref(), proposal).await {
             Ok(_) => Ok(self.0.header(0)),
@@ -169,17 +194,34 @@ impl AuthService {
 
 #[tonic::async_trait]
 impl Auth for AuthService {
-    async fn auth_enable(&self, req: Request<AuthEnableRequest>) -> Result<Response<AuthEnableResponse>, Status> {
-        let header = self.change(&req, Proposal::AuthEnable(AuthEnableRequest {})).await?;
-        Ok(Response::new(AuthEnableResponse { header: Some(header) }))
+    async fn auth_enable(
+        &self,
+        req: Request<AuthEnableRequest>,
+    ) -> Result<Response<AuthEnableResponse>, Status> {
+        let header = self
+            .change(&req, Proposal::AuthEnable(AuthEnableRequest {}))
+            .await?;
+        Ok(Response::new(AuthEnableResponse {
+            header: Some(header),
+        }))
     }
 
-    async fn auth_disable(&self, req: Request<AuthDisableRequest>) -> Result<Response<AuthDisableResponse>, Status> {
-        let header = self.change(&req, Proposal::AuthDisable(AuthDisableRequest {})).await?;
-        Ok(Response::new(AuthDisableResponse { header: Some(header) }))
+    async fn auth_disable(
+        &self,
+        req: Request<AuthDisableRequest>,
+    ) -> Result<Response<AuthDisableResponse>, Status> {
+        let header = self
+            .change(&req, Proposal::AuthDisable(AuthDisableRequest {}))
+            .await?;
+        Ok(Response::new(AuthDisableResponse {
+            header: Some(header),
+        }))
     }
 
-    async fn authenticate(&self, req: Request<AuthenticateRequest>) -> Result<Response<AuthenticateResponse>, Status> {
+    async fn authenticate(
+        &self,
+        req: Request<AuthenticateRequest>,
+    ) -> Result<Response<AuthenticateResponse>, Status> {
         self.0.linearizable_barrier().await?;
         let r = req.into_inner();
         loop {
@@ -191,11 +233,15 @@ impl Auth for AuthService {
                     }
                     return Err(e.into());
                 }
-                Err(PasswordError::NoPasswordUser) => return Err(Status::unknown(NO_PASSWORD_USER)),
+                Err(PasswordError::NoPasswordUser) => {
+                    return Err(Status::unknown(NO_PASSWORD_USER))
+                }
             };
             let password = r.password.clone();
             let ok = tokio::task::spawn_blocking(move || {
-                std::str::from_utf8(&hash).ok().is_some_and(|h| bcrypt::verify(password, h).unwrap_or(false))
+                std::str::from_utf8(&hash)
+                    .ok()
+                    .is_some_and(|h| bcrypt::verify(password, h).unwrap_or(false))
             })
             .await
             .unwrap_or(false);
@@ -203,19 +249,37 @@ impl Auth for AuthService {
                 tracing::info!(target: "auth", "invalid password for user {:?}", r.name);
                 return Err(EtcdError::AuthFailed.into());
             }
-            let record = AuthenticateRecord { name: r.name.clone(), simple_token: SimpleTokens::gen_prefix() };
-            let token = expect_applied!(self.0.propose_as(None, Proposal::Authenticate(record)).await, Token)?;
+            let record = AuthenticateRecord {
+                name: r.name.clone(),
+                simple_token: SimpleTokens::gen_prefix(),
+            };
+            let token = expect_applied!(
+                self.0
+                    .propose_as(None, Proposal::Authenticate(record))
+                    .await,
+                Token
+            )?;
             if checked == self.0.auth.revision() {
-                return Ok(Response::new(AuthenticateResponse { header: Some(self.0.header(0)), token }));
+                return Ok(Response::new(AuthenticateResponse {
+                    header: Some(self.0.header(0)),
+                    token,
+                }));
             }
             tracing::info!(target: "etcdserver", "revision when password checked became stale; retrying");
         }
     }
 
-    async fn user_add(&self, req: Request<AuthUserAddRequest>) -> Result<Response<AuthUserAddResponse>, Status> {
+    async fn user_add(
+        &self,
+        req: Request<AuthUserAddRequest>,
+    ) -> Result<Response<AuthUserAddResponse>, Status> {
         let r = req.get_ref().clone();
         let no_password = r.options.as_ref().is_some_and(|o| o.no_password);
-        let password = if no_password { Vec::new() } else { hash_password(r.password, self.0.auth.bcrypt_cost).await? };
+        let password = if no_password {
+            Vec::new()
+        } else {
+            hash_password(r.password, self.0.auth.bcrypt_cost).await?
+        };
         let user = User {
             name: r.name.into(),
             password: password.into(),
@@ -223,10 +287,15 @@ impl Auth for AuthService {
             options: Some(r.options.unwrap_or(UserAddOptions { no_password: false })),
         };
         let header = self.change(&req, Proposal::UserAdd(user)).await?;
-        Ok(Response::new(AuthUserAddResponse { header: Some(header) }))
+        Ok(Response::new(AuthUserAddResponse {
+            header: Some(header),
+        }))
     }
 
-    async fn user_get(&self, req: Request<AuthUserGetRequest>) -> Result<Response<AuthUserGetResponse>, Status> {
+    async fn user_get(
+        &self,
+        req: Request<AuthUserGetRequest>,
+    ) -> Result<Response<AuthUserGetResponse>, Status> {
         let ai = self.reader(&req).await?;
         let name = &req.get_ref().name;
         if let Err(e) = self.0.auth.check_admin(ai.as_ref()) {
@@ -235,18 +304,34 @@ impl Auth for AuthService {
             }
         }
         let roles = self.0.auth.user_roles(name)?;
-        Ok(Response::new(AuthUserGetResponse { header: Some(self.0.header(0)), roles }))
+        Ok(Response::new(AuthUserGetResponse {
+            header: Some(self.0.header(0)),
+            roles,
+        }))
     }
 
-    async fn user_list(&self, req: Request<AuthUserListRequest>) -> Result<Response<AuthUserListResponse>, Status> {
+    async fn user_list(
+        &self,
+        req: Request<AuthUserListRequest>,
+    ) -> Result<Response<AuthUserListResponse>, Status> {
         let ai = self.reader(&req).await?;
         self.0.auth.check_admin(ai.as_ref())?;
-        Ok(Response::new(AuthUserListResponse { header: Some(self.0.header(0)), users: self.0.auth.user_names() }))
+        Ok(Response::new(AuthUserListResponse {
+            header: Some(self.0.header(0)),
+            users: self.0.auth.user_names(),
+        }))
     }
 
-    async fn user_delete(&self, req: Request<AuthUserDeleteRequest>) -> Result<Response<AuthUserDeleteResponse>, Status> {
-        let header = self.change(&req, Proposal::UserDelete(req.get_ref().clone())).await?;
-        Ok(Response::new(AuthUserDeleteResponse { header: Some(header) }))
+    async fn user_delete(
+        &self,
+        req: Request<AuthUserDeleteRequest>,
+    ) -> Result<Response<AuthUserDeleteResponse>, Status> {
+        let header = self
+            .change(&req, Proposal::UserDelete(req.get_ref().clone()))
+            .await?;
+        Ok(Response::new(AuthUserDeleteResponse {
+            header: Some(header),
+        }))
     }
 
     async fn user_change_password(
@@ -255,65 +340,122 @@ impl Auth for AuthService {
     ) -> Result<Response<AuthUserChangePasswordResponse>, Status> {
         let r = req.get_ref().clone();
         let password = hash_password(r.password, self.0.auth.bcrypt_cost).await?;
-        let user = User { name: r.name.into(), password: password.into(), roles: Vec::new(), options: None };
-        let header = self.change(&req, Proposal::UserChangePassword(user)).await?;
-        Ok(Response::new(AuthUserChangePasswordResponse { header: Some(header) }))
+        let user = User {
+            name: r.name.into(),
+            password: password.into(),
+            roles: Vec::new(),
+            options: None,
+        };
+        let header = self
+            .change(&req, Proposal::UserChangePassword(user))
+            .await?;
+        Ok(Response::new(AuthUserChangePasswordResponse {
+            header: Some(header),
+        }))
     }
 
-    async fn user_grant_role(&self, req: Request<AuthUserGrantRoleRequest>) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
-        let header = self.change(&req, Proposal::UserGrantRole(req.get_ref().clone())).await?;
-        Ok(Response::new(AuthUserGrantRoleResponse { header: Some(header) }))
+    async fn user_grant_role(
+        &self,
+        req: Request<AuthUserGrantRoleRequest>,
+    ) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
+        let header = self
+            .change(&req, Proposal::UserGrantRole(req.get_ref().clone()))
+            .await?;
+        Ok(Response::new(AuthUserGrantRoleResponse {
+            header: Some(header),
+        }))
     }
 
     async fn user_revoke_role(
         &self,
         req: Request<AuthUserRevokeRoleRequest>,
     ) -> Result<Response<AuthUserRevokeRoleResponse>, Status> {
-        let header = self.change(&req, Proposal::UserRevokeRole(req.get_ref().clone())).await?;
-        Ok(Response::new(AuthUserRevokeRoleResponse { header: Some(header) }))
+        let header = self
+            .change(&req, Proposal::UserRevokeRole(req.get_ref().clone()))
+            .await?;
+        Ok(Response::new(AuthUserRevokeRoleResponse {
+            header: Some(header),
+        }))
     }
 
-    async fn role_add(&self, req: Request<AuthRoleAddRequest>) -> Result<Response<AuthRoleAddResponse>, Status> {
-        let header = self.change(&req, Proposal::RoleAdd(req.get_ref().clone())).await?;
-        Ok(Response::new(AuthRoleAddResponse { header: Some(header) }))
+    async fn role_add(
+        &self,
+        req: Request<AuthRoleAddRequest>,
+    ) -> Result<Response<AuthRoleAddResponse>, Status> {
+        let header = self
+            .change(&req, Proposal::RoleAdd(req.get_ref().clone()))
+            .await?;
+        Ok(Response::new(AuthRoleAddResponse {
+            header: Some(header),
+        }))
     }
 
-    async fn role_get(&self, req: Request<AuthRoleGetRequest>) -> Result<Response<AuthRoleGetResponse>, Status> {
+    async fn role_get(
+        &self,
+        req: Request<AuthRoleGetRequest>,
+    ) -> Result<Response<AuthRoleGetResponse>, Status> {
         let ai = self.reader(&req).await?;
         let role = &req.get_ref().role;
         if let Err(e) = self.0.auth.check_admin(ai.as_ref()) {
-            if !ai.as_ref().is_some_and(|a| self.0.auth.has_role(&a.username, role)) {
+            if !ai
+                .as_ref()
+                .is_some_and(|a| self.0.auth.has_role(&a.username, role))
+            {
                 return Err(e.into());
             }
         }
         let perm = self.0.auth.role_perms(role)?;
-        Ok(Response::new(AuthRoleGetResponse { header: Some(self.0.header(0)), perm }))
+        Ok(Response::new(AuthRoleGetResponse {
+            header: Some(self.0.header(0)),
+            perm,
+        }))
     }
 
-    async fn role_list(&self, req: Request<AuthRoleListRequest>) -> Result<Response<AuthRoleListResponse>, Status> {
+    async fn role_list(
+        &self,
+        req: Request<AuthRoleListRequest>,
+    ) -> Result<Response<AuthRoleListResponse>, Status> {
         let ai = self.reader(&req).await?;
         self.0.auth.check_admin(ai.as_ref())?;
-        Ok(Response::new(AuthRoleListResponse { header: Some(self.0.header(0)), roles: self.0.auth.role_names() }))
+        Ok(Response::new(AuthRoleListResponse {
+            header: Some(self.0.header(0)),
+            roles: self.0.auth.role_names(),
+        }))
     }
 
-    async fn role_delete(&self, req: Request<AuthRoleDeleteRequest>) -> Result<Response<AuthRoleDeleteResponse>, Status> {
-        let header = self.change(&req, Proposal::RoleDelete(req.get_ref().clone())).await?;
-        Ok(Response::new(AuthRoleDeleteResponse { header: Some(header) }))
+    async fn role_delete(
+        &self,
+        req: Request<AuthRoleDeleteRequest>,
+    ) -> Result<Response<AuthRoleDeleteResponse>, Status> {
+        let header = self
+            .change(&req, Proposal::RoleDelete(req.get_ref().clone()))
+            .await?;
+        Ok(Response::new(AuthRoleDeleteResponse {
+            header: Some(header),
+        }))
     }
 
     async fn role_grant_permission(
         &self,
         req: Request<AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<AuthRoleGrantPermissionResponse>, Status> {
-        let header = self.change(&req, Proposal::RoleGrantPermission(req.get_ref().clone())).await?;
-        Ok(Response::new(AuthRoleGrantPermissionResponse { header: Some(header) }))
+        let header = self
+            .change(&req, Proposal::RoleGrantPermission(req.get_ref().clone()))
+            .await?;
+        Ok(Response::new(AuthRoleGrantPermissionResponse {
+            header: Some(header),
+        }))
     }
 
     async fn role_revoke_permission(
         &self,
         req: Request<AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<AuthRoleRevokePermissionResponse>, Status> {
-        let header = self.change(&req, Proposal::RoleRevokePermission(req.get_ref().clone())).await?;
-        Ok(Response::new(AuthRoleRevokePermissionResponse { header: Some(header) }))
+        let header = self
+            .change(&req, Proposal::RoleRevokePermission(req.get_ref().clone()))
+            .await?;
+        Ok(Response::new(AuthRoleRevokePermissionResponse {
+            header: Some(header),
+        }))
     }
 }

@@ -33,9 +33,10 @@ const WAIT_QUEUE_BYTES: usize = 1 << 20;
 /// etcd's v3lock passes on its KV server's status), anything else is Unknown with etcd's text.
 pub fn kv_error(e: EtcdError) -> Status {
     match e {
-        EtcdError::PermissionDenied | EtcdError::UserEmpty | EtcdError::InvalidAuthToken | EtcdError::AuthOldRevision => {
-            e.into()
-        }
+        EtcdError::PermissionDenied
+        | EtcdError::UserEmpty
+        | EtcdError::InvalidAuthToken
+        | EtcdError::AuthOldRevision => e.into(),
         other => unknown(other),
     }
 }
@@ -97,15 +98,19 @@ pub fn put_op(key: &Bytes, value: Bytes, lease: i64) -> RequestOp {
 }
 
 pub fn range_op(req: RangeRequest) -> RequestOp {
-    RequestOp { request: Some(request_op::Request::RequestRange(req)) }
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(req)),
+    }
 }
 
 pub fn delete_op(key: &Bytes) -> RequestOp {
     RequestOp {
-        request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-            key: key.clone(),
-            ..Default::default()
-        })),
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            },
+        )),
     }
 }
 
@@ -129,7 +134,10 @@ impl Server {
             return Ok(lease);
         }
         let id = (self.ids.next() & (i64::MAX as u64)) as i64;
-        let req = ketch_api::etcdserverpb::LeaseGrantRequest { ttl: SESSION_TTL, id };
+        let req = ketch_api::etcdserverpb::LeaseGrantRequest {
+            ttl: SESSION_TTL,
+            id,
+        };
         match self.propose(Proposal::LeaseGrant(req)).await? {
             Applied::LeaseGrant(resp) => Ok(resp.id),
             other => unreachable_result(other),
@@ -148,7 +156,10 @@ impl Server {
     }
 
     /// A delete through the log.
-    pub async fn delete_through_log(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, EtcdError> {
+    pub async fn delete_through_log(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, EtcdError> {
         match self.propose(Proposal::DeleteRange(req)).await? {
             Applied::DeleteRange(mut resp) => {
                 self.fill_header(&mut resp.header);
@@ -161,8 +172,12 @@ impl Server {
     /// A linearizable read of the local store.
     pub async fn range_linearizable(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
         self.linearizable_barrier().await?;
-        let ai = super::auth::REQUEST_AUTH.try_with(|a| a.clone()).ok().flatten();
-        self.auth.check_range(ai.as_ref(), &req.key, &req.range_end)?;
+        let ai = super::auth::REQUEST_AUTH
+            .try_with(|a| a.clone())
+            .ok()
+            .flatten();
+        self.auth
+            .check_range(ai.as_ref(), &req.key, &req.range_end)?;
         let mut resp = self.store.range(req)?;
         self.fill_header(&mut resp.header);
         Ok(resp)
@@ -172,7 +187,11 @@ impl Server {
     /// waits for the deletion of the newest such key, then looks again (clientv3's
     /// `waitDeletes`: each waiter watches only the key just ahead of it, so a release wakes one
     /// waiter, not all). Returns the header of the last read.
-    pub async fn wait_deletes(self: &Arc<Self>, prefix: &[u8], max_create_rev: i64) -> Result<ResponseHeader, EtcdError> {
+    pub async fn wait_deletes(
+        self: &Arc<Self>,
+        prefix: &[u8],
+        max_create_rev: i64,
+    ) -> Result<ResponseHeader, EtcdError> {
         loop {
             let req = RangeRequest {
                 key: Bytes::copy_from_slice(prefix),
@@ -196,13 +215,23 @@ impl Server {
     /// is compacted (the caller reads again).
     async fn wait_delete(self: &Arc<Self>, key: &[u8], from_rev: i64) -> Result<(), EtcdError> {
         let range = KeyRange::from_request(key, b"").ok_or(EtcdError::EmptyKey)?;
-        let mut watcher = self.watch_internal(WatchSpec { range, no_put: true, no_delete: false }, from_rev);
+        let mut watcher = self.watch_internal(
+            WatchSpec {
+                range,
+                no_put: true,
+                no_delete: false,
+            },
+            from_rev,
+        );
         loop {
             let Some(update) = watcher.updates.recv().await else {
                 return Err(EtcdError::Stopped);
             };
             if update.compact_revision != 0
-                || update.events.iter().any(|e| e.r#type == EventType::Delete as i32)
+                || update
+                    .events
+                    .iter()
+                    .any(|e| e.r#type == EventType::Delete as i32)
             {
                 return Ok(());
             }
@@ -213,7 +242,11 @@ impl Server {
     pub fn watch_internal(self: &Arc<Self>, spec: WatchSpec, start_rev: i64) -> InternalWatcher {
         let (tx, updates) = update_queue(WAIT_QUEUE, WAIT_QUEUE_BYTES);
         let (id, _) = self.watch_hub.watch(spec, start_rev, tx);
-        InternalWatcher { server: self.clone(), id, updates }
+        InternalWatcher {
+            server: self.clone(),
+            id,
+            updates,
+        }
     }
 }
 
@@ -247,8 +280,16 @@ pub struct DeleteOnDrop {
 
 impl DeleteOnDrop {
     pub fn new(server: Arc<Server>, key: Bytes, created_at: Option<i64>) -> Self {
-        let auth = super::auth::REQUEST_AUTH.try_with(|a| a.clone()).ok().flatten();
-        DeleteOnDrop { server: Some(server), key, created_at, auth }
+        let auth = super::auth::REQUEST_AUTH
+            .try_with(|a| a.clone())
+            .ok()
+            .flatten();
+        DeleteOnDrop {
+            server: Some(server),
+            key,
+            created_at,
+            auth,
+        }
     }
 
     pub fn disarm(&mut self) {
@@ -258,13 +299,21 @@ impl DeleteOnDrop {
 
 impl Drop for DeleteOnDrop {
     fn drop(&mut self) {
-        let Some(server) = self.server.take() else { return };
+        let Some(server) = self.server.take() else {
+            return;
+        };
         let key = std::mem::take(&mut self.key);
         let created_at = self.created_at;
         let auth = self.auth.take();
         tokio::spawn(super::auth::REQUEST_AUTH.scope(auth, async move {
             let result = match created_at {
-                None => server.delete_through_log(DeleteRangeRequest { key, ..Default::default() }).await.map(drop),
+                None => server
+                    .delete_through_log(DeleteRangeRequest {
+                        key,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
                 Some(rev) => {
                     let txn = TxnRequest {
                         compare: vec![create_revision_is(&key, rev)],

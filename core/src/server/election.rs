@@ -42,68 +42,119 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
 
 #[tonic::async_trait]
 impl Election for ElectionService {
-    async fn campaign(&self, req: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+    async fn campaign(
+        &self,
+        req: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignResponse>, Status> {
         let ai = self.server.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH.scope(ai, async move {
-            let req = req.into_inner();
-            let server = &self.server;
-            let lease = server.session_lease(req.lease).await.map_err(super::concurrency::kv_error)?;
-            let prefix = prefix_of(&req.name);
-            let key = session_key(&prefix, lease);
-            let txn = TxnRequest {
-                compare: vec![create_revision_is(&key, 0)],
-                success: vec![put_op(&key, req.value.clone(), lease)],
-                failure: vec![range_op(RangeRequest { key: key.clone(), ..Default::default() })],
-            };
-            let resp = server.txn_through_log(txn).await.map_err(super::concurrency::kv_error)?;
-            let header = resp.header;
-            // Campaigning again with the same lease keeps the key (and its place in line).
-            let existing = (!resp.succeeded).then(|| range_kvs(&resp, 0).first().cloned().unwrap_or_default());
-            let rev = match &existing {
-                Some(kv) => kv.create_revision,
-                None => header.as_ref().map_or(0, |h| h.revision),
-            };
-            // Until elected, a campaign that fails or whose caller goes away resigns (as etcd's
-            // does on a cancelled campaign), so its key does not block those behind it.
-            let mut resign = DeleteOnDrop::new(server.clone(), key.clone(), Some(rev));
-            if existing.is_some_and(|kv| kv.value != req.value) {
-                proclaim(server, &key, rev, lease, req.value.clone()).await?;
-            }
-            server.wait_deletes(&prefix, rev - 1).await.map_err(super::concurrency::kv_error)?;
-            resign.disarm();
-            Ok(Response::new(CampaignResponse {
-                header,
-                leader: Some(LeaderKey { name: req.name, key, rev, lease }),
-            }))
-        })
-        .await
+        super::auth::REQUEST_AUTH
+            .scope(ai, async move {
+                let req = req.into_inner();
+                let server = &self.server;
+                let lease = server
+                    .session_lease(req.lease)
+                    .await
+                    .map_err(super::concurrency::kv_error)?;
+                let prefix = prefix_of(&req.name);
+                let key = session_key(&prefix, lease);
+                let txn = TxnRequest {
+                    compare: vec![create_revision_is(&key, 0)],
+                    success: vec![put_op(&key, req.value.clone(), lease)],
+                    failure: vec![range_op(RangeRequest {
+                        key: key.clone(),
+                        ..Default::default()
+                    })],
+                };
+                let resp = server
+                    .txn_through_log(txn)
+                    .await
+                    .map_err(super::concurrency::kv_error)?;
+                let header = resp.header;
+                // Campaigning again with the same lease keeps the key (and its place in line).
+                let existing = (!resp.succeeded)
+                    .then(|| range_kvs(&resp, 0).first().cloned().unwrap_or_default());
+                let rev = match &existing {
+                    Some(kv) => kv.create_revision,
+                    None => header.as_ref().map_or(0, |h| h.revision),
+                };
+                // Until elected, a campaign that fails or whose caller goes away resigns (as etcd's
+                // does on a cancelled campaign), so its key does not block those behind it.
+                let mut resign = DeleteOnDrop::new(server.clone(), key.clone(), Some(rev));
+                if existing.is_some_and(|kv| kv.value != req.value) {
+                    proclaim(server, &key, rev, lease, req.value.clone()).await?;
+                }
+                server
+                    .wait_deletes(&prefix, rev - 1)
+                    .await
+                    .map_err(super::concurrency::kv_error)?;
+                resign.disarm();
+                Ok(Response::new(CampaignResponse {
+                    header,
+                    leader: Some(LeaderKey {
+                        name: req.name,
+                        key,
+                        rev,
+                        lease,
+                    }),
+                }))
+            })
+            .await
     }
 
-    async fn proclaim(&self, req: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
+    async fn proclaim(
+        &self,
+        req: Request<ProclaimRequest>,
+    ) -> Result<Response<ProclaimResponse>, Status> {
         let ai = self.server.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH.scope(ai, async move {
-            let req = req.into_inner();
-            let leader = req.leader.ok_or_else(|| unknown(MISSING_LEADER_KEY))?;
-            let header = proclaim(&self.server, &leader.key, leader.rev, leader.lease, req.value).await?;
-            Ok(Response::new(ProclaimResponse { header }))
-        })
-        .await
+        super::auth::REQUEST_AUTH
+            .scope(ai, async move {
+                let req = req.into_inner();
+                let leader = req.leader.ok_or_else(|| unknown(MISSING_LEADER_KEY))?;
+                let header = proclaim(
+                    &self.server,
+                    &leader.key,
+                    leader.rev,
+                    leader.lease,
+                    req.value,
+                )
+                .await?;
+                Ok(Response::new(ProclaimResponse { header }))
+            })
+            .await
     }
 
-    async fn leader(&self, req: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
+    async fn leader(
+        &self,
+        req: Request<LeaderRequest>,
+    ) -> Result<Response<LeaderResponse>, Status> {
         let ai = self.server.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH.scope(ai, async move {
-            let prefix = prefix_of(&req.into_inner().name);
-            let resp = self.server.range_linearizable(&first_created(&prefix)).await.map_err(super::concurrency::kv_error)?;
-            let kv = resp.kvs.first().cloned().ok_or_else(|| unknown(NO_LEADER))?;
-            Ok(Response::new(LeaderResponse { header: resp.header, kv: Some(kv) }))
-        })
-        .await
+        super::auth::REQUEST_AUTH
+            .scope(ai, async move {
+                let prefix = prefix_of(&req.into_inner().name);
+                let resp = self
+                    .server
+                    .range_linearizable(&first_created(&prefix))
+                    .await
+                    .map_err(super::concurrency::kv_error)?;
+                let kv = resp
+                    .kvs
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| unknown(NO_LEADER))?;
+                Ok(Response::new(LeaderResponse {
+                    header: resp.header,
+                    kv: Some(kv),
+                }))
+            })
+            .await
     }
 
     type ObserveStream = ReceiverStream<Result<LeaderResponse, Status>>;
 
-    async fn observe(&self, req: Request<LeaderRequest>) -> Result<Response<Self::ObserveStream>, Status> {
+    async fn observe(
+        &self,
+        req: Request<LeaderRequest>,
+    ) -> Result<Response<Self::ObserveStream>, Status> {
         super::refuse_without_leader(&self.server, &req)?;
         // etcd's observer reads the election's keys as the caller
         let ai = self.server.auth_of(&req).await?;
@@ -124,19 +175,32 @@ impl Election for ElectionService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn resign(&self, req: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
+    async fn resign(
+        &self,
+        req: Request<ResignRequest>,
+    ) -> Result<Response<ResignResponse>, Status> {
         let ai = self.server.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH.scope(ai, async move {
-            let leader = req.into_inner().leader.ok_or_else(|| unknown(MISSING_LEADER_KEY))?;
-            let txn = TxnRequest {
-                compare: vec![create_revision_is(&leader.key, leader.rev)],
-                success: vec![delete_op(&leader.key)],
-                failure: vec![],
-            };
-            let resp = self.server.txn_through_log(txn).await.map_err(super::concurrency::kv_error)?;
-            Ok(Response::new(ResignResponse { header: resp.header }))
-        })
-        .await
+        super::auth::REQUEST_AUTH
+            .scope(ai, async move {
+                let leader = req
+                    .into_inner()
+                    .leader
+                    .ok_or_else(|| unknown(MISSING_LEADER_KEY))?;
+                let txn = TxnRequest {
+                    compare: vec![create_revision_is(&leader.key, leader.rev)],
+                    success: vec![delete_op(&leader.key)],
+                    failure: vec![],
+                };
+                let resp = self
+                    .server
+                    .txn_through_log(txn)
+                    .await
+                    .map_err(super::concurrency::kv_error)?;
+                Ok(Response::new(ResignResponse {
+                    header: resp.header,
+                }))
+            })
+            .await
     }
 }
 
@@ -153,7 +217,10 @@ async fn proclaim(
         success: vec![put_op(key, value, lease)],
         failure: vec![],
     };
-    let resp = server.txn_through_log(txn).await.map_err(super::concurrency::kv_error)?;
+    let resp = server
+        .txn_through_log(txn)
+        .await
+        .map_err(super::concurrency::kv_error)?;
     if !resp.succeeded {
         return Err(unknown(NOT_LEADER));
     }
@@ -162,27 +229,51 @@ async fn proclaim(
 
 /// Sends the leader, then each new value it proclaims; when its key goes, the next leader (once
 /// there is one). Returns when the client is gone or reading fails.
-async fn observe(server: SharedServer, prefix: Vec<u8>, tx: mpsc::Sender<Result<LeaderResponse, Status>>) {
+async fn observe(
+    server: SharedServer,
+    prefix: Vec<u8>,
+    tx: mpsc::Sender<Result<LeaderResponse, Status>>,
+) {
     loop {
-        let Ok(resp) = server.range_linearizable(&first_created(&prefix)).await else { return };
+        let Ok(resp) = server.range_linearizable(&first_created(&prefix)).await else {
+            return;
+        };
         let mut header = resp.header.unwrap_or_default();
         let kv = match resp.kvs.into_iter().next() {
             Some(kv) => kv,
             None => {
                 // No leader yet: the first put under the prefix is the first candidate's.
-                let Some(range) = KeyRange::from_request(&prefix, &prefix_end(&prefix)) else { return };
-                let spec = WatchSpec { range, no_put: false, no_delete: true };
+                let Some(range) = KeyRange::from_request(&prefix, &prefix_end(&prefix)) else {
+                    return;
+                };
+                let spec = WatchSpec {
+                    range,
+                    no_put: false,
+                    no_delete: true,
+                };
                 let mut w = server.watch_internal(spec, header.revision + 1);
                 loop {
-                    let Some(update) = w.updates.recv().await else { return };
+                    let Some(update) = w.updates.recv().await else {
+                        return;
+                    };
                     if update.compact_revision != 0 {
                         break; // read again
                     }
-                    let put = update.events.into_iter().find(|e| e.r#type == EventType::Put as i32);
+                    let put = update
+                        .events
+                        .into_iter()
+                        .find(|e| e.r#type == EventType::Put as i32);
                     if let Some(kv) = put.and_then(|e| e.kv) {
                         // (a batch may hold several puts: the header is this one's revision)
                         header = server.header(kv.mod_revision);
-                        if tx.send(Ok(LeaderResponse { header: Some(header), kv: Some(kv.clone()) })).await.is_err() {
+                        if tx
+                            .send(Ok(LeaderResponse {
+                                header: Some(header),
+                                kv: Some(kv.clone()),
+                            }))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         if !follow(&server, &kv.key, header.revision + 1, &tx).await {
@@ -194,7 +285,14 @@ async fn observe(server: SharedServer, prefix: Vec<u8>, tx: mpsc::Sender<Result<
                 continue;
             }
         };
-        if tx.send(Ok(LeaderResponse { header: Some(header), kv: Some(kv.clone()) })).await.is_err() {
+        if tx
+            .send(Ok(LeaderResponse {
+                header: Some(header),
+                kv: Some(kv.clone()),
+            }))
+            .await
+            .is_err()
+        {
             return;
         }
         if !follow(&server, &kv.key, header.revision + 1, &tx).await {
@@ -211,10 +309,21 @@ async fn follow(
     from_rev: i64,
     tx: &mpsc::Sender<Result<LeaderResponse, Status>>,
 ) -> bool {
-    let Some(range) = KeyRange::from_request(key, b"") else { return false };
-    let mut w = server.watch_internal(WatchSpec { range, no_put: false, no_delete: false }, from_rev);
+    let Some(range) = KeyRange::from_request(key, b"") else {
+        return false;
+    };
+    let mut w = server.watch_internal(
+        WatchSpec {
+            range,
+            no_put: false,
+            no_delete: false,
+        },
+        from_rev,
+    );
     loop {
-        let Some(update) = w.updates.recv().await else { return false };
+        let Some(update) = w.updates.recv().await else {
+            return false;
+        };
         if update.compact_revision != 0 {
             return true; // history gone: start over from a fresh read
         }
@@ -223,7 +332,14 @@ async fn follow(
                 return true;
             }
             let header = server.header(update.revision);
-            if tx.send(Ok(LeaderResponse { header: Some(header), kv: ev.kv })).await.is_err() {
+            if tx
+                .send(Ok(LeaderResponse {
+                    header: Some(header),
+                    kv: ev.kv,
+                }))
+                .await
+                .is_err()
+            {
                 return false;
             }
         }

@@ -30,7 +30,9 @@ impl Kv for KvService {
         // etcd's doSerialize: the caller, its read permission, the read, then the auth
         // revision again (a change meanwhile makes the answer unsafe to give)
         let ai = ai?;
-        self.0.auth.check_range(ai.as_ref(), &req.key, &req.range_end)?;
+        self.0
+            .auth
+            .check_range(ai.as_ref(), &req.key, &req.range_end)?;
         let mut resp = self.0.store.range_for_wire(&req)?;
         check_auth_revision(&self.0, ai.as_ref())?;
         self.0.fill_header(&mut resp.header);
@@ -41,7 +43,10 @@ impl Kv for KvService {
         let ai = self.0.auth_of(&req).await?;
         let req = req.into_inner();
         validate::check_put(&req)?;
-        let mut resp = expect_applied!(self.0.propose_as(ai.as_ref(), Proposal::Put(req)).await, Put)?;
+        let mut resp = expect_applied!(
+            self.0.propose_as(ai.as_ref(), Proposal::Put(req)).await,
+            Put
+        )?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -53,7 +58,12 @@ impl Kv for KvService {
         let ai = self.0.auth_of(&req).await?;
         let req = req.into_inner();
         validate::check_delete(&req)?;
-        let mut resp = expect_applied!(self.0.propose_as(ai.as_ref(), Proposal::DeleteRange(req)).await, DeleteRange)?;
+        let mut resp = expect_applied!(
+            self.0
+                .propose_as(ai.as_ref(), Proposal::DeleteRange(req))
+                .await,
+            DeleteRange
+        )?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -76,7 +86,10 @@ impl Kv for KvService {
             return Ok(Response::new(resp));
         }
         let ai = ai?;
-        let mut resp = expect_applied!(self.0.propose_as(ai.as_ref(), Proposal::Txn(req)).await, Txn)?;
+        let mut resp = expect_applied!(
+            self.0.propose_as(ai.as_ref(), Proposal::Txn(req)).await,
+            Txn
+        )?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -88,14 +101,22 @@ impl Kv for KvService {
         // etcd 3.4 checks no permission on compaction: only the token must be valid
         let ai = self.0.auth_of(&req).await?;
         let req = req.into_inner();
-        let mut resp = expect_applied!(self.0.propose_as(ai.as_ref(), Proposal::Compaction(req)).await, Compaction)?;
+        let mut resp = expect_applied!(
+            self.0
+                .propose_as(ai.as_ref(), Proposal::Compaction(req))
+                .await,
+            Compaction
+        )?;
         self.0.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
 }
 
 /// A serializable read answered under an auth revision that has since moved on is refused.
-fn check_auth_revision(server: &super::Server, ai: Option<&crate::auth::AuthInfo>) -> Result<(), Status> {
+fn check_auth_revision(
+    server: &super::Server,
+    ai: Option<&crate::auth::AuthInfo>,
+) -> Result<(), Status> {
     match ai {
         Some(a) if a.revision != 0 && a.revision != server.auth.revision() => {
             Err(ketch_api::status::EtcdError::AuthOldRevision.into())

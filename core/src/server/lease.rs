@@ -39,22 +39,38 @@ pub struct LeaseService {
 
 #[tonic::async_trait]
 impl Lease for LeaseService {
-    async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
         let ai = self.server.auth_of(&req).await?;
         let mut req = req.into_inner();
         // No id given: choose one, positive (etcd's reqIDGen, top bit cleared).
         while req.id == 0 {
             req.id = (self.server.ids.next() & (i64::MAX as u64)) as i64;
         }
-        let mut resp = expect_applied!(self.server.propose_as(ai.as_ref(), Proposal::LeaseGrant(req)).await, LeaseGrant)?;
+        let mut resp = expect_applied!(
+            self.server
+                .propose_as(ai.as_ref(), Proposal::LeaseGrant(req))
+                .await,
+            LeaseGrant
+        )?;
         self.server.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
 
-    async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let ai = self.server.auth_of(&req).await?;
         let req = req.into_inner();
-        let mut resp = expect_applied!(self.server.propose_as(ai.as_ref(), Proposal::LeaseRevoke(req)).await, LeaseRevoke)?;
+        let mut resp = expect_applied!(
+            self.server
+                .propose_as(ai.as_ref(), Proposal::LeaseRevoke(req))
+                .await,
+            LeaseRevoke
+        )?;
         self.server.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -68,7 +84,12 @@ impl Lease for LeaseService {
         super::refuse_without_leader(&self.server, &req)?;
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_QUEUE);
-        tokio::spawn(keep_alive_stream(self.server.clone(), inbound, tx, self.shutdown.clone()));
+        tokio::spawn(keep_alive_stream(
+            self.server.clone(),
+            inbound,
+            tx,
+            self.shutdown.clone(),
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -97,9 +118,21 @@ impl Lease for LeaseService {
         Ok(Response::new(resp))
     }
 
-    async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let leases = self.server.lessor.leases().into_iter().map(|id| LeaseStatus { id }).collect();
-        Ok(Response::new(LeaseLeasesResponse { header: Some(self.server.header(0)), leases }))
+    async fn lease_leases(
+        &self,
+        _: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let leases = self
+            .server
+            .lessor
+            .leases()
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(self.server.header(0)),
+            leases,
+        }))
     }
 }
 
@@ -123,8 +156,16 @@ async fn keep_alive_stream(
         // the renewal saw (a lease revoked at revision N never looks renewed at N + 1).
         let header = Some(server.header(0));
         let answer = match server.lease_renew(req.id).await {
-            Ok(ttl) => Ok(LeaseKeepAliveResponse { header, id: req.id, ttl }),
-            Err(EtcdError::LeaseNotFound) => Ok(LeaseKeepAliveResponse { header, id: req.id, ttl: 0 }),
+            Ok(ttl) => Ok(LeaseKeepAliveResponse {
+                header,
+                id: req.id,
+                ttl,
+            }),
+            Err(EtcdError::LeaseNotFound) => Ok(LeaseKeepAliveResponse {
+                header,
+                id: req.id,
+                ttl: 0,
+            }),
             Err(e) => Err(Status::from(e)),
         };
         let failed = answer.is_err();
@@ -155,7 +196,11 @@ impl Server {
                 let req = LeaseTimeToLiveRequest { id, keys };
                 peer.lease_time_to_live(req).await.map(|r| {
                     let r = r.into_inner();
-                    TimeToLive { remaining: r.ttl, granted: r.granted_ttl, keys: r.keys }
+                    TimeToLive {
+                        remaining: r.ttl,
+                        granted: r.granted_ttl,
+                        keys: r.keys,
+                    }
                 })
             },
         )
@@ -185,14 +230,20 @@ impl Server {
                 if let Some(peer) = self.transport.peer_client(leader) {
                     match tokio::time::timeout_at(deadline, remote(peer)).await {
                         Ok(Ok(v)) => return Ok(v),
-                        Ok(Err(s)) if s.code() == Code::NotFound => return Err(EtcdError::LeaseNotFound),
+                        Ok(Err(s)) if s.code() == Code::NotFound => {
+                            return Err(EtcdError::LeaseNotFound)
+                        }
                         Ok(Err(_)) => {} // not the leader any more, or unreachable
                         Err(_) => return Err(EtcdError::Timeout),
                     }
                 }
             }
             if Instant::now() + LEADER_RETRY >= deadline {
-                return Err(if self.cluster.leader() == 0 { EtcdError::NoLeader } else { EtcdError::Timeout });
+                return Err(if self.cluster.leader() == 0 {
+                    EtcdError::NoLeader
+                } else {
+                    EtcdError::Timeout
+                });
             }
             tokio::time::sleep(LEADER_RETRY).await;
         }

@@ -11,23 +11,23 @@ use std::time::Duration;
 use ketch_api::etcdserverpb::cluster_server::ClusterServer;
 use ketch_api::etcdserverpb::kv_server::KvServer;
 use ketch_api::etcdserverpb::lease_server::LeaseServer;
-use ketch_api::v3electionpb::election_server::ElectionServer;
-use ketch_api::v3lockpb::lock_server::LockServer;
 use ketch_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use ketch_api::etcdserverpb::watch_server::WatchServer;
+use ketch_api::v3electionpb::election_server::ElectionServer;
+use ketch_api::v3lockpb::lock_server::LockServer;
 use ketch_gateway::health::{self, HealthSource};
+use ketch_gateway::tls::stream::ListenerTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use ketch_gateway::tls::stream::ListenerTls;
 use tokio_stream::StreamExt;
 use tonic::service::Routes;
 use tracing::{error, info};
 use url::Url;
 
 use super::cluster::ClusterService;
-use super::kv::KvService;
 use super::election::ElectionService;
+use super::kv::KvService;
 use super::lease::LeaseService;
 use super::lock::LockService;
 use super::maintenance::MaintenanceService;
@@ -59,21 +59,129 @@ impl HealthSource for Server {
         let mut out = String::new();
         let leader = self.cluster.leader();
         let hub = self.watch_hub.counts();
-        m(&mut out, "etcd_cluster_version", "gauge", "Which version is running. 1 for 'cluster_version' label with current cluster version", &format!("cluster_version=\"{}\"", &ketch_api::ETCD_CLUSTER_VERSION[..3]), 1.0);
-        m(&mut out, "etcd_server_version", "gauge", "Which version is running. 1 for 'server_version' label with current version.", &format!("server_version=\"{}\"", ketch_api::ETCD_SERVER_VERSION), 1.0);
-        m(&mut out, "etcd_server_has_leader", "gauge", "Whether or not a leader exists. 1 is existence, 0 is not.", "", f64::from(u8::from(leader != 0)));
-        m(&mut out, "etcd_server_is_leader", "gauge", "Whether or not this member is a leader. 1 if is, 0 otherwise.", "", f64::from(u8::from(leader != 0 && leader == self.cluster.member_id)));
-        m(&mut out, "etcd_server_is_learner", "gauge", "Whether or not this member is a learner. 1 if is, 0 otherwise.", "", f64::from(u8::from(self.cluster.local_is_learner())));
-        m(&mut out, "etcd_server_leader_changes_seen_total", "counter", "The number of leader changes seen.", "", self.cluster.leader_changes_seen() as f64);
-        m(&mut out, "etcd_server_proposals_committed_total", "gauge", "The total number of consensus proposals committed.", "", self.cluster.commit_index() as f64);
-        m(&mut out, "etcd_server_proposals_applied_total", "gauge", "The total number of consensus proposals applied.", "", *self.applied.borrow() as f64);
-        m(&mut out, "etcd_server_quota_backend_bytes", "gauge", "Current backend storage quota size in bytes.", "", self.quota_bytes as f64);
-        m(&mut out, "etcd_mvcc_db_total_size_in_bytes", "gauge", "Total size of the underlying database physically allocated in bytes.", "", self.store.db_size() as f64);
-        m(&mut out, "etcd_mvcc_db_total_size_in_use_in_bytes", "gauge", "Total size of the underlying database logically in use in bytes.", "", self.store.db_size_in_use() as f64);
-        m(&mut out, "etcd_debugging_mvcc_current_revision", "gauge", "The current revision of store.", "", self.store.current_revision() as f64);
-        m(&mut out, "etcd_debugging_mvcc_compact_revision", "gauge", "The revision of the last compaction in store.", "", self.store.compact_revision().max(0) as f64);
-        m(&mut out, "etcd_debugging_mvcc_watcher_total", "gauge", "Total number of watchers.", "", (hub.synced + hub.unsynced) as f64);
-        m(&mut out, "etcd_debugging_mvcc_slow_watcher_total", "gauge", "Total number of unsynced slow watchers.", "", hub.unsynced as f64);
+        m(
+            &mut out,
+            "etcd_cluster_version",
+            "gauge",
+            "Which version is running. 1 for 'cluster_version' label with current cluster version",
+            &format!(
+                "cluster_version=\"{}\"",
+                &ketch_api::ETCD_CLUSTER_VERSION[..3]
+            ),
+            1.0,
+        );
+        m(
+            &mut out,
+            "etcd_server_version",
+            "gauge",
+            "Which version is running. 1 for 'server_version' label with current version.",
+            &format!("server_version=\"{}\"", ketch_api::ETCD_SERVER_VERSION),
+            1.0,
+        );
+        m(
+            &mut out,
+            "etcd_server_has_leader",
+            "gauge",
+            "Whether or not a leader exists. 1 is existence, 0 is not.",
+            "",
+            f64::from(u8::from(leader != 0)),
+        );
+        m(
+            &mut out,
+            "etcd_server_is_leader",
+            "gauge",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            "",
+            f64::from(u8::from(leader != 0 && leader == self.cluster.member_id)),
+        );
+        m(
+            &mut out,
+            "etcd_server_is_learner",
+            "gauge",
+            "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+            "",
+            f64::from(u8::from(self.cluster.local_is_learner())),
+        );
+        m(
+            &mut out,
+            "etcd_server_leader_changes_seen_total",
+            "counter",
+            "The number of leader changes seen.",
+            "",
+            self.cluster.leader_changes_seen() as f64,
+        );
+        m(
+            &mut out,
+            "etcd_server_proposals_committed_total",
+            "gauge",
+            "The total number of consensus proposals committed.",
+            "",
+            self.cluster.commit_index() as f64,
+        );
+        m(
+            &mut out,
+            "etcd_server_proposals_applied_total",
+            "gauge",
+            "The total number of consensus proposals applied.",
+            "",
+            *self.applied.borrow() as f64,
+        );
+        m(
+            &mut out,
+            "etcd_server_quota_backend_bytes",
+            "gauge",
+            "Current backend storage quota size in bytes.",
+            "",
+            self.quota_bytes as f64,
+        );
+        m(
+            &mut out,
+            "etcd_mvcc_db_total_size_in_bytes",
+            "gauge",
+            "Total size of the underlying database physically allocated in bytes.",
+            "",
+            self.store.db_size() as f64,
+        );
+        m(
+            &mut out,
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "gauge",
+            "Total size of the underlying database logically in use in bytes.",
+            "",
+            self.store.db_size_in_use() as f64,
+        );
+        m(
+            &mut out,
+            "etcd_debugging_mvcc_current_revision",
+            "gauge",
+            "The current revision of store.",
+            "",
+            self.store.current_revision() as f64,
+        );
+        m(
+            &mut out,
+            "etcd_debugging_mvcc_compact_revision",
+            "gauge",
+            "The revision of the last compaction in store.",
+            "",
+            self.store.compact_revision().max(0) as f64,
+        );
+        m(
+            &mut out,
+            "etcd_debugging_mvcc_watcher_total",
+            "gauge",
+            "Total number of watchers.",
+            "",
+            (hub.synced + hub.unsynced) as f64,
+        );
+        m(
+            &mut out,
+            "etcd_debugging_mvcc_slow_watcher_total",
+            "gauge",
+            "Total number of unsynced slow watchers.",
+            "",
+            hub.unsynced as f64,
+        );
         out
     }
 }
@@ -88,7 +196,9 @@ async fn unknown_path(req: axum::extract::Request) -> axum::response::Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc"));
     if is_grpc {
-        return tonic::Status::unimplemented("").into_http::<axum::body::Body>().into_response();
+        return tonic::Status::unimplemented("")
+            .into_http::<axum::body::Body>()
+            .into_response();
     }
     (
         http::StatusCode::NOT_FOUND,
@@ -150,7 +260,8 @@ async fn refuse_on_learner(
         && path != "/etcdserverpb.Maintenance/Status"
         && path != "/etcdserverpb.KV/Range"
     {
-        return tonic::Status::from(ketch_api::status::EtcdError::NotSupportedForLearner).into_http();
+        return tonic::Status::from(ketch_api::status::EtcdError::NotSupportedForLearner)
+            .into_http();
     }
     next.run(req).await
 }
@@ -166,39 +277,61 @@ pub fn serve_clients(
     let max_recv = server.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let mut handles = Vec::new();
     for (url, listener) in listeners {
-        let routes = Routes::new(KvServer::new(KvService(server.clone())).max_decoding_message_size(max_recv))
-            .add_service(ClusterServer::new(ClusterService(server.clone())).max_decoding_message_size(max_recv))
-            .add_service(MaintenanceServer::new(MaintenanceService(server.clone())).max_decoding_message_size(max_recv))
-            .add_service(
-                LeaseServer::new(LeaseService { server: server.clone(), shutdown: shutdown.clone() })
-                    .max_decoding_message_size(max_recv),
-            )
-            .add_service(LockServer::new(LockService(server.clone())).max_decoding_message_size(max_recv))
-            .add_service(
-                ketch_api::etcdserverpb::auth_server::AuthServer::new(super::auth::AuthService(server.clone()))
-                    .max_decoding_message_size(max_recv),
-            )
-            .add_service(
-                ElectionServer::new(ElectionService { server: server.clone(), shutdown: shutdown.clone() })
-                    .max_decoding_message_size(max_recv),
-            )
-            .add_service(
-                WatchServer::new(WatchService {
-                    server: server.clone(),
-                    shutdown: shutdown.clone(),
-                    max_response_bytes: max_recv,
-                })
+        let routes = Routes::new(
+            KvServer::new(KvService(server.clone())).max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService(server.clone())).max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            MaintenanceServer::new(MaintenanceService(server.clone()))
                 .max_decoding_message_size(max_recv),
-            );
+        )
+        .add_service(
+            LeaseServer::new(LeaseService {
+                server: server.clone(),
+                shutdown: shutdown.clone(),
+            })
+            .max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            LockServer::new(LockService(server.clone())).max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            ketch_api::etcdserverpb::auth_server::AuthServer::new(super::auth::AuthService(
+                server.clone(),
+            ))
+            .max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            ElectionServer::new(ElectionService {
+                server: server.clone(),
+                shutdown: shutdown.clone(),
+            })
+            .max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            WatchServer::new(WatchService {
+                server: server.clone(),
+                shutdown: shutdown.clone(),
+                max_response_bytes: max_recv,
+            })
+            .max_decoding_message_size(max_recv),
+        );
         let health_source: Arc<dyn HealthSource> = server.clone();
         let router = routes
             .into_axum_router()
-            .layer(axum::middleware::from_fn_with_state(server.clone(), refuse_on_learner))
+            .layer(axum::middleware::from_fn_with_state(
+                server.clone(),
+                refuse_on_learner,
+            ))
             .merge(health::router(health_source))
             .fallback(unknown_path);
         let mut shutdown = shutdown.clone();
         let local = listener.local_addr().ok();
-        let tls = crate::config::is_tls_scheme(&url).then(|| tls.clone()).flatten();
+        let tls = crate::config::is_tls_scheme(&url)
+            .then(|| tls.clone())
+            .flatten();
         info!(target: "embed", "ready to serve client requests");
         if let Some(addr) = local {
             if tls.is_some() {

@@ -20,51 +20,81 @@ pub struct LockService(pub SharedServer);
 impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let ai = self.0.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH.scope(ai, async move {
-            let req = req.into_inner();
-            let server = &self.0;
-            let mut prefix = req.name.to_vec();
-            prefix.push(b'/');
-            let lease = server.session_lease(req.lease).await.map_err(super::concurrency::kv_error)?;
-            let key = session_key(&prefix, lease);
-            let owner = range_op(first_created(&prefix));
-            let txn = TxnRequest {
-                compare: vec![create_revision_is(&key, 0)],
-                success: vec![put_op(&key, Bytes::new(), lease), owner.clone()],
-                failure: vec![range_op(ketch_api::etcdserverpb::RangeRequest { key: key.clone(), ..Default::default() }), owner],
-            };
-            let resp = server.txn_through_log(txn).await.map_err(super::concurrency::kv_error)?;
-            let header = resp.header;
-            let my_rev = if resp.succeeded {
-                header.as_ref().map_or(0, |h| h.revision)
-            } else {
-                range_kvs(&resp, 0).first().map_or(0, |kv| kv.create_revision)
-            };
-            let holder = range_kvs(&resp, 1).first().map(|kv| kv.create_revision);
-            if holder.is_none() || holder == Some(my_rev) {
-                return Ok(Response::new(LockResponse { header, key }));
-            }
-            // Queued behind older keys. If the caller goes away while waiting, its key must not
-            // stay in the queue (etcd unlocks on the way out too).
-            let mut cleanup = DeleteOnDrop::new(server.clone(), key.clone(), None);
-            let header = server.wait_deletes(&prefix, my_rev - 1).await.map_err(super::concurrency::kv_error)?;
-            cleanup.disarm();
-            Ok(Response::new(LockResponse { header: Some(header), key }))
-        })
-        .await
+        super::auth::REQUEST_AUTH
+            .scope(ai, async move {
+                let req = req.into_inner();
+                let server = &self.0;
+                let mut prefix = req.name.to_vec();
+                prefix.push(b'/');
+                let lease = server
+                    .session_lease(req.lease)
+                    .await
+                    .map_err(super::concurrency::kv_error)?;
+                let key = session_key(&prefix, lease);
+                let owner = range_op(first_created(&prefix));
+                let txn = TxnRequest {
+                    compare: vec![create_revision_is(&key, 0)],
+                    success: vec![put_op(&key, Bytes::new(), lease), owner.clone()],
+                    failure: vec![
+                        range_op(ketch_api::etcdserverpb::RangeRequest {
+                            key: key.clone(),
+                            ..Default::default()
+                        }),
+                        owner,
+                    ],
+                };
+                let resp = server
+                    .txn_through_log(txn)
+                    .await
+                    .map_err(super::concurrency::kv_error)?;
+                let header = resp.header;
+                let my_rev = if resp.succeeded {
+                    header.as_ref().map_or(0, |h| h.revision)
+                } else {
+                    range_kvs(&resp, 0)
+                        .first()
+                        .map_or(0, |kv| kv.create_revision)
+                };
+                let holder = range_kvs(&resp, 1).first().map(|kv| kv.create_revision);
+                if holder.is_none() || holder == Some(my_rev) {
+                    return Ok(Response::new(LockResponse { header, key }));
+                }
+                // Queued behind older keys. If the caller goes away while waiting, its key must not
+                // stay in the queue (etcd unlocks on the way out too).
+                let mut cleanup = DeleteOnDrop::new(server.clone(), key.clone(), None);
+                let header = server
+                    .wait_deletes(&prefix, my_rev - 1)
+                    .await
+                    .map_err(super::concurrency::kv_error)?;
+                cleanup.disarm();
+                Ok(Response::new(LockResponse {
+                    header: Some(header),
+                    key,
+                }))
+            })
+            .await
     }
 
-    async fn unlock(&self, req: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
+    async fn unlock(
+        &self,
+        req: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
         let ai = self.0.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH.scope(ai, async move {
-            let req = req.into_inner();
-            let resp = self
-                .0
-                .delete_through_log(DeleteRangeRequest { key: req.key, ..Default::default() })
-                .await
-                .map_err(super::concurrency::kv_error)?;
-            Ok(Response::new(UnlockResponse { header: resp.header }))
-        })
-        .await
+        super::auth::REQUEST_AUTH
+            .scope(ai, async move {
+                let req = req.into_inner();
+                let resp = self
+                    .0
+                    .delete_through_log(DeleteRangeRequest {
+                        key: req.key,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(super::concurrency::kv_error)?;
+                Ok(Response::new(UnlockResponse {
+                    header: resp.header,
+                }))
+            })
+            .await
     }
 }

@@ -46,13 +46,21 @@ fn send_snapshot(
         }
         digest.update(&buf[..want]);
         sent += want as u64;
-        let chunk = SnapshotResponse { header: None, remaining_bytes: total - sent, blob: buf[..want].to_vec().into() };
+        let chunk = SnapshotResponse {
+            header: None,
+            remaining_bytes: total - sent,
+            blob: buf[..want].to_vec().into(),
+        };
         if tx.blocking_send(Ok(chunk)).is_err() {
             return;
         }
     }
     let sha = digest.finish();
-    let last = SnapshotResponse { header: None, remaining_bytes: 0, blob: sha.as_ref().to_vec().into() };
+    let last = SnapshotResponse {
+        header: None,
+        remaining_bytes: 0,
+        blob: sha.as_ref().to_vec().into(),
+    };
     let _ = tx.blocking_send(Ok(last));
     tracing::info!(target: "etcdserver/api/v3rpc", "sending database sha256 checksum to client [total bytes: {total}]");
 }
@@ -63,7 +71,10 @@ impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         let req = req.into_inner();
         if req.action() == AlarmAction::Get {
-            return Ok(Response::new(AlarmResponse { header: Some(self.0.header(0)), alarms: self.0.alarms.list() }));
+            return Ok(Response::new(AlarmResponse {
+                header: Some(self.0.header(0)),
+                alarms: self.0.alarms.list(),
+            }));
         }
         let mut resp = expect_applied!(self.0.propose(Proposal::Alarm(req)).await, Alarm)?;
         self.0.fill_header(&mut resp.header);
@@ -92,7 +103,10 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
         self.0.check_admin_maintenance(&req).await?;
         // one member's backend, not through the log (as etcd); writes wait while it runs
         let store = self.0.store.clone();
@@ -102,7 +116,9 @@ impl Maintenance for MaintenanceService {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::internal(format!("defragment: {e}")))?;
         tracing::info!(target: "etcdserver", "finished defragmenting the storage backend (size {before} -> {after} bytes)");
-        Ok(Response::new(DefragmentResponse { header: Some(self.0.header(0)) }))
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.0.header(0)),
+        }))
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -110,10 +126,17 @@ impl Maintenance for MaintenanceService {
         Err(not_yet("hash of the whole backend"))
     }
 
-    async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
         self.0.check_admin_maintenance(&req).await?;
         let (hash, compact_revision) = self.0.store.hash_kv(req.into_inner().revision)?;
-        Ok(Response::new(HashKvResponse { header: Some(self.0.header(0)), hash, compact_revision }))
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.0.header(0)),
+            hash,
+            compact_revision,
+        }))
     }
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
@@ -121,7 +144,10 @@ impl Maintenance for MaintenanceService {
     /// The backend as a file, streamed in chunks with the bytes remaining, then its SHA-256 as
     /// a last message (`etcdctl snapshot save` checks that one is there), as etcd does. The copy
     /// is consistent (one committed state) and never holds up writers.
-    async fn snapshot(&self, req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        req: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.0.check_admin_maintenance(&req).await?;
         let store = self.0.store.clone();
         let (file, total) = tokio::task::spawn_blocking(move || store.snapshot_copy())
@@ -131,10 +157,15 @@ impl Maintenance for MaintenanceService {
         tracing::info!(target: "etcdserver/api/v3rpc", "sending database snapshot to client [{total} bytes]");
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || send_snapshot(file, total, tx));
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = req.into_inner().target_id;
         let s = &self.0;
         if s.cluster.leader() != s.cluster.member_id {

@@ -21,7 +21,6 @@ use std::time::Duration;
 use ketch_api::etcdserverpb::ResponseHeader;
 use ketch_mvcc::Store;
 
-
 use crate::apply::wait::WaitRegistry;
 use crate::cluster::ClusterState;
 use crate::raft::RaftHandle;
@@ -72,7 +71,11 @@ impl Server {
         ResponseHeader {
             cluster_id: self.cluster.cluster_id,
             member_id: self.cluster.member_id,
-            revision: if revision == 0 { self.store.current_revision() } else { revision },
+            revision: if revision == 0 {
+                self.store.current_revision()
+            } else {
+                revision
+            },
             raft_term: self.cluster.term(),
         }
     }
@@ -98,8 +101,14 @@ const REQUIRE_LEADER_KEY: &str = "hasleader";
 
 /// clientv3's WithRequireLeader (etcdctl always sets it on streams): refuse a stream while
 /// there is no leader, as etcd's stream interceptor does.
-pub fn refuse_without_leader<T>(server: &Server, req: &tonic::Request<T>) -> Result<(), tonic::Status> {
-    let require_leader = req.metadata().get(REQUIRE_LEADER_KEY).is_some_and(|v| v == "true");
+pub fn refuse_without_leader<T>(
+    server: &Server,
+    req: &tonic::Request<T>,
+) -> Result<(), tonic::Status> {
+    let require_leader = req
+        .metadata()
+        .get(REQUIRE_LEADER_KEY)
+        .is_some_and(|v| v == "true");
     if require_leader && server.cluster.leader() == 0 {
         return Err(ketch_api::status::EtcdError::NoLeader.into());
     }

@@ -26,7 +26,10 @@ pub struct IdGenerator {
 
 impl IdGenerator {
     pub fn new(member_id: u64) -> Self {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         IdGenerator {
             prefix: (member_id & 0xffff) << 48,
             suffix: AtomicU64::new((ms & ((1 << 40) - 1)) << 8),
@@ -43,18 +46,31 @@ impl Server {
     /// Proposes `request` and waits for its applied result, on behalf of the caller the
     /// task serves (`server::auth::REQUEST_AUTH`), if any.
     pub async fn propose(&self, request: Request) -> ApplyResult {
-        let ai = super::auth::REQUEST_AUTH.try_with(|a| a.clone()).ok().flatten();
+        let ai = super::auth::REQUEST_AUTH
+            .try_with(|a| a.clone())
+            .ok()
+            .flatten();
         self.propose_as(ai.as_ref(), request).await
     }
 
     /// Proposes `request` for the caller `ai`: its user name and auth revision go in the
     /// header, where the apply thread checks them against the auth state of that moment.
-    pub async fn propose_as(&self, ai: Option<&crate::auth::AuthInfo>, request: Request) -> ApplyResult {
+    pub async fn propose_as(
+        &self,
+        ai: Option<&crate::auth::AuthInfo>,
+        request: Request,
+    ) -> ApplyResult {
         self.check_quota(&request).await?;
         let id = self.ids.next();
-        let (username, auth_revision) = ai.map(|a| (a.username.clone(), a.revision)).unwrap_or_default();
+        let (username, auth_revision) = ai
+            .map(|a| (a.username.clone(), a.revision))
+            .unwrap_or_default();
         let data = RaftRequest {
-            header: Some(RequestHeader { id, username, auth_revision }),
+            header: Some(RequestHeader {
+                id,
+                username,
+                auth_revision,
+            }),
             request: Some(request),
         }
         .encode_to_vec();
@@ -63,7 +79,12 @@ impl Server {
         }
         // When apply falls far behind commit, refuse new work instead of queueing without
         // bound (etcd's maxGapBetweenApplyAndCommitIndex).
-        if self.cluster.commit_index().saturating_sub(*self.applied.borrow()) > MAX_APPLY_GAP {
+        if self
+            .cluster
+            .commit_index()
+            .saturating_sub(*self.applied.borrow())
+            > MAX_APPLY_GAP
+        {
             return Err(EtcdError::TooManyRequests);
         }
         let waiter = self.waits.register(id);
@@ -122,7 +143,10 @@ impl Server {
         let wait = async {
             let index = self.raft.read_index().await?;
             let mut applied = self.applied.clone();
-            applied.wait_for(|a| *a >= index).await.map_err(|_| EtcdError::Stopped)?;
+            applied
+                .wait_for(|a| *a >= index)
+                .await
+                .map_err(|_| EtcdError::Stopped)?;
             Ok(())
         };
         match tokio::time::timeout(self.request_timeout, wait).await {
@@ -137,7 +161,9 @@ macro_rules! expect_applied {
     ($res:expr, $variant:ident) => {
         match $res {
             Ok($crate::apply::Applied::$variant(r)) => Ok(r),
-            Ok(other) => Err(tonic::Status::internal(format!("unexpected apply result {other:?}"))),
+            Ok(other) => Err(tonic::Status::internal(format!(
+                "unexpected apply result {other:?}"
+            ))),
             Err(e) => Err(tonic::Status::from(e)),
         }
     };

@@ -27,7 +27,11 @@ impl Watch for WatchService {
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         super::refuse_without_leader(&self.server, &req)?;
-        let credentials = super::auth::Credentials::of(req.metadata(), req.extensions(), &self.server.trusted_proxy_cns);
+        let credentials = super::auth::Credentials::of(
+            req.metadata(),
+            req.extensions(),
+            &self.server.trusted_proxy_cns,
+        );
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(crate::watch::stream::OUT_QUEUE);
         tokio::spawn(WatchStream::serve(

@@ -188,16 +188,24 @@ impl WatchStream {
         };
         // etcd's isWatchPermitted: refused as a created-and-canceled watch
         let permitted = match self.server.resolve(&self.credentials).await {
-            Ok(ai) => self.server.auth.check_range(ai.as_ref(), &c.key, &c.range_end),
+            Ok(ai) => self
+                .server
+                .auth
+                .check_range(ai.as_ref(), &c.key, &c.range_end),
             Err(e) => Err(e),
         };
         if let Err(e) = permitted {
             let reason = match e {
-                EtcdError::InvalidAuthToken | EtcdError::AuthOldRevision | EtcdError::UserEmpty => e,
+                EtcdError::InvalidAuthToken | EtcdError::AuthOldRevision | EtcdError::UserEmpty => {
+                    e
+                }
                 _ => EtcdError::PermissionDenied,
             };
             // etcd sends the gRPC error's text: "rpc error: code = ... desc = ..."
-            let reason = format!("rpc error: code = {} desc = {reason}", go_code_name(reason.code()));
+            let reason = format!(
+                "rpc error: code = {} desc = {reason}",
+                go_code_name(reason.code())
+            );
             let resp = refuse(&reason, self.hub.notified_revision(), self);
             return self.send(resp).await;
         }

@@ -25,13 +25,22 @@ impl ChannelDialer {
     /// connector when the URL is `https://`.
     fn prepare(&self, url: &str) -> Result<(Endpoint, Option<TlsConnector>), String> {
         if !url.starts_with("https://") {
-            return Ok((Endpoint::from_shared(url.to_string()).map_err(|e| e.to_string())?, None));
+            return Ok((
+                Endpoint::from_shared(url.to_string()).map_err(|e| e.to_string())?,
+                None,
+            ));
         }
-        let tls = self.tls.clone().ok_or_else(|| format!("{url}: no TLS configuration for https URLs"))?;
+        let tls = self
+            .tls
+            .clone()
+            .ok_or_else(|| format!("{url}: no TLS configuration for https URLs"))?;
         let parsed: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        let host = parsed.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
-        let name = super::server_name(host)
-            .map_err(|e| e.to_string())?;
+        let host = parsed
+            .host()
+            .unwrap_or("")
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = super::server_name(host).map_err(|e| e.to_string())?;
         let endpoint = Endpoint::from_shared(plain_scheme(url)).map_err(|e| e.to_string())?;
         Ok((endpoint, Some(TlsConnector::new(tls, name))))
     }
@@ -77,4 +86,3 @@ fn error_text(e: &dyn std::error::Error) -> String {
     }
     text
 }
-

@@ -46,14 +46,22 @@ struct CertState {
 
 impl ReloadingCert {
     /// Reads the pair now; an error here fails the start.
-    pub fn open(cert_file: &str, key_file: &str, provider: Arc<CryptoProvider>) -> Result<ReloadingCert, TlsError> {
+    pub fn open(
+        cert_file: &str,
+        key_file: &str,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<ReloadingCert, TlsError> {
         let mtimes = (mtime(cert_file), mtime(key_file));
         let current = load_pair(cert_file, key_file, &provider)?;
         Ok(ReloadingCert {
             cert_file: cert_file.to_string(),
             key_file: key_file.to_string(),
             provider,
-            state: Mutex::new(CertState { checked: Instant::now(), mtimes, current }),
+            state: Mutex::new(CertState {
+                checked: Instant::now(),
+                mtimes,
+                current,
+            }),
         })
     }
 
@@ -99,16 +107,21 @@ impl ResolvesClientCert for ReloadingCert {
     }
 }
 
-fn load_pair(cert_file: &str, key_file: &str, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
+fn load_pair(
+    cert_file: &str,
+    key_file: &str,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     use rustls::pki_types::pem::PemObject;
     let certs = load_certs(cert_file)?;
     let key_bytes = std::fs::read(key_file).map_err(|e| TlsError::file(key_file, io_text(&e)))?;
     let key = PrivateKeyDer::from_pem_slice(&key_bytes)
         .map_err(|_| TlsError("tls: failed to find any PEM data in key input".into()))?;
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| TlsError(format!("tls: failed to parse private key ({key_file}): {e}")))?;
+    let signing = provider.key_provider.load_private_key(key).map_err(|e| {
+        TlsError(format!(
+            "tls: failed to parse private key ({key_file}): {e}"
+        ))
+    })?;
     let pair = CertifiedKey::new(certs, signing);
     pair.keys_match()
         .map_err(|_| TlsError("tls: private key does not match public key".into()))?;
@@ -156,7 +169,9 @@ pub enum AllowedName {
 
 impl AllowedName {
     fn admits(&self, cert: &CertificateDer<'_>) -> bool {
-        let Some(names) = super::x509::names(cert) else { return false };
+        let Some(names) = super::x509::names(cert) else {
+            return false;
+        };
         match self {
             AllowedName::CommonName(cn) => names.common_name.as_deref() == Some(cn.as_str()),
             AllowedName::Hostname(host) => match host.parse::<std::net::IpAddr>() {
@@ -171,7 +186,9 @@ impl AllowedName {
 fn dns_matches(pattern: &str, host: &str) -> bool {
     let (pattern, host) = (pattern.to_ascii_lowercase(), host.to_ascii_lowercase());
     match pattern.strip_prefix("*.") {
-        Some(suffix) => host.split_once('.').is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
         None => pattern == host,
     }
 }
@@ -197,7 +214,11 @@ impl ClientCertCheck {
             roots,
             crl_file,
             provider,
-            state: Mutex::new(VerifierState { checked: Instant::now(), crl_mtime, inner }),
+            state: Mutex::new(VerifierState {
+                checked: Instant::now(),
+                crl_mtime,
+                inner,
+            }),
             allowed,
         })
     }
@@ -214,7 +235,9 @@ impl ClientCertCheck {
                             state.inner = inner;
                             state.crl_mtime = now;
                         }
-                        Err(e) => warn!(target: "embed", "failed to reload CRL {crl}: {e}; keeping the previous one"),
+                        Err(e) => {
+                            warn!(target: "embed", "failed to reload CRL {crl}: {e}; keeping the previous one")
+                        }
                     }
                 }
             }
@@ -259,11 +282,15 @@ impl ClientCertVerifier for ClientCertCheck {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.current().verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .current()
+            .verify_client_cert(end_entity, intermediates, now)?;
         match &self.allowed {
             Some(allowed) if !allowed.admits(end_entity) => {
                 // etcd's wording for a valid certificate that names the wrong peer
-                Err(rustls::Error::General("client certificate authentication failed".into()))
+                Err(rustls::Error::General(
+                    "client certificate authentication failed".into(),
+                ))
             }
             _ => Ok(verified),
         }
@@ -275,7 +302,12 @@ impl ClientCertVerifier for ClientCertCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -284,10 +316,17 @@ impl ClientCertVerifier for ClientCertCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

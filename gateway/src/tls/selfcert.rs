@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 use tracing::info;
 
@@ -32,11 +32,21 @@ pub fn self_cert(dir: &Path, hosts: &[String]) -> Result<TlsInfo, TlsError> {
     }
     create_private_dir(dir)?;
     let (cert_pem, key_pem) = generate(hosts)?;
-    std::fs::write(&cert_path, cert_pem)
-        .map_err(|e| TlsError(format!("cannot cert file {}: {}", cert_path.display(), io_text(&e))))?;
+    std::fs::write(&cert_path, cert_pem).map_err(|e| {
+        TlsError(format!(
+            "cannot cert file {}: {}",
+            cert_path.display(),
+            io_text(&e)
+        ))
+    })?;
     info!(target: "pkg/transport", "created cert file {}", cert_path.display());
-    write_private(&key_path, key_pem.as_bytes())
-        .map_err(|e| TlsError(format!("cannot key file {}: {}", key_path.display(), io_text(&e))))?;
+    write_private(&key_path, key_pem.as_bytes()).map_err(|e| {
+        TlsError(format!(
+            "cannot key file {}: {}",
+            key_path.display(),
+            io_text(&e)
+        ))
+    })?;
     info!(target: "pkg/transport", "created key file {}", key_path.display());
     Ok(info)
 }
@@ -51,7 +61,10 @@ pub fn generate(hosts: &[String]) -> Result<(String, String), TlsError> {
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now;
     params.not_after = now + time::Duration::days(365);
-    params.key_usages = vec![KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyEncipherment,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let mut serial: [u8; 16] = rand::random();
     serial[0] &= 0x7f; // a positive INTEGER
@@ -81,14 +94,21 @@ fn host_of(hostport: &str) -> &str {
         return rest.split(']').next().unwrap_or("");
     }
     match hostport.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => host,
+        Some((host, port)) if !host.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
+            host
+        }
         _ => hostport,
     }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| TlsError(format!("cannot create cert directory {}: {}", dir.display(), io_text(&e))))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        TlsError(format!(
+            "cannot create cert directory {}: {}",
+            dir.display(),
+            io_text(&e)
+        ))
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -127,11 +147,18 @@ mod tests {
         assert!(info.self_signed);
         let der = crate::tls::load_certs(&info.cert_file).unwrap();
         let names = crate::tls::x509::names(&der[0]).unwrap();
-        assert_eq!(names.ips, vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            names.ips,
+            vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!(names.dns, vec!["localhost".to_string()]);
         // made once: a second call keeps the files
         let before = std::fs::read(&info.cert_file).unwrap();
-        self_cert(&dir.path().join("fixtures/client"), &["127.0.0.1:2379".into()]).unwrap();
+        self_cert(
+            &dir.path().join("fixtures/client"),
+            &["127.0.0.1:2379".into()],
+        )
+        .unwrap();
         assert_eq!(std::fs::read(&info.cert_file).unwrap(), before);
         info.server_config().unwrap();
     }

@@ -56,7 +56,9 @@ impl ConnInfo {
     /// TLS connection.
     pub fn identity(&self) -> Option<String> {
         let certs = self.peer_certs.as_ref()?;
-        x509::names(certs.first()?)?.common_name.filter(|cn| !cn.is_empty())
+        x509::names(certs.first()?)?
+            .common_name
+            .filter(|cn| !cn.is_empty())
     }
 }
 
@@ -111,7 +113,11 @@ impl tonic::transport::server::Connected for ServerStream {
 }
 
 impl AsyncRead for ServerStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -120,7 +126,11 @@ impl AsyncRead for ServerStream {
 }
 
 impl AsyncWrite for ServerStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -173,10 +183,15 @@ pub struct ListenerTls {
 
 /// The connections accepted on `listener`, TLS-wrapped when `tls` is given. The accept task
 /// ends when the returned stream is dropped (the server stopped).
-pub fn incoming(listener: TcpListener, tls: Option<ListenerTls>) -> ReceiverStream<io::Result<ServerStream>> {
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<ListenerTls>,
+) -> ReceiverStream<io::Result<ServerStream>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+        let acceptor = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
         loop {
             let accepted = tokio::select! {
                 _ = tx.closed() => return,
@@ -201,7 +216,9 @@ pub fn incoming(listener: TcpListener, tls: Option<ListenerTls>) -> ReceiverStre
             };
             let tx = tx.clone();
             tokio::spawn(async move {
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                    .await
+                {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => return rejected(tls.log_target, remote, &go_wording(&e)),
                     Err(_) => return rejected(tls.log_target, remote, "tls: handshake timed out"),
@@ -228,15 +245,21 @@ fn go_wording(e: &io::Error) -> String {
     let verify = |why: &str| format!("tls: failed to verify client certificate: x509: {why}");
     match error {
         Error::NoCertificatesPresented => "tls: client didn't provide a certificate".into(),
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => verify("certificate signed by unknown authority"),
-        Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
-            verify("certificate has expired or is not yet valid")
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            verify("certificate signed by unknown authority")
         }
-        Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
-            verify("certificate has expired or is not yet valid")
+        Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => verify("certificate has expired or is not yet valid"),
+        Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => verify("certificate has expired or is not yet valid"),
+        Error::InvalidCertificate(CertificateError::Revoked) => {
+            "transport: certificate revoked".into()
         }
-        Error::InvalidCertificate(CertificateError::Revoked) => "transport: certificate revoked".into(),
-        Error::NoApplicationProtocol => "tls: client requested unsupported application protocols".into(),
+        Error::NoApplicationProtocol => {
+            "tls: client requested unsupported application protocols".into()
+        }
         other => other.to_string(),
     }
 }
@@ -252,8 +275,16 @@ fn rejected(target: &'static str, remote: SocketAddr, error: &str) {
 
 /// etcd's `checkCertSAN`: a certificate without IP or DNS names passes; otherwise the remote
 /// IP must be one of its IP addresses, or one of its DNS names must resolve to it.
-async fn check_client_san(stream: &tokio_rustls::server::TlsStream<TcpStream>, remote: SocketAddr) -> Result<(), String> {
-    let Some(cert) = stream.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+async fn check_client_san(
+    stream: &tokio_rustls::server::TlsStream<TcpStream>,
+    remote: SocketAddr,
+) -> Result<(), String> {
+    let Some(cert) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    else {
         return Ok(());
     };
     let Some(names) = x509::names(cert) else {
@@ -265,10 +296,17 @@ async fn check_client_san(stream: &tokio_rustls::server::TlsStream<TcpStream>, r
     }
     if names.dns.is_empty() {
         let valid: Vec<String> = names.ips.iter().map(|i| i.to_string()).collect();
-        return Err(format!("x509: certificate is valid for {}, not {ip}", valid.join(", ")));
+        return Err(format!(
+            "x509: certificate is valid for {}, not {ip}",
+            valid.join(", ")
+        ));
     }
     for dns in &names.dns {
-        let lookup = tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((dns.as_str(), 0))).await;
+        let lookup = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::lookup_host((dns.as_str(), 0)),
+        )
+        .await;
         if let Ok(Ok(mut addrs)) = lookup {
             if addrs.any(|a| a.ip() == ip) {
                 return Ok(());
@@ -276,7 +314,10 @@ async fn check_client_san(stream: &tokio_rustls::server::TlsStream<TcpStream>, r
         }
     }
     let quoted: Vec<String> = names.dns.iter().map(|d| format!("{d:?}")).collect();
-    Err(format!("tls: \"{ip}\" does not match any of DNSNames [{}]", quoted.join(" ")))
+    Err(format!(
+        "tls: \"{ip}\" does not match any of DNSNames [{}]",
+        quoted.join(" ")
+    ))
 }
 
 /// Dials TCP and then TLS, for tonic's `Endpoint::connect_with_connector`. Give tonic the
@@ -290,11 +331,18 @@ pub struct TlsConnector {
 
 impl TlsConnector {
     pub fn new(config: Arc<ClientConfig>, server_name: ServerName<'static>) -> TlsConnector {
-        TlsConnector { connector: tokio_rustls::TlsConnector::from(config), server_name }
+        TlsConnector {
+            connector: tokio_rustls::TlsConnector::from(config),
+            server_name,
+        }
     }
 }
 
-type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>> + Send>>;
+type ConnectFuture = Pin<
+    Box<
+        dyn Future<Output = io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>> + Send,
+    >,
+>;
 
 impl tower::Service<http::Uri> for TlsConnector {
     type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -308,7 +356,12 @@ impl tower::Service<http::Uri> for TlsConnector {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let (connector, name) = (self.connector.clone(), self.server_name.clone());
         Box::pin(async move {
-            let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_string();
+            let host = uri
+                .host()
+                .unwrap_or("")
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
             let port = uri.port_u16().unwrap_or(443);
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);

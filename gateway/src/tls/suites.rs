@@ -15,15 +15,42 @@ use super::TlsError;
 const SUPPORTED: &[(&str, SupportedCipherSuite)] = &[
     ("TLS_AES_128_GCM_SHA256", rs::TLS13_AES_128_GCM_SHA256),
     ("TLS_AES_256_GCM_SHA384", rs::TLS13_AES_256_GCM_SHA384),
-    ("TLS_CHACHA20_POLY1305_SHA256", rs::TLS13_CHACHA20_POLY1305_SHA256),
-    ("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", rs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
-    ("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", rs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
-    ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", rs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
-    ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", rs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
-    ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", rs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
-    ("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", rs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
-    ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305", rs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
-    ("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305", rs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        rs::TLS13_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        rs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        rs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        rs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        rs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        rs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        rs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+        rs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+        rs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
 ];
 
 /// Go names etcd accepts that rustls does not implement.
@@ -85,14 +112,26 @@ mod tests {
 
     #[test]
     fn go_names_choose_and_order_tls12_suites() {
-        let names: Vec<String> = ["TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"]
-            .map(String::from)
-            .to_vec();
+        let names: Vec<String> = [
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+        ]
+        .map(String::from)
+        .to_vec();
         let got = by_go_names(&names).unwrap();
-        let tls12: Vec<_> = got.iter().filter(|s| matches!(s, SupportedCipherSuite::Tls12(_))).collect();
+        let tls12: Vec<_> = got
+            .iter()
+            .filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
+            .collect();
         assert_eq!(tls12.len(), 2);
-        assert_eq!(tls12[0].suite(), rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384);
-        assert_eq!(tls12[1].suite(), rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256);
+        assert_eq!(
+            tls12[0].suite(),
+            rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+        );
+        assert_eq!(
+            tls12[1].suite(),
+            rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        );
         assert_eq!(got.len(), 5, "the three TLS 1.3 suites stay on");
     }
 
@@ -102,7 +141,9 @@ mod tests {
             check_go_names(&["TLS_NOPE".into()]).unwrap_err().0,
             "unexpected TLS cipher suite \"TLS_NOPE\""
         );
-        let e = check_go_names(&["TLS_RSA_WITH_AES_128_CBC_SHA".into()]).unwrap_err().0;
+        let e = check_go_names(&["TLS_RSA_WITH_AES_128_CBC_SHA".into()])
+            .unwrap_err()
+            .0;
         assert!(e.contains("not supported by ketch"), "{e}");
     }
 }

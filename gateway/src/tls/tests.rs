@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SerialNumber,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
@@ -23,17 +24,28 @@ fn ca(name: &str) -> Ca {
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let pem = params.self_signed(&key).unwrap().pem();
-    Ca { issuer: Issuer::new(params, key), pem }
+    Ca {
+        issuer: Issuer::new(params, key),
+        pem,
+    }
 }
 
 /// (cert pem, key pem) signed by `ca`; `days` = validity around now (negative: expired).
 fn leaf(ca: &Ca, cn: &str, serial: u64, expired: bool) -> (String, String) {
-    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     params.distinguished_name.push(DnType::CommonName, cn);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.serial_number = Some(SerialNumber::from(serial));
     let now = time::OffsetDateTime::now_utc();
     if expired {
@@ -85,12 +97,18 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        Fixture { dir: tempfile::tempdir().unwrap(), ca: ca("test-ca") }
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            ca: ca("test-ca"),
+        }
     }
 
     fn pair(&self, name: &str, ca: &Ca, cn: &str, serial: u64, expired: bool) -> (String, String) {
         let (c, k) = leaf(ca, cn, serial, expired);
-        (write(self.dir.path(), &format!("{name}.pem"), &c), write(self.dir.path(), &format!("{name}.key"), &k))
+        (
+            write(self.dir.path(), &format!("{name}.pem"), &c),
+            write(self.dir.path(), &format!("{name}.key"), &k),
+        )
     }
 
     fn ca_file(&self) -> String {
@@ -99,16 +117,28 @@ impl Fixture {
 }
 
 /// Serves TLS on loopback; returns the address and the accepted connections' streams.
-async fn serve(config: Arc<ServerConfig>) -> (SocketAddr, tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerStream>>) {
+async fn serve(
+    config: Arc<ServerConfig>,
+) -> (
+    SocketAddr,
+    tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerStream>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let tls = ListenerTls { config, check_client_san: false, log_target: "embed" };
+    let tls = ListenerTls {
+        config,
+        check_client_san: false,
+        log_target: "embed",
+    };
     (addr, incoming(listener, Some(tls)))
 }
 
 /// Connects with `client`, writes a byte and reads one back through a server task that echoes;
 /// Ok(identity seen by the server) or Err(what failed).
-async fn exchange(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Result<Option<String>, String> {
+async fn exchange(
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+) -> Result<Option<String>, String> {
     let (addr, mut accepted) = serve(server).await;
     let echo = tokio::spawn(async move {
         let mut s = accepted.next().await?.ok()?;
@@ -120,7 +150,9 @@ async fn exchange(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Resul
         Some(who)
     });
     let client_side = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut s = tokio_rustls::TlsConnector::from(client)
             .connect(server_name("127.0.0.1").unwrap(), tcp)
             .await
@@ -131,9 +163,14 @@ async fn exchange(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Resul
         s.read_exact(&mut b).await.map_err(|e| e.to_string())?;
         Ok::<_, String>(())
     };
-    let outcome = tokio::time::timeout(Duration::from_secs(10), client_side).await.map_err(|_| "timeout".to_string())?;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), client_side)
+        .await
+        .map_err(|_| "timeout".to_string())?;
     outcome?;
-    let who = tokio::time::timeout(Duration::from_secs(5), echo).await.unwrap().unwrap();
+    let who = tokio::time::timeout(Duration::from_secs(5), echo)
+        .await
+        .unwrap()
+        .unwrap();
     who.ok_or_else(|| "server saw no connection".to_string())
 }
 
@@ -150,15 +187,25 @@ fn server_info(f: &Fixture, auth: bool) -> TlsInfo {
 
 fn client_info(f: &Fixture, cert: Option<(String, String)>) -> TlsInfo {
     let (cert_file, key_file) = cert.unwrap_or_default();
-    TlsInfo { cert_file, key_file, trusted_ca_file: f.ca_file(), ..TlsInfo::default() }
+    TlsInfo {
+        cert_file,
+        key_file,
+        trusted_ca_file: f.ca_file(),
+        ..TlsInfo::default()
+    }
 }
 
 #[tokio::test]
 async fn a_verified_client_certificate_gives_its_common_name() {
     let f = Fixture::new();
     let server = server_info(&f, true).server_config().unwrap();
-    let client = client_info(&f, Some(f.pair("client", &f.ca, "root", 2, false))).client_config().unwrap();
-    assert_eq!(exchange(server, client).await.unwrap().as_deref(), Some("root"));
+    let client = client_info(&f, Some(f.pair("client", &f.ca, "root", 2, false)))
+        .client_config()
+        .unwrap();
+    assert_eq!(
+        exchange(server, client).await.unwrap().as_deref(),
+        Some("root")
+    );
 }
 
 #[tokio::test]
@@ -176,7 +223,10 @@ async fn missing_foreign_and_expired_client_certificates_are_refused() {
     let other = ca("other-ca");
     let cases = [
         ("no certificate", None),
-        ("another CA", Some(f.pair("foreign", &other, "root", 3, false))),
+        (
+            "another CA",
+            Some(f.pair("foreign", &other, "root", 3, false)),
+        ),
         ("expired", Some(f.pair("expired", &f.ca, "root", 4, true))),
     ];
     for (what, cert) in cases {
@@ -190,11 +240,20 @@ async fn missing_foreign_and_expired_client_certificates_are_refused() {
 async fn a_revoked_certificate_is_refused_and_the_crl_is_read_again() {
     let f = Fixture::new();
     let crl_file = write(f.dir.path(), "crl.pem", &crl(&f.ca, &[]));
-    let info = TlsInfo { crl_file: crl_file.clone(), ..server_info(&f, true) };
+    let info = TlsInfo {
+        crl_file: crl_file.clone(),
+        ..server_info(&f, true)
+    };
     let server = info.server_config().unwrap();
     let revoked = f.pair("revoked", &f.ca, "root", 7, false);
     let client = client_info(&f, Some(revoked)).client_config().unwrap();
-    assert_eq!(exchange(server.clone(), client.clone()).await.unwrap().as_deref(), Some("root"));
+    assert_eq!(
+        exchange(server.clone(), client.clone())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("root")
+    );
     // Revoke serial 7; the mtime must differ from the first file's.
     std::thread::sleep(Duration::from_millis(1100));
     std::fs::write(&crl_file, crl(&f.ca, &[7])).unwrap();
@@ -223,28 +282,60 @@ async fn a_changed_certificate_file_is_served_without_a_restart() {
 #[tokio::test]
 async fn an_auto_tls_member_is_dialed_without_verification() {
     let dir = tempfile::tempdir().unwrap();
-    let info = selfcert::self_cert(&dir.path().join("fixtures/peer"), &["127.0.0.1:2380".into()]).unwrap();
+    let info = selfcert::self_cert(
+        &dir.path().join("fixtures/peer"),
+        &["127.0.0.1:2380".into()],
+    )
+    .unwrap();
     let server = info.server_config().unwrap();
     // a member with peer auto TLS dials its peers with the same info: no CA, no verification
-    let client = TlsInfo { cert_file: String::new(), key_file: String::new(), ..info.clone() }.client_config().unwrap();
+    let client = TlsInfo {
+        cert_file: String::new(),
+        key_file: String::new(),
+        ..info.clone()
+    }
+    .client_config()
+    .unwrap();
     assert_eq!(exchange(server, client).await.unwrap(), None);
 }
 
 #[test]
 fn missing_files_and_bad_suites_fail_the_configuration() {
-    let info = TlsInfo { cert_file: "/nonexistent/c.pem".into(), key_file: "/nonexistent/k.pem".into(), ..TlsInfo::default() };
-    assert_eq!(info.server_config().unwrap_err().0, "open /nonexistent/c.pem: no such file or directory");
-    let info = TlsInfo { cert_file: "/c.pem".into(), ..TlsInfo::default() };
+    let info = TlsInfo {
+        cert_file: "/nonexistent/c.pem".into(),
+        key_file: "/nonexistent/k.pem".into(),
+        ..TlsInfo::default()
+    };
+    assert_eq!(
+        info.server_config().unwrap_err().0,
+        "open /nonexistent/c.pem: no such file or directory"
+    );
+    let info = TlsInfo {
+        cert_file: "/c.pem".into(),
+        ..TlsInfo::default()
+    };
     assert_eq!(
         info.server_config().unwrap_err().0,
         "KeyFile and CertFile must both be present[key: , cert: /c.pem]"
     );
     let f = Fixture::new();
-    let info = TlsInfo { cipher_suites: vec!["TLS_FOO".into()], ..server_info(&f, false) };
-    assert_eq!(info.server_config().unwrap_err().0, "unexpected TLS cipher suite \"TLS_FOO\"");
+    let info = TlsInfo {
+        cipher_suites: vec!["TLS_FOO".into()],
+        ..server_info(&f, false)
+    };
     assert_eq!(
-        TlsInfo { cert_file: "a".into(), key_file: "b".into(), trusted_ca_file: "c".into(), client_cert_auth: true, ..TlsInfo::default() }
-            .to_string(),
+        info.server_config().unwrap_err().0,
+        "unexpected TLS cipher suite \"TLS_FOO\""
+    );
+    assert_eq!(
+        TlsInfo {
+            cert_file: "a".into(),
+            key_file: "b".into(),
+            trusted_ca_file: "c".into(),
+            client_cert_auth: true,
+            ..TlsInfo::default()
+        }
+        .to_string(),
         "cert = a, key = b, trusted-ca = c, client-cert-auth = true, crl-file = "
     );
 }
@@ -266,16 +357,25 @@ async fn requests_carry_the_identity_of_their_connection() {
             .add_routes(tonic::service::Routes::from(router))
             .serve_with_incoming(accepted),
     );
-    let client = client_info(&f, Some(f.pair("client", &f.ca, "alice", 2, false))).client_config().unwrap();
+    let client = client_info(&f, Some(f.pair("client", &f.ca, "alice", 2, false)))
+        .client_config()
+        .unwrap();
     let ask = async {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut s = tokio_rustls::TlsConnector::from(client).connect(server_name("127.0.0.1").unwrap(), tcp).await.unwrap();
-        s.write_all(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(client)
+            .connect(server_name("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap();
+        s.write_all(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out).await;
         String::from_utf8_lossy(&out).into_owned()
     };
-    let response = tokio::time::timeout(Duration::from_secs(10), ask).await.unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), ask)
+        .await
+        .unwrap();
     serving.abort();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("alice"), "{response}");
@@ -287,23 +387,41 @@ async fn an_allowed_common_name_or_hostname_narrows_who_may_connect() {
     let mut info = server_info(&f, true);
     info.allowed_cn = "root".into();
     let server = info.server_config().unwrap();
-    let root = client_info(&f, Some(f.pair("root", &f.ca, "root", 5, false))).client_config().unwrap();
-    assert_eq!(exchange(server.clone(), root).await.unwrap().as_deref(), Some("root"));
-    let other = client_info(&f, Some(f.pair("alice", &f.ca, "alice", 6, false))).client_config().unwrap();
-    assert!(exchange(server, other).await.is_err(), "a certificate with another name is refused");
+    let root = client_info(&f, Some(f.pair("root", &f.ca, "root", 5, false)))
+        .client_config()
+        .unwrap();
+    assert_eq!(
+        exchange(server.clone(), root).await.unwrap().as_deref(),
+        Some("root")
+    );
+    let other = client_info(&f, Some(f.pair("alice", &f.ca, "alice", 6, false)))
+        .client_config()
+        .unwrap();
+    assert!(
+        exchange(server, other).await.is_err(),
+        "a certificate with another name is refused"
+    );
     // the leaves made here name localhost and 127.0.0.1
     let mut info = server_info(&f, true);
     info.allowed_hostname = "127.0.0.1".into();
     let server = info.server_config().unwrap();
-    let alice = client_info(&f, Some(f.pair("alice2", &f.ca, "alice", 7, false))).client_config().unwrap();
+    let alice = client_info(&f, Some(f.pair("alice2", &f.ca, "alice", 7, false)))
+        .client_config()
+        .unwrap();
     assert!(exchange(server, alice).await.is_ok());
     let mut info = server_info(&f, true);
     info.allowed_hostname = "elsewhere.example".into();
     let server = info.server_config().unwrap();
-    let alice = client_info(&f, Some(f.pair("alice3", &f.ca, "alice", 8, false))).client_config().unwrap();
+    let alice = client_info(&f, Some(f.pair("alice3", &f.ca, "alice", 8, false)))
+        .client_config()
+        .unwrap();
     assert!(exchange(server, alice).await.is_err());
     let mut both = server_info(&f, true);
     both.allowed_cn = "root".into();
     both.allowed_hostname = "localhost".into();
-    assert!(both.server_config().unwrap_err().to_string().contains("mutually exclusive"));
+    assert!(both
+        .server_config()
+        .unwrap_err()
+        .to_string()
+        .contains("mutually exclusive"));
 }

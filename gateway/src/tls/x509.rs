@@ -39,7 +39,9 @@ impl<'a> Der<'a> {
             if n == 0 || n > 4 || rest.len() < n {
                 return None;
             }
-            let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | *b as usize);
             rest = &rest[n..];
             len
         };
@@ -73,7 +75,10 @@ pub fn names(cert_der: &[u8]) -> Option<CertNames> {
     tbs.expect(SEQUENCE)?; // validity
     let subject = tbs.expect(SEQUENCE)?;
     tbs.expect(SEQUENCE)?; // subject public key info
-    let mut out = CertNames { common_name: common_name(subject), ..CertNames::default() };
+    let mut out = CertNames {
+        common_name: common_name(subject),
+        ..CertNames::default()
+    };
     while let Some((tag, content)) = tbs.next() {
         if tag == 0xa3 {
             read_extensions(Der(content).expect(SEQUENCE)?, &mut out);
@@ -103,7 +108,10 @@ fn decode_string((tag, bytes): (u8, &[u8])) -> Option<String> {
         0x0c | 0x13 | 0x14 | 0x16 => Some(String::from_utf8_lossy(bytes).into_owned()),
         // BMPString: UTF-16BE
         0x1e => {
-            let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
             Some(String::from_utf16_lossy(&units))
         }
         _ => None,
@@ -121,15 +129,23 @@ fn read_extensions(list: &[u8], out: &mut CertNames) {
         if matches!(value, Some((BOOLEAN, _))) {
             value = e.next(); // critical flag
         }
-        let Some((OCTET_STRING, wrapped)) = value else { continue };
-        let Some(general_names) = Der(wrapped).expect(SEQUENCE) else { continue };
+        let Some((OCTET_STRING, wrapped)) = value else {
+            continue;
+        };
+        let Some(general_names) = Der(wrapped).expect(SEQUENCE) else {
+            continue;
+        };
         let mut g = Der(general_names);
         while let Some((tag, bytes)) = g.next() {
             match tag {
                 0x82 => out.dns.push(String::from_utf8_lossy(bytes).into_owned()),
                 0x87 => match bytes.len() {
-                    4 => out.ips.push(IpAddr::from(<[u8; 4]>::try_from(bytes).expect("4 bytes"))),
-                    16 => out.ips.push(IpAddr::from(<[u8; 16]>::try_from(bytes).expect("16 bytes"))),
+                    4 => out
+                        .ips
+                        .push(IpAddr::from(<[u8; 4]>::try_from(bytes).expect("4 bytes"))),
+                    16 => out
+                        .ips
+                        .push(IpAddr::from(<[u8; 16]>::try_from(bytes).expect("16 bytes"))),
                     _ => {}
                 },
                 _ => {}
@@ -144,9 +160,17 @@ mod tests {
 
     #[test]
     fn common_name_and_alternative_names_are_read() {
-        let mut params = rcgen::CertificateParams::new(vec!["node1.example".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, "ketch");
-        params.distinguished_name.push(rcgen::DnType::CommonName, "root");
+        let mut params = rcgen::CertificateParams::new(vec![
+            "node1.example".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "ketch");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "root");
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let cert = params.self_signed(&key).unwrap();
         let n = names(cert.der()).unwrap();

@@ -124,9 +124,11 @@ fn open_hollow_drops_payloads_up_to_the_index_and_keeps_terms_and_conflicts() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let mut wal = Wal::create(dir, META, opts(64 << 10)).unwrap();
-    wal.save(Some(&hard_state(1, 1, 3)), &entries(1..=6, 1)).unwrap();
+    wal.save(Some(&hard_state(1, 1, 3)), &entries(1..=6, 1))
+        .unwrap();
     // entries 4.. rewritten in term 2: the rewrite of a hollowed index must win too
-    wal.save(Some(&hard_state(2, 2, 5)), &entries(4..=7, 2)).unwrap();
+    wal.save(Some(&hard_state(2, 2, 5)), &entries(4..=7, 2))
+        .unwrap();
     drop(wal);
 
     let (_wal, rec) = Wal::open_hollow(dir, opts(64 << 10), 4).unwrap();
