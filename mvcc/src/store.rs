@@ -272,7 +272,7 @@ impl Store {
 
     fn defragment_locked(&self) -> Result<(u64, u64), StoreError> {
         let before = self.db_size();
-        let tmp = self.defrag_tmp_path();
+        let tmp = defrag_tmp_path(&self.path);
         let _ = std::fs::remove_file(&tmp);
         if let Err(e) = self.snapshot_file(&tmp) {
             let _ = std::fs::remove_file(&tmp);
@@ -312,10 +312,6 @@ impl Store {
         let after = self.db_size();
         tracing::info!(before, after, "backend defragmented");
         Ok((before, after))
-    }
-
-    fn defrag_tmp_path(&self) -> PathBuf {
-        defrag_tmp_path(&self.path)
     }
 
     /// etcd's Range over the committed state, with every key-value in memory. The header
@@ -525,15 +521,14 @@ impl Store {
     /// until dropped), and its size: for streaming it to a client.
     pub fn snapshot_copy(&self) -> Result<(File, u64), StoreError> {
         static COPIES: AtomicU64 = AtomicU64::new(0);
-        let tmp = self.path.with_file_name(format!(
-            "{}.client-snapshot-{}-{}.tmp",
-            self.path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("db"),
-            std::process::id(),
-            COPIES.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = sibling_path(
+            &self.path,
+            &format!(
+                "client-snapshot-{}-{}.tmp",
+                std::process::id(),
+                COPIES.fetch_add(1, Ordering::Relaxed)
+            ),
+        );
         let _ = std::fs::remove_file(&tmp);
         let result = (|| {
             self.snapshot_file(&tmp)?;
@@ -550,24 +545,8 @@ impl Store {
     /// the store's (so it is compact) and then streamed; the writer is never held up. Returns
     /// the number of bytes written.
     pub fn snapshot_to(&self, w: &mut impl Write) -> Result<u64, StoreError> {
-        static COPIES: AtomicU64 = AtomicU64::new(0);
-        let tmp = self.path.with_file_name(format!(
-            "{}.snapshot-{}-{}.tmp",
-            self.path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("db"),
-            std::process::id(),
-            COPIES.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_file(&tmp);
-        let result = (|| {
-            self.snapshot_file(&tmp)?;
-            let mut f = File::open(&tmp)?;
-            Ok(std::io::copy(&mut f, w)?)
-        })();
-        let _ = std::fs::remove_file(&tmp);
-        result
+        let (mut f, _) = self.snapshot_copy()?;
+        Ok(std::io::copy(&mut f, w)?)
     }
 
     /// Writes the committed state as a new backend file at `dest` (fsynced) and returns the
@@ -710,10 +689,15 @@ impl Store {
     }
 }
 
+/// `<dir>/<file name>.<suffix>`: a file beside the backend's.
+fn sibling_path(path: &Path, suffix: &str) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("db");
+    path.with_file_name(format!("{name}.{suffix}"))
+}
+
 /// Where [`Store::defragment`] writes the new backend before renaming it into place.
 fn defrag_tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("db");
-    path.with_file_name(format!("{name}.defrag.tmp"))
+    sibling_path(path, "defrag.tmp")
 }
 
 /// Reads what a store keeps about itself back from the backend and rebuilds the key index:
