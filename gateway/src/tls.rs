@@ -148,10 +148,12 @@ impl TlsInfo {
                 (true, true) => None,
                 (false, true) => Some(reload::AllowedName::CommonName(self.allowed_cn.clone())),
                 (true, false) => Some(reload::AllowedName::Hostname(self.allowed_hostname.clone())),
-                (false, false) => return Err(TlsError(format!(
+                (false, false) => {
+                    return Err(TlsError(format!(
                     "AllowedCN and AllowedHostname are mutually exclusive (cn={:?}, hostname={:?})",
                     self.allowed_cn, self.allowed_hostname
-                ))),
+                )))
+                }
             };
             builder.with_client_cert_verifier(Arc::new(reload::ClientCertCheck::new(
                 roots, crl, provider, allowed,

@@ -42,9 +42,11 @@ pub fn parse(args: &[String]) -> Result<GatewayConfig, String> {
             "listen-addr" => listen = value()?,
             "endpoints" => endpoints = value()?,
             "retry-delay" => retry = value()?,
-            "discovery-srv" | "discovery-srv-name" => return Err(format!(
+            "discovery-srv" | "discovery-srv-name" => {
+                return Err(format!(
                 "--{name}: DNS SRV discovery is not available in ketch's gateway; list --endpoints"
-            )),
+            ))
+            }
             // only used to check SRV-discovered endpoints
             "trusted-ca-file" | "insecure-discovery" => {
                 let _ = value();

@@ -70,52 +70,53 @@ impl JwtTokens {
             &'static dyn signature::VerificationAlgorithm,
             Option<&'static dyn signature::RsaEncoding>,
             Option<&'static signature::EcdsaSigningAlgorithm>,
-        ) =
-            match method.as_str() {
-                "RS256" => (
-                    &signature::RSA_PKCS1_2048_8192_SHA256,
-                    Some(&signature::RSA_PKCS1_SHA256),
-                    None,
-                ),
-                "RS384" => (
-                    &signature::RSA_PKCS1_2048_8192_SHA384,
-                    Some(&signature::RSA_PKCS1_SHA384),
-                    None,
-                ),
-                "RS512" => (
-                    &signature::RSA_PKCS1_2048_8192_SHA512,
-                    Some(&signature::RSA_PKCS1_SHA512),
-                    None,
-                ),
-                "PS256" => (
-                    &signature::RSA_PSS_2048_8192_SHA256,
-                    Some(&signature::RSA_PSS_SHA256),
-                    None,
-                ),
-                "PS384" => (
-                    &signature::RSA_PSS_2048_8192_SHA384,
-                    Some(&signature::RSA_PSS_SHA384),
-                    None,
-                ),
-                "PS512" => (
-                    &signature::RSA_PSS_2048_8192_SHA512,
-                    Some(&signature::RSA_PSS_SHA512),
-                    None,
-                ),
-                "ES256" => (
-                    &signature::ECDSA_P256_SHA256_FIXED,
-                    None,
-                    Some(&signature::ECDSA_P256_SHA256_FIXED_SIGNING),
-                ),
-                "ES384" => (
-                    &signature::ECDSA_P384_SHA384_FIXED,
-                    None,
-                    Some(&signature::ECDSA_P384_SHA384_FIXED_SIGNING),
-                ),
-                other => return Err(format!(
+        ) = match method.as_str() {
+            "RS256" => (
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+                Some(&signature::RSA_PKCS1_SHA256),
+                None,
+            ),
+            "RS384" => (
+                &signature::RSA_PKCS1_2048_8192_SHA384,
+                Some(&signature::RSA_PKCS1_SHA384),
+                None,
+            ),
+            "RS512" => (
+                &signature::RSA_PKCS1_2048_8192_SHA512,
+                Some(&signature::RSA_PKCS1_SHA512),
+                None,
+            ),
+            "PS256" => (
+                &signature::RSA_PSS_2048_8192_SHA256,
+                Some(&signature::RSA_PSS_SHA256),
+                None,
+            ),
+            "PS384" => (
+                &signature::RSA_PSS_2048_8192_SHA384,
+                Some(&signature::RSA_PSS_SHA384),
+                None,
+            ),
+            "PS512" => (
+                &signature::RSA_PSS_2048_8192_SHA512,
+                Some(&signature::RSA_PSS_SHA512),
+                None,
+            ),
+            "ES256" => (
+                &signature::ECDSA_P256_SHA256_FIXED,
+                None,
+                Some(&signature::ECDSA_P256_SHA256_FIXED_SIGNING),
+            ),
+            "ES384" => (
+                &signature::ECDSA_P384_SHA384_FIXED,
+                None,
+                Some(&signature::ECDSA_P384_SHA384_FIXED_SIGNING),
+            ),
+            other => {
+                return Err(format!(
                     "unsupported sign method {other:?} (RS256/384/512, PS256/384/512, ES256/384)"
-                )),
-            };
+                ))
+            }
+        };
         let rng = SystemRandom::new();
         let signer = match &priv_key {
             None => None,
