@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
+use ketch_api::coalesce::Coalesce;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::flags::Flags;
@@ -89,8 +91,22 @@ impl Target {
                 .tls_config(tls.clone())
                 .map_err(|e| format!("TLS for {raw}: {e}"))?;
         }
+        // Our own TCP dial, under `Coalesce`, so that h2 batches the calls of the clients
+        // sharing a connection into one write as grpc-go does (tonic's writes each message of
+        // over 256 bytes on its own, which costs the load generator CPU the server needs).
+        let dial = tower::service_fn(|uri: http::Uri| async move {
+            let host = uri
+                .host()
+                .unwrap_or("")
+                .trim_matches(['[', ']'])
+                .to_string();
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), uri.port_u16().unwrap_or(80)))
+                .await?;
+            tcp.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(TokioIo::new(Coalesce(tcp)))
+        });
         endpoint
-            .connect()
+            .connect_with_connector(dial)
             .await
             .map_err(|e| format!("cannot connect to {url}: {}", chain(&e)))
     }

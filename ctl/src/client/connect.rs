@@ -250,8 +250,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for PrefaceWatch<T> {
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
+    /// False on purpose: h2 then batches small frames into one write (see
+    /// `ketch_api::coalesce`).
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        false
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

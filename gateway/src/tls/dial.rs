@@ -6,10 +6,11 @@ use std::sync::Arc;
 use tonic::transport::Endpoint;
 
 use super::stream::plain_scheme;
-use super::TlsConnector;
+use super::{TcpConnector, TlsConnector};
 
 /// Opens gRPC channels to URLs: `http://` in the clear, `https://` over rustls with the given
-/// client configuration (a CA, and a certificate to present as the client certificate).
+/// client configuration (a CA, and a certificate to present as the client certificate). Both
+/// dial TCP without delay, whatever the endpoint says, under `ketch_api::coalesce`.
 #[derive(Clone)]
 pub struct ChannelDialer {
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -55,7 +56,7 @@ impl ChannelDialer {
         let endpoint = configure(endpoint);
         match tls {
             Some(connector) => endpoint.connect_with_connector(connector).await,
-            None => endpoint.connect().await,
+            None => endpoint.connect_with_connector(TcpConnector).await,
         }
         .map_err(|e| error_text(&e))
     }
@@ -70,7 +71,7 @@ impl ChannelDialer {
         let endpoint = configure(endpoint);
         Ok(match tls {
             Some(connector) => endpoint.connect_with_connector_lazy(connector),
-            None => endpoint.connect_lazy(),
+            None => endpoint.connect_with_connector_lazy(TcpConnector),
         })
     }
 }

@@ -10,7 +10,7 @@
 //! remote address and, over TLS, the client certificate chain rustls verified. Its common
 //! name is the client identity ([`client_identity`], [`request_identity`]).
 //!
-//! Dialing: [`TlsConnector`] is a tower connector for tonic's `connect_with_connector`.
+//! Dialing: [`TcpConnector`] and [`TlsConnector`] are tower connectors for tonic's `connect_with_connector`.
 
 use std::future::Future;
 use std::io;
@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use ketch_api::coalesce::Coalesce;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -162,11 +163,11 @@ impl AsyncWrite for ServerStream {
         }
     }
 
+    /// False on purpose, though both kinds could write vectored: h2 then copies frames under
+    /// 1 KiB into its buffer and sends every answer ready on a connection in one write (see
+    /// `ketch_api::coalesce`).
     fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerStream::Plain(s) => s.is_write_vectored(),
-            ServerStream::Tls(s) => s.is_write_vectored(),
-        }
+        false
     }
 }
 
@@ -338,16 +339,47 @@ impl TlsConnector {
     }
 }
 
-type ConnectFuture = Pin<
-    Box<
-        dyn Future<Output = io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>> + Send,
-    >,
->;
+type ConnectFuture<S> = Pin<Box<dyn Future<Output = io::Result<TokioIo<Coalesce<S>>>> + Send>>;
+
+/// The host and port of a URL handed to a connector.
+fn host_port(uri: &http::Uri, default_port: u16) -> (String, u16) {
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    (host, uri.port_u16().unwrap_or(default_port))
+}
+
+/// Dials plain TCP (no delay) for tonic's `Endpoint::connect_with_connector`, under
+/// [`Coalesce`] so that h2 batches small frames (tonic's own connector writes vectored).
+#[derive(Clone, Copy, Default)]
+pub struct TcpConnector;
+
+impl tower::Service<http::Uri> for TcpConnector {
+    type Response = TokioIo<Coalesce<TcpStream>>;
+    type Error = io::Error;
+    type Future = ConnectFuture<TcpStream>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        Box::pin(async move {
+            let (host, port) = host_port(&uri, 80);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(TokioIo::new(Coalesce(tcp)))
+        })
+    }
+}
 
 impl tower::Service<http::Uri> for TlsConnector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Response = TokioIo<Coalesce<tokio_rustls::client::TlsStream<TcpStream>>>;
     type Error = io::Error;
-    type Future = ConnectFuture;
+    type Future = ConnectFuture<tokio_rustls::client::TlsStream<TcpStream>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -356,17 +388,11 @@ impl tower::Service<http::Uri> for TlsConnector {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let (connector, name) = (self.connector.clone(), self.server_name.clone());
         Box::pin(async move {
-            let host = uri
-                .host()
-                .unwrap_or("")
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let port = uri.port_u16().unwrap_or(443);
+            let (host, port) = host_port(&uri, 443);
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);
             let tls = connector.connect(name, tcp).await?;
-            Ok(TokioIo::new(tls))
+            Ok(TokioIo::new(Coalesce(tls)))
         })
     }
 }
