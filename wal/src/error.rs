@@ -60,6 +60,11 @@ pub enum WalError {
     #[error("WAL record of {size} bytes is too large")]
     RecordTooLarge { size: usize },
 
+    /// `save_commit_lazily` was given a hard state whose term or vote differs from the saved
+    /// one: those must be synced.
+    #[error("a hard state with a new term or vote must be saved with sync")]
+    UnsyncedHardState,
+
     /// An earlier write or sync failed, so the tail of the live segment is unknown.
     #[error("an earlier WAL write or sync failed; reopen the WAL to repair it")]
     Poisoned,

@@ -294,7 +294,7 @@ impl Wal {
             return Ok(());
         }
         self.state.check_entries(entries)?;
-        let result = self.write_batch(|buf, mut seq| {
+        let result = self.write_batch(true, |buf, mut seq| {
             let mut flags = FLAG_BATCH_START;
             for entry in entries {
                 record::append_record(buf, seq, RecordType::Entry, flags, |b| {
@@ -323,6 +323,31 @@ impl Wal {
         Ok(())
     }
 
+    /// Records a hard state that differs from the saved one only in its commit index, without
+    /// fdatasync (etcd's MustSync rule): the record reaches the disk with the next synced write
+    /// (or the segment's seal), and a commit index lost to a crash is learnt again — from the
+    /// leader, or by the store's applied index at restart. Saves one fsync per write on a
+    /// leader, whose commit-only hard state follows every appended batch.
+    ///
+    /// Refused with [`WalError::UnsyncedHardState`] if term or vote changed (those must be
+    /// durable before anything that depends on them is sent).
+    pub fn save_commit_lazily(&mut self, hard_state: &HardState) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        let saved = &self.state.hard_state;
+        if hard_state.term != saved.term || hard_state.vote != saved.vote {
+            return Err(WalError::UnsyncedHardState);
+        }
+        let result = self.write_batch(false, |buf, seq| {
+            record::append_record(buf, seq, RecordType::HardState, FLAG_BATCH_START, |b| {
+                record::put_message(b, hard_state)
+            })?;
+            Ok(seq + 1)
+        });
+        self.poison_on_io_error(result)?;
+        self.state.hard_state = hard_state.clone();
+        Ok(())
+    }
+
     /// Durably records a snapshot marker: the state machine holds everything up to
     /// `meta.index`. [`Wal::open`] then returns only entries above it, and
     /// [`Wal::release_to`] may remove segments holding only entries at or below it.
@@ -340,7 +365,7 @@ impl Wal {
             );
             return Ok(());
         }
-        let result = self.write_batch(|buf, seq| {
+        let result = self.write_batch(true, |buf, seq| {
             record::append_record(buf, seq, RecordType::Snapshot, FLAG_BATCH_START, |b| {
                 record::put_message(b, meta)
             })?;
@@ -404,6 +429,7 @@ impl Wal {
     /// do not fit the live one, writes them with one `pwrite` and fdatasyncs.
     fn write_batch(
         &mut self,
+        sync: bool,
         encode: impl Fn(&mut Vec<u8>, u64) -> Result<u64, WalError>,
     ) -> Result<(), WalError> {
         let mut buf = std::mem::take(&mut self.buf);
@@ -418,14 +444,16 @@ impl Wal {
             // The new segment's header took a sequence number.
             next_seq = encode(&mut buf, self.next_seq)?;
         }
-        let result = self.append(&buf);
+        let result = self.append(&buf, sync);
         self.buf = buf;
         result?;
         self.next_seq = next_seq;
         Ok(())
     }
 
-    fn append(&mut self, bytes: &[u8]) -> Result<(), WalError> {
+    /// Writes `bytes` at the end of the live segment, then fdatasyncs unless `sync` is false
+    /// (the bytes then become durable with the next sync, or when the segment is sealed).
+    fn append(&mut self, bytes: &[u8], sync: bool) -> Result<(), WalError> {
         let end = self.write_offset + bytes.len() as u64;
         if end > self.reserved {
             // Only a write larger than a segment gets here; keep fdatasync free of size updates.
@@ -435,6 +463,10 @@ impl Wal {
         self.live
             .write_all_at(bytes, self.write_offset)
             .at(&self.live_path)?;
+        if !sync {
+            self.write_offset = end;
+            return Ok(());
+        }
         let start = Instant::now();
         self.live.sync_data().at(&self.live_path)?;
         let fault_ms = FAULT_SYNC_DELAY_MS.load(std::sync::atomic::Ordering::Relaxed);

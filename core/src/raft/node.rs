@@ -429,6 +429,7 @@ impl RaftNode {
         let job = PersistJob::Ready {
             number: rd.number(),
             hard_state: rd.hs().cloned(),
+            must_sync: rd.must_sync(),
             entries: rd.take_entries(),
             messages: after_sync,
         };

@@ -5,7 +5,9 @@
 //! slow fsync therefore delays only what must wait for it — never a heartbeat, so a slow disk
 //! does not cause elections (etcd's most common operational complaint).
 //!
-//! Consecutive Readies queued while a sync ran are written together and synced once.
+//! Consecutive Readies queued while a sync ran are written together and synced once. A Ready
+//! that only moved the commit index is written without a sync (raft-rs's `must_sync`, etcd's
+//! MustSync): on a leader that is every other Ready, and its fsync would delay the next write.
 
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -25,6 +27,8 @@ pub enum PersistJob {
         hard_state: Option<HardState>,
         entries: Vec<Entry>,
         messages: Vec<Message>,
+        /// raft-rs's `must_sync`: false when the Ready only moved the commit index.
+        must_sync: bool,
     },
     /// A snapshot received from the leader: record its marker.
     Snapshot(SnapshotMetadata),
@@ -47,6 +51,7 @@ struct Batch {
     hard_state: Option<HardState>,
     entries: Vec<Entry>,
     messages: Vec<Message>,
+    must_sync: bool,
 }
 
 impl Batch {
@@ -114,6 +119,7 @@ impl Persister {
                 hard_state,
                 entries,
                 messages,
+                must_sync,
             } => {
                 let flushed = if batch.continues(&entries) {
                     None
@@ -126,6 +132,7 @@ impl Persister {
                 }
                 batch.entries.extend(entries);
                 batch.messages.extend(messages);
+                batch.must_sync |= must_sync;
                 flushed
             }
             PersistJob::Snapshot(meta) => {
@@ -152,7 +159,17 @@ impl Persister {
             return None;
         }
         let b = std::mem::take(batch);
-        let saved = self.wal.save(b.hard_state.as_ref(), &b.entries);
+        let saved = match &b.hard_state {
+            // Only the commit index moved (a leader's Ready after every committed batch):
+            // written without a sync of its own, as etcd does.
+            Some(hs) if !b.must_sync && b.entries.is_empty() => {
+                match self.wal.save_commit_lazily(hs) {
+                    Err(WalError::UnsyncedHardState) => self.wal.save(Some(hs), &[]),
+                    other => other,
+                }
+            }
+            hs => self.wal.save(hs.as_ref(), &b.entries),
+        };
         Self::fatal_on_error(saved, "persist raft state");
         for m in b.messages {
             let to = m.to;

@@ -69,6 +69,30 @@ fn entries_and_hard_state_survive_reopen() {
 }
 
 #[test]
+fn a_commit_saved_lazily_is_recovered_and_a_new_term_or_vote_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut wal = Wal::create(dir, META, opts(64 << 10)).unwrap();
+    wal.save(Some(&hard_state(2, 1, 0)), &entries(1..=3, 2))
+        .unwrap();
+    wal.save_commit_lazily(&hard_state(2, 1, 3)).unwrap();
+    for refused in [hard_state(3, 1, 3), hard_state(2, 2, 3)] {
+        assert!(matches!(
+            wal.save_commit_lazily(&refused),
+            Err(WalError::UnsyncedHardState)
+        ));
+    }
+    // a later synced write lands after the lazy record
+    wal.save(None, &entries(4..=4, 2)).unwrap();
+    wal.save_commit_lazily(&hard_state(2, 1, 4)).unwrap();
+    drop(wal); // the process ends: the page cache keeps what was written unsynced
+    let (wal, rec) = Wal::open(dir, opts(64 << 10)).unwrap();
+    assert_eq!(rec.hard_state, hard_state(2, 1, 4));
+    assert_eq!(rec.entries, entries(1..=4, 2));
+    assert_eq!(wal.last_index(), 4);
+}
+
+#[test]
 fn conflicting_save_replaces_the_tail_now_and_after_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
