@@ -135,27 +135,12 @@ impl KeyIndex {
             "put at {rev:?} not after {:?}",
             self.newest()
         );
-        match self.gens.last_mut() {
-            Some(g) if g.tombstone.is_none() => {
-                g.puts.push(PutEntry {
-                    rev,
-                    lease,
-                    value_len,
-                });
-                g.version += 1;
-            }
-            _ => self.gens.push(Generation {
-                created: rev.main,
-                version: 1,
-                puts: vec![PutEntry {
-                    rev,
-                    lease,
-                    value_len,
-                }],
-                tombstone: None,
-            }),
-        }
-        self.alive_since = rev.main;
+        let put = PutEntry {
+            rev,
+            lease,
+            value_len,
+        };
+        self.push_put(put, rev.main, None);
     }
 
     /// Records a put read back from the backend, trusting the row's create revision and version
@@ -168,27 +153,37 @@ impl KeyIndex {
         created: i64,
         version: i64,
     ) {
+        let put = PutEntry {
+            rev,
+            lease,
+            value_len,
+        };
+        self.push_put(put, created, Some(version));
+    }
+
+    /// Appends `put` to the live generation (at `version`, else one more), or starts a
+    /// generation with it. A key's first generation gets room for exactly one: a `Vec`'s first
+    /// push reserves four, which cost 192 unused bytes per key (190 MB of a member's heap at
+    /// 1M keys, measured with heaptrack).
+    fn push_put(&mut self, put: PutEntry, created: i64, version: Option<i64>) {
         match self.gens.last_mut() {
             Some(g) if g.tombstone.is_none() => {
-                g.puts.push(PutEntry {
-                    rev,
-                    lease,
-                    value_len,
-                });
-                g.version = version;
+                g.puts.push(put);
+                g.version = version.unwrap_or(g.version + 1);
             }
-            _ => self.gens.push(Generation {
-                created,
-                version,
-                puts: vec![PutEntry {
-                    rev,
-                    lease,
-                    value_len,
-                }],
-                tombstone: None,
-            }),
+            _ => {
+                if self.gens.is_empty() {
+                    self.gens.reserve_exact(1);
+                }
+                self.gens.push(Generation {
+                    created,
+                    version: version.unwrap_or(1),
+                    puts: vec![put],
+                    tombstone: None,
+                });
+            }
         }
-        self.alive_since = rev.main;
+        self.alive_since = put.rev.main;
     }
 
     /// Ends the current generation at `rev`. Returns false, changing nothing, when the key is

@@ -40,7 +40,7 @@ pub(crate) const LEASE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("le
 /// The backend's own page cache. Pages it does not hold are read with `pread` from the kernel's
 /// page cache, which is cheap; this bounds what the process itself keeps (redb's default is
 /// 1 GiB, which a large range would fill and keep).
-pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 pub(crate) const CONSISTENT_INDEX: &str = "consistent_index";
 pub(crate) const FINISHED_COMPACT_REV: &str = "finishedCompactRev";
