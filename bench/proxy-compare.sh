@@ -7,8 +7,10 @@
 # directly, the scenarios the proxy issue names:
 #   - serializable range of one key, 100 clients over 10 connections (the proxy's cache);
 #   - 10,000 watchers on one key, put-to-event latency (watch coalescing);
-# and prints throughput and latency with the Ketch/etcd ratios, plus the Ketch proxy's own
-# counts (upstream watches for the 10,000 watchers, cache hits). Not part of tests/run.sh.
+# and prints throughput and latency with the Ketch/etcd ratios, each proxy's CPU time per cached
+# range (the load generator shares the two cores, so req/s alone mostly measures it), and the
+# Ketch proxy's own counts (upstream watches for the 10,000 watchers, cache hits). Not part of
+# tests/run.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -69,10 +71,12 @@ KP=$(free_port)
 "$KETCH" --proxy on --data-dir "$WORK/ketch-proxy" --initial-cluster "$KETCH_INITIAL" \
     --listen-client-urls "http://127.0.0.1:$KP" >"$WORK/ketch-proxy.log" 2>&1 &
 PIDS+=($!)
+KETCH_PROXY_PID=$!
 wait_health "http://127.0.0.1:$KP"
 EP=$(free_port)
 "$ETCD" grpc-proxy start --endpoints "$ETCD_EPS" --listen-addr "127.0.0.1:$EP" >"$WORK/etcd-proxy.log" 2>&1 &
 PIDS+=($!)
+ETCD_PROXY_PID=$!
 wait_health "http://127.0.0.1:$EP"
 KETCH_MEMBER=${KETCH_EPS%%,*}
 ETCD_MEMBER=${ETCD_EPS%%,*}
@@ -89,8 +93,22 @@ for ep in "$KETCH_MEMBER" "$ETCD_MEMBER"; do
 done
 : >"$WORK/results"
 echo "range, serializable, 100 clients / 10 conns" >&2
-run "ketch-proxy range-s" "127.0.0.1:$KP" --conns=10 --clients=100 range bench-key --consistency=s --total="$RANGE_TOTAL"
-run "etcd-grpc-proxy range-s" "127.0.0.1:$EP" --conns=10 --clients=100 range bench-key --consistency=s --total="$RANGE_TOTAL"
+# CPU seconds (user + system) a process has used so far.
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
+# run_timed <pid> <label> <endpoint> <args...>: `run`, plus the CPU time <pid> spent meanwhile.
+# On two cores shared with the load generator, requests per second mostly says how fast the
+# load generator is; the proxy's CPU per request says what the proxy itself costs.
+run_timed() {
+    local pid=$1 label=$2 before after
+    shift
+    before=$(cpu_secs "$pid")
+    run "$@"
+    after=$(cpu_secs "$pid")
+    echo "{\"target\":\"$label\",\"cpu_secs\":$(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.3f", a - b }'),\"requests\":$RANGE_TOTAL}" >>"$WORK/cpu"
+}
+: >"$WORK/cpu"
+run_timed "$KETCH_PROXY_PID" "ketch-proxy range-s" "127.0.0.1:$KP" --conns=10 --clients=100 range bench-key --consistency=s --total="$RANGE_TOTAL"
+run_timed "$ETCD_PROXY_PID" "etcd-grpc-proxy range-s" "127.0.0.1:$EP" --conns=10 --clients=100 range bench-key --consistency=s --total="$RANGE_TOTAL"
 run "ketch-member range-s" "$KETCH_MEMBER" --conns=10 --clients=100 range bench-key --consistency=s --total="$RANGE_TOTAL"
 run "etcd-member range-s" "$ETCD_MEMBER" --conns=10 --clients=100 range bench-key --consistency=s --total="$RANGE_TOTAL"
 echo "watch, 10,000 watchers on one key" >&2
@@ -99,7 +117,7 @@ run "ketch-proxy watch-10k" "127.0.0.1:$KP" "${WATCH[@]}"
 STATS=$(curl -fsS "http://127.0.0.1:$KP/ketch/proxy/stats" || true)
 run "etcd-grpc-proxy watch-10k" "127.0.0.1:$EP" "${WATCH[@]}"
 
-python3 - "$WORK/results" "$STATS" <<'PY'
+python3 - "$WORK/results" "$STATS" "$WORK/cpu" <<'PY'
 import json, sys
 text = open(sys.argv[1]).read()
 dec, pos, rows = json.JSONDecoder(), 0, {}
@@ -128,5 +146,14 @@ print()
 print("cached serializable range throughput, Ketch proxy / etcd grpc-proxy:", ratio("ketch-proxy range-s", "etcd-grpc-proxy range-s", "rps"))
 print("serializable range throughput, Ketch proxy / Ketch member direct:", ratio("ketch-proxy range-s", "ketch-member range-s", "rps"))
 print("watch, 10,000 watchers, p99 event latency, Ketch proxy / etcd grpc-proxy:", ratio("ketch-proxy watch-10k", "etcd-grpc-proxy watch-10k", "99"))
+cpu = {}
+for line in open(sys.argv[3]):
+    c = json.loads(line)
+    cpu[c["target"]] = c["cpu_secs"] * 1e6 / c["requests"]
+for label, us in cpu.items():
+    print(f"{label}: proxy CPU per cached range {us:.1f} us")
+if "ketch-proxy range-s" in cpu and cpu.get("etcd-grpc-proxy range-s"):
+    k, e = cpu["ketch-proxy range-s"], cpu["etcd-grpc-proxy range-s"]
+    print(f"proxy CPU per cached range, Ketch proxy / etcd grpc-proxy: {k / e:.2f}x (requests per CPU-second: {e / k:.2f}x)")
 print("Ketch proxy counts after the watch run:", sys.argv[2])
 PY
