@@ -7,6 +7,18 @@
 //! [`verify`] makes etcd's checks; [`startup`] logs etcd's start-up lines; [`member_config`]
 //! builds the core's `MemberConfig`; [`serve`] starts the member and waits for SIGINT/SIGTERM.
 
+/// mimalloc instead of glibc's malloc: measured on a member with 1M keys of 256 B, and on puts
+/// from 100 clients (numbers in the commit that chose it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Returns memory freed by any thread to the operating system now, rather than when that
+/// thread next allocates.
+fn release_freed_memory() {
+    // SAFETY: mi_collect has no preconditions; it only walks mimalloc's own structures.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 mod config_file;
 mod flags;
 mod gateway_cmd;
