@@ -32,7 +32,8 @@ ETCD=/usr/bin/etcd
 WORK="$(mktemp -d /tmp/ketch-proxy-bench.XXXXXX)"
 PIDS=()
 cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    # members are started inside $(start_cluster ...), a subshell: their pids are in a file
+    for p in "${PIDS[@]}" $(cat "$WORK/member-pids" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -58,7 +59,7 @@ start_cluster() {
             --listen-client-urls "http://127.0.0.1:${cps[$i]}" --advertise-client-urls "http://127.0.0.1:${cps[$i]}" \
             --listen-peer-urls "http://127.0.0.1:${pps[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${pps[$i]}" \
             --initial-cluster "$initial" --initial-cluster-token "$name" >"$WORK/$name-m$i.log" 2>&1 &
-        PIDS+=($!)
+        echo $! >>"$WORK/member-pids"
     done
     for i in 0 1 2; do wait_health "http://127.0.0.1:${cps[$i]}"; done
     echo "$initial|127.0.0.1:${cps[0]},127.0.0.1:${cps[1]},127.0.0.1:${cps[2]}"
