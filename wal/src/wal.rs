@@ -337,13 +337,7 @@ impl Wal {
         if hard_state.term != saved.term || hard_state.vote != saved.vote {
             return Err(WalError::UnsyncedHardState);
         }
-        let result = self.write_batch(false, |buf, seq| {
-            record::append_record(buf, seq, RecordType::HardState, FLAG_BATCH_START, |b| {
-                record::put_message(b, hard_state)
-            })?;
-            Ok(seq + 1)
-        });
-        self.poison_on_io_error(result)?;
+        self.write_record(false, RecordType::HardState, hard_state)?;
         self.state.hard_state = hard_state.clone();
         Ok(())
     }
@@ -365,13 +359,7 @@ impl Wal {
             );
             return Ok(());
         }
-        let result = self.write_batch(true, |buf, seq| {
-            record::append_record(buf, seq, RecordType::Snapshot, FLAG_BATCH_START, |b| {
-                record::put_message(b, meta)
-            })?;
-            Ok(seq + 1)
-        });
-        self.poison_on_io_error(result)?;
+        self.write_record(true, RecordType::Snapshot, meta)?;
         self.state.apply_snapshot(meta);
         Ok(())
     }
@@ -427,6 +415,22 @@ impl Wal {
 
     /// Encodes records with `encode(buf, first_seq) -> next_seq`, starts a new segment if they
     /// do not fit the live one, writes them with one `pwrite` and fdatasyncs.
+    /// Writes one record holding `msg` as a batch of its own (synced if `sync`).
+    fn write_record(
+        &mut self,
+        sync: bool,
+        kind: RecordType,
+        msg: &impl protobuf::Message,
+    ) -> Result<(), WalError> {
+        let result = self.write_batch(sync, |buf, seq| {
+            record::append_record(buf, seq, kind, FLAG_BATCH_START, |b| {
+                record::put_message(b, msg)
+            })?;
+            Ok(seq + 1)
+        });
+        self.poison_on_io_error(result)
+    }
+
     fn write_batch(
         &mut self,
         sync: bool,
