@@ -224,6 +224,20 @@ fn forwarded<T>(metadata: &MetadataMap, message: T) -> Request<T> {
     req
 }
 
+impl LeaseService {
+    /// A client of the first member the director offers.
+    fn client(&self) -> Result<LeaseClient<tonic::transport::Channel>, Status> {
+        let backend = self
+            .leases
+            .director
+            .pick(b"")
+            .into_iter()
+            .next()
+            .ok_or_else(no_endpoints)?;
+        Ok(LeaseClient::new(backend.channel.clone()))
+    }
+}
+
 #[tonic::async_trait]
 impl Lease for LeaseService {
     // The proxy routes only LeaseKeepAlive here (the byte forwarder passes the unary calls,
@@ -232,14 +246,7 @@ impl Lease for LeaseService {
         &self,
         r: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let backend = self
-            .leases
-            .director
-            .pick(b"")
-            .into_iter()
-            .next()
-            .ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone())
+        self.client()?
             .lease_grant(forwarded(r.metadata(), *r.get_ref()))
             .await
     }
@@ -248,14 +255,7 @@ impl Lease for LeaseService {
         &self,
         r: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let backend = self
-            .leases
-            .director
-            .pick(b"")
-            .into_iter()
-            .next()
-            .ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone())
+        self.client()?
             .lease_revoke(forwarded(r.metadata(), *r.get_ref()))
             .await
     }
@@ -264,14 +264,7 @@ impl Lease for LeaseService {
         &self,
         r: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let backend = self
-            .leases
-            .director
-            .pick(b"")
-            .into_iter()
-            .next()
-            .ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone())
+        self.client()?
             .lease_time_to_live(forwarded(r.metadata(), *r.get_ref()))
             .await
     }
@@ -280,14 +273,7 @@ impl Lease for LeaseService {
         &self,
         r: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let backend = self
-            .leases
-            .director
-            .pick(b"")
-            .into_iter()
-            .next()
-            .ok_or_else(no_endpoints)?;
-        LeaseClient::new(backend.channel.clone())
+        self.client()?
             .lease_leases(forwarded(r.metadata(), *r.get_ref()))
             .await
     }
