@@ -100,8 +100,13 @@ impl Target {
                 .unwrap_or("")
                 .trim_matches(['[', ']'])
                 .to_string();
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), uri.port_u16().unwrap_or(80)))
-                .await?;
+            let default_port = if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            let port = uri.port_u16().unwrap_or(default_port);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
             Ok::<_, std::io::Error>(TokioIo::new(Coalesce(tcp)))
         });

@@ -12,8 +12,21 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Returns memory freed by any thread to the operating system now, rather than when that
-/// thread next allocates.
+/// mimalloc's `mi_option_purge_delay`: its place in `mi_option_e` (mimalloc.h of the v3 that
+/// libmimalloc-sys vendors). The crate names no constant for it; a test checks that this is
+/// the option whose default is 1000 ms (v3's options.c).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Freed pages go back to the operating system at once, as glibc does with large blocks. With
+/// mimalloc's default one-second delay, the transient buffers of a large range answer stayed
+/// resident while the next one was allocated (tests/it/memory.rs: peak RSS grew by 138 MB
+/// answering 64 MB of values, 75 MB with no delay). Puts from 100 clients ran as fast either way.
+fn configure_allocator() {
+    // SAFETY: mi_option_set only stores the value; any option index is accepted.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+}
+
+/// Returns memory freed by any thread to the operating system now.
 fn release_freed_memory() {
     // SAFETY: mi_collect has no preconditions; it only walks mimalloc's own structures.
     unsafe { libmimalloc_sys::mi_collect(true) }
@@ -43,6 +56,7 @@ use logging::LogSettings;
 use member_config::DataDirKind;
 
 fn main() -> ExitCode {
+    configure_allocator();
     let args: Vec<String> = std::env::args_os()
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
@@ -251,6 +265,16 @@ fn refusal(config: &flags::EtcdConfig, _kind: DataDirKind) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_purge_delay_index_names_mimalloc_s_purge_delay() {
+        // No test calls configure_allocator: the option still has mimalloc's default.
+        // SAFETY: mi_option_get only reads the option table.
+        assert_eq!(
+            unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
+            1000
+        );
+    }
 
     fn config(args: &[&str]) -> flags::EtcdConfig {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
