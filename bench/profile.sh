@@ -2,7 +2,9 @@
 # Where does Ketch spend its time under one benchmark scenario? Starts a fresh release Ketch
 # member on loopback (data on disk), runs ketch-bench against it under `perf record -g`, and
 # prints the hottest symbols (self time, then inclusive time). perf.data stays in the output
-# directory for `perf report -i` or a flamegraph.
+# directory for `perf report -i`; with inferno installed (`cargo install inferno`) it also
+# writes flamegraph.svg there. Call graphs come from DWARF (release builds keep no frame
+# pointers), so perf.data is large: keep runs short.
 #   bash bench/profile.sh                      # put, 100 clients over 10 connections
 #   bash bench/profile.sh --conns=1 --clients=1 put --total=5000 --val-size=256
 # Needs perf (Debian: linux-perf). Run compare.sh first, or `cargo build --release -p ketch -p ketch-bench`.
@@ -30,7 +32,7 @@ for _ in $(seq 100); do
     "$BENCH" --endpoints="$EP" range probe --total=1 >/dev/null 2>&1 && break
     sleep 0.05
 done
-perf record -F 999 -g -p "$PID" -o "$OUT/perf.data" >/dev/null 2>"$OUT/perf.err" &
+perf record -F 499 --call-graph dwarf,16384 -p "$PID" -o "$OUT/perf.data" >/dev/null 2>"$OUT/perf.err" &
 PERF=$!
 sleep 0.5
 "$BENCH" --endpoints="$EP" "$@" | tee "$OUT/bench.txt" | sed -n '1,9p'
@@ -43,4 +45,10 @@ echo "== by thread =="
 perf report -i "$OUT/perf.data" --no-children --stdio --sort comm 2>/dev/null | grep -E '^ +[0-9]' | head -10
 echo "== inclusive time (top 25) =="
 perf report -i "$OUT/perf.data" --children --stdio --sort symbol 2>/dev/null | grep -E '^ +[0-9]' | head -25
+if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
+    perf script -i "$OUT/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph \
+        --title "ketch: $*" >"$OUT/flamegraph.svg" && echo "flamegraph: $OUT/flamegraph.svg"
+else
+    echo "no flamegraph: cargo install inferno (inferno-collapse-perf, inferno-flamegraph)"
+fi
 echo "perf data: $OUT/perf.data"
