@@ -98,6 +98,20 @@ impl Server {
         self.auth_info(req.metadata(), req.extensions()).await
     }
 
+    /// Runs `serve` on the request's message as its caller: proposals made on the way carry
+    /// the caller's identity ([`REQUEST_AUTH`]).
+    pub async fn as_caller<T, R, F>(
+        &self,
+        req: Request<T>,
+        serve: impl FnOnce(T) -> F,
+    ) -> Result<R, Status>
+    where
+        F: std::future::Future<Output = Result<R, Status>>,
+    {
+        let ai = self.auth_of(&req).await?;
+        REQUEST_AUTH.scope(ai, serve(req.into_inner())).await
+    }
+
     /// A simple token's user, once this member has applied the entry that made the token.
     async fn token_info(&self, token: &str) -> Result<AuthInfo, EtcdError> {
         if let Some(jwt) = &self.auth.jwt {

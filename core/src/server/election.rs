@@ -46,10 +46,8 @@ impl Election for ElectionService {
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        let ai = self.server.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH
-            .scope(ai, async move {
-                let req = req.into_inner();
+        self.server
+            .as_caller(req, |req| async move {
                 let server = &self.server;
                 let lease = server
                     .session_lease(req.lease)
@@ -105,10 +103,8 @@ impl Election for ElectionService {
         &self,
         req: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        let ai = self.server.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH
-            .scope(ai, async move {
-                let req = req.into_inner();
+        self.server
+            .as_caller(req, |req| async move {
                 let leader = req.leader.ok_or_else(|| unknown(MISSING_LEADER_KEY))?;
                 let header = proclaim(
                     &self.server,
@@ -127,10 +123,9 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let ai = self.server.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH
-            .scope(ai, async move {
-                let prefix = prefix_of(&req.into_inner().name);
+        self.server
+            .as_caller(req, |req| async move {
+                let prefix = prefix_of(&req.name);
                 let resp = self
                     .server
                     .range_linearizable(&first_created(&prefix))
@@ -179,13 +174,9 @@ impl Election for ElectionService {
         &self,
         req: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        let ai = self.server.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH
-            .scope(ai, async move {
-                let leader = req
-                    .into_inner()
-                    .leader
-                    .ok_or_else(|| unknown(MISSING_LEADER_KEY))?;
+        self.server
+            .as_caller(req, |req| async move {
+                let leader = req.leader.ok_or_else(|| unknown(MISSING_LEADER_KEY))?;
                 let txn = TxnRequest {
                     compare: vec![create_revision_is(&leader.key, leader.rev)],
                     success: vec![delete_op(&leader.key)],

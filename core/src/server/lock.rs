@@ -19,10 +19,8 @@ pub struct LockService(pub SharedServer);
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let ai = self.0.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH
-            .scope(ai, async move {
-                let req = req.into_inner();
+        self.0
+            .as_caller(req, |req| async move {
                 let server = &self.0;
                 let mut prefix = req.name.to_vec();
                 prefix.push(b'/');
@@ -79,10 +77,8 @@ impl Lock for LockService {
         &self,
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let ai = self.0.auth_of(&req).await?;
-        super::auth::REQUEST_AUTH
-            .scope(ai, async move {
-                let req = req.into_inner();
+        self.0
+            .as_caller(req, |req| async move {
                 let resp = self
                     .0
                     .delete_through_log(DeleteRangeRequest {
