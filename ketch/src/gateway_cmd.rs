@@ -7,6 +7,7 @@ use std::time::Duration;
 use ketch_proxy::l4::GatewayConfig;
 
 use crate::goparse::parse_duration;
+use crate::subcommand_args::{Arg, SubcommandArgs};
 
 pub const USAGE: &str = "Usage:\n  ketch gateway start [flags]\n\nFlags:\n      --endpoints strings       comma separated etcd cluster endpoints (default [127.0.0.1:2379])\n      --listen-addr string      listen address (default \"127.0.0.1:23790\")\n      --retry-delay duration    duration of delay before retrying failed endpoints (default 1m0s)\n";
 
@@ -23,21 +24,13 @@ pub fn parse(args: &[String]) -> Result<GatewayConfig, String> {
     let mut listen = "127.0.0.1:23790".to_string();
     let mut endpoints = "127.0.0.1:2379".to_string();
     let mut retry = "1m".to_string();
-    let mut rest = args[1..].iter();
-    while let Some(arg) = rest.next() {
-        let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
-            return Err(format!("unexpected argument {arg:?}\n{USAGE}"));
+    let mut args = SubcommandArgs::new(&args[1..]);
+    while let Some(arg) = args.next_arg() {
+        let (name, inline) = match arg {
+            Arg::Flag(name, inline) => (name, inline),
+            Arg::Positional(arg) => return Err(format!("unexpected argument {arg:?}\n{USAGE}")),
         };
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (flag, None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| rest.next().cloned())
-                .ok_or_else(|| format!("flag needs an argument: --{name}"))
-        };
+        let mut value = || args.value(name, inline);
         match name {
             "listen-addr" => listen = value()?,
             "endpoints" => endpoints = value()?,

@@ -45,6 +45,7 @@ mod proxy_config;
 mod serve;
 mod snapshot_cmd;
 mod startup;
+mod subcommand_args;
 mod verify;
 mod version;
 

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use crate::member_config::parse_initial_cluster;
+use crate::subcommand_args::{Arg, SubcommandArgs};
 
 pub const USAGE: &str = "Usage:\n  ketch snapshot restore <filename> [flags]\n\nFlags:\n      --data-dir string                      Path to the data directory (default \"<name>.etcd\")\n      --initial-advertise-peer-urls string   List of this member's peer URLs to advertise to the rest of the cluster (default \"http://localhost:2380\")\n      --initial-cluster string               Initial cluster configuration for restore bootstrap (default \"default=http://localhost:2380\")\n      --initial-cluster-token string         Initial cluster token for the etcd cluster during restore bootstrap (default \"etcd-cluster\")\n      --name string                          Human-readable name for this member (default \"default\")\n      --skip-hash-check                      Ignore snapshot integrity hash value (required if copied from data directory)\n      --wal-dir string                       Path to the WAL directory (use --data-dir if none given)\n";
 
@@ -34,24 +35,18 @@ pub fn parse(args: &[String]) -> Result<Restore, String> {
     let mut initial_cluster = "default=http://localhost:2380".to_string();
     let mut peer_urls = "http://localhost:2380".to_string();
     let mut skip_hash_check = false;
-    let mut rest = args[1..].iter();
-    while let Some(arg) = rest.next() {
-        let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
-            if file.replace(PathBuf::from(arg)).is_some() {
-                return Err("snapshot restore requires exactly one argument".into());
+    let mut args = SubcommandArgs::new(&args[1..]);
+    while let Some(arg) = args.next_arg() {
+        let (flag, inline) = match arg {
+            Arg::Flag(flag, inline) => (flag, inline),
+            Arg::Positional(arg) => {
+                if file.replace(PathBuf::from(arg)).is_some() {
+                    return Err("snapshot restore requires exactly one argument".into());
+                }
+                continue;
             }
-            continue;
         };
-        let (flag, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (flag, None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| rest.next().cloned())
-                .ok_or_else(|| format!("flag needs an argument: --{flag}"))
-        };
+        let mut value = || args.value(flag, inline);
         match flag {
             "name" => name = value()?,
             "data-dir" => data_dir = value()?,
@@ -60,7 +55,7 @@ pub fn parse(args: &[String]) -> Result<Restore, String> {
             "initial-cluster-token" => drop(value()?),
             "initial-advertise-peer-urls" => peer_urls = value()?,
             "skip-hash-check" => {
-                skip_hash_check = inline.as_deref().map_or(Ok(true), |v| {
+                skip_hash_check = inline.map_or(Ok(true), |v| {
                     v.parse::<bool>()
                         .map_err(|_| format!("invalid --skip-hash-check {v:?}"))
                 })?
