@@ -26,33 +26,15 @@ impl Cluster {
 
     /// [`Cluster::start_with`] and environment variables for every member.
     pub fn start_with_env(kind: Kind, n: usize, args: &[&str], env: &[(&str, &str)]) -> Cluster {
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| two_free_ports()).collect();
-        let initial = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("m{}=http://127.0.0.1:{peer}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let builders = ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let mut b = Server::builder(kind)
-                    .name(&format!("m{}", i + 1))
-                    .cluster_member(*p, &initial);
-                for a in args {
-                    b = b.arg(*a);
-                }
-                for (k, v) in env {
-                    b = b.env(k, v);
-                }
-                b
-            })
-            .collect();
-        Cluster {
-            members: Server::start_all(builders),
-            relays: Vec::new(),
-        }
+        Cluster::start_custom(kind, n, false, |mut b| {
+            for a in args {
+                b = b.arg(*a);
+            }
+            for (k, v) in env {
+                b = b.env(k, v);
+            }
+            b
+        })
     }
 
     /// Starts `n` members as a new cluster, each builder passed through `configure` (flags,
