@@ -238,6 +238,18 @@ async fn mutex_lock(
     Ok(hdr.unwrap_or_default())
 }
 
+async fn get_key(client: &Client, key: &[u8]) -> Result<RangeResponse, RpcError> {
+    client
+        .range(
+            RangeRequest {
+                key: key.to_vec().into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+}
+
 async fn delete_key(client: &Client, key: &[u8]) -> Result<(), RpcError> {
     client
         .delete_range(
@@ -334,14 +346,7 @@ pub async fn lock(inv: &mut Invocation<'_>) -> CtlResult {
         return unlocked.map_err(|e| CtlError::error(e.to_string()));
     }
 
-    let resp = client
-        .range(
-            RangeRequest {
-                key: key.clone().into(),
-                ..Default::default()
-            },
-            None,
-        )
+    let resp = get_key(&client, &key)
         .await
         .map_err(|e| CtlError::error(e.to_string()))?;
     if resp.kvs.is_empty() {
@@ -468,14 +473,7 @@ pub async fn elect(inv: &mut Invocation<'_>) -> CtlResult {
             return Err(CtlError::error(e.to_string()));
         }
     };
-    let resp = client
-        .range(
-            RangeRequest {
-                key: key.clone().into(),
-                ..Default::default()
-            },
-            None,
-        )
+    let resp = get_key(&client, &key)
         .await
         .map_err(|e| CtlError::error(e.to_string()))?;
     {
