@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use ketch_api::coalesce::Coalesce;
+use ketch_api::coalesce::TcpConnector;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::flags::Flags;
@@ -94,24 +93,9 @@ impl Target {
         // Our own TCP dial, under `Coalesce`, so that h2 batches the calls of the clients
         // sharing a connection into one write as grpc-go does (tonic's writes each message of
         // over 256 bytes on its own, which costs the load generator CPU the server needs).
-        let dial = tower::service_fn(|uri: http::Uri| async move {
-            let host = uri
-                .host()
-                .unwrap_or("")
-                .trim_matches(['[', ']'])
-                .to_string();
-            let default_port = if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            };
-            let port = uri.port_u16().unwrap_or(default_port);
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(TokioIo::new(Coalesce(tcp)))
-        });
+        // tonic still adds TLS on top for https endpoints.
         endpoint
-            .connect_with_connector(dial)
+            .connect_with_connector(TcpConnector)
             .await
             .map_err(|e| format!("cannot connect to {url}: {}", chain(&e)))
     }

@@ -34,8 +34,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 pub use stream::{
-    client_identity, request_identity, ConnInfo, ServerStream, TcpConnector, TlsConnector,
-    PROXIED_IDENTITY,
+    client_identity, request_identity, ConnInfo, ServerStream, TlsConnector, PROXIED_IDENTITY,
 };
 
 /// Why a TLS configuration could not be made. The message is for the operator.

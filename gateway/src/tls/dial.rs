@@ -6,7 +6,9 @@ use std::sync::Arc;
 use tonic::transport::Endpoint;
 
 use super::stream::plain_scheme;
-use super::{TcpConnector, TlsConnector};
+use ketch_api::coalesce::TcpConnector;
+
+use super::TlsConnector;
 
 /// Opens gRPC channels to URLs: `http://` in the clear, `https://` over rustls with the given
 /// client configuration (a CA, and a certificate to present as the client certificate). Both

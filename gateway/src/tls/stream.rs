@@ -10,7 +10,8 @@
 //! remote address and, over TLS, the client certificate chain rustls verified. Its common
 //! name is the client identity ([`client_identity`], [`request_identity`]).
 //!
-//! Dialing: [`TcpConnector`] and [`TlsConnector`] are tower connectors for tonic's `connect_with_connector`.
+//! Dialing: [`TlsConnector`] is a tower connector for tonic's `connect_with_connector`
+//! (`ketch_api::coalesce::TcpConnector` is its plain twin).
 
 use std::future::Future;
 use std::io;
@@ -21,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use ketch_api::coalesce::Coalesce;
+use ketch_api::coalesce::{host_port, Coalesce};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -339,47 +340,10 @@ impl TlsConnector {
     }
 }
 
-type ConnectFuture<S> = Pin<Box<dyn Future<Output = io::Result<TokioIo<Coalesce<S>>>> + Send>>;
-
-/// The host and port of a URL handed to a connector.
-fn host_port(uri: &http::Uri, default_port: u16) -> (String, u16) {
-    let host = uri
-        .host()
-        .unwrap_or("")
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    (host, uri.port_u16().unwrap_or(default_port))
-}
-
-/// Dials plain TCP (no delay) for tonic's `Endpoint::connect_with_connector`, under
-/// [`Coalesce`] so that h2 batches small frames (tonic's own connector writes vectored).
-#[derive(Clone, Copy, Default)]
-pub struct TcpConnector;
-
-impl tower::Service<http::Uri> for TcpConnector {
-    type Response = TokioIo<Coalesce<TcpStream>>;
-    type Error = io::Error;
-    type Future = ConnectFuture<TcpStream>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        Box::pin(async move {
-            let (host, port) = host_port(&uri, 80);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            let _ = tcp.set_nodelay(true);
-            Ok(TokioIo::new(Coalesce(tcp)))
-        })
-    }
-}
-
 impl tower::Service<http::Uri> for TlsConnector {
     type Response = TokioIo<Coalesce<tokio_rustls::client::TlsStream<TcpStream>>>;
     type Error = io::Error;
-    type Future = ConnectFuture<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
