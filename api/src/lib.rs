@@ -1,7 +1,7 @@
 //! ketch-api: the wire. etcd's v3 client API as Rust types and tonic services, Ketch's own
 //! Raft records, etcd's error catalogue ([`status`]) and the checks etcd makes on a request
-//! before proposing it ([`validate`]). No I/O and no runtime live here, save one adapter
-//! every Ketch process puts under its HTTP/2 connections ([`coalesce`]).
+//! before proposing it ([`validate`]). No I/O and no runtime live here, save the adapter and
+//! TCP connector every Ketch process puts under its HTTP/2 connections ([`coalesce`]).
 
 pub mod coalesce;
 pub mod range_response;
